@@ -1,0 +1,150 @@
+"""Command line: ``retain run`` and ``retain list``. Thin: parse, build a config, call the API."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import warnings
+from typing import Any
+
+from retain.config import HEADS, PROFILES, SCENARIOS, RunConfig
+from retain.errors import RetainError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _help(name: str) -> str:
+    f = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
+    return f.metadata["help"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'"
+                                         ) from None
+
+
+def _option(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), value.strip()
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="seq-lora", help=_help("method"))
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--benchmark", default="wordnet45", help=_help("benchmark"))
+    src.add_argument("--data", help=_help("data"))
+    p.add_argument("--profile", default="quick", choices=list(PROFILES), help=_help("profile"))
+    p.add_argument("--scenario", default="class", choices=SCENARIOS, help=_help("scenario"))
+    p.add_argument("--classes-per-task", type=int, help=_help("classes_per_task"))
+    p.add_argument("--class-order", type=_ints, help=_help("class_order") + ", e.g. 3,0,2,1")
+    p.add_argument("--class-order-seed", type=int, help=_help("class_order_seed"))
+    p.add_argument("--seed", type=int, default=0, help=_help("seed"))
+    p.add_argument("--backbone", help=_help("backbone") + " (default minilm)")
+    p.add_argument("--pooling", default="auto", help=_help("pooling"))
+    p.add_argument("--head", choices=HEADS, help=_help("head"))
+    for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int), ("lr", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
+    p.add_argument("--head-lr", type=float, default=1e-2, help=_help("head_lr"))
+    p.add_argument("--weight-decay", type=float, default=0.0, help=_help("weight_decay"))
+    p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
+                   help=_help("mixed_precision"))
+    p.add_argument("--cpu", action="store_true", help=_help("cpu"))
+    p.add_argument("--no-retention", dest="retention", action="store_false",
+                   help="skip measuring retained pretrained capability")
+    p.add_argument("--set", dest="options", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="a method option, e.g. --set rank=16 (repeatable)")
+    p.add_argument("--out", default="runs/latest", help=_help("out"))
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint is in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields}
+    values["method_options"] = dict(args.options)
+    if args.data:
+        values["benchmark"] = None
+    return RunConfig(**values)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    m, c, r = results["metrics"], results["cost"], results.get("retention") or {}
+    rows = [("final accuracy", m["final_accuracy"]),
+            ("average incremental accuracy", m["average_incremental_accuracy"]),
+            ("forgetting", m["forgetting"]), ("backward transfer", m["bwt"]),
+            ("plasticity", m["plasticity"])]
+    if "task_incremental_metrics" in results and results["scenario"] != "task":
+        rows.append(("task-incremental final accuracy",
+                     results["task_incremental_metrics"]["final_accuracy"]))
+    rows += [(f"retention {k} (ratio)", v["ratio"]) for k, v in r.items()]
+    rows += [("trainable parameters", c["trainable_parameters"]),
+             ("stored parameters", c["stored_parameters"]),
+             ("train seconds", c["train_seconds"]), ("boundary seconds", c["boundary_seconds"]),
+             ("median step seconds", c["median_step_seconds"]),
+             ("peak memory MB", c["peak_memory_mb"])]
+    width = max(len(k) for k, _ in rows)
+    title = f"{results['method']} on {results['stream']} (head: {results['head']})"
+    lines = [title, "-" * len(title)]
+    for k, v in rows:
+        text = f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
+        lines.append(f"{k:<{width}}  {text:>12}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from retain.engine import run
+
+    results = run(config_from_args(args), resume=args.resume, progress=not args.quiet)
+    print(format_table(results))
+    print(f"results: {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from retain.data import BENCHMARKS
+    from retain.methods import REGISTRY
+
+    print("methods:")
+    for name, cls in REGISTRY.items():
+        print(f"  {name:<14} {cls.description} [head: {cls.default_head}]")
+    print("benchmarks:")
+    for name, text in BENCHMARKS.items():
+        print(f"  {name:<14} {text}")
+    print("profiles: " + ", ".join(PROFILES))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run one method on a continual stream")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+    sub.add_parser("list", help="methods and benchmarks").set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RetainError as e:
+        print(f"retain: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("retain: interrupted; the last finished task is checkpointed (use --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

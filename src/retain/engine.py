@@ -1,0 +1,275 @@
+"""The per-task loop: before, train, after, evaluate; checkpoints after every task; resume."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from retain import checkpoint, metrics
+from retain.backbones import Backbone, load_backbone
+from retain.config import RunConfig
+from retain.data.stream import Split, Stream, Task, build_stream
+from retain.errors import RetainError
+from retain.methods import get_method_class
+from retain.methods.base import ContinualMethod
+from retain.retention import probe, retention
+
+
+class _Items(Dataset):
+    def __init__(self, splits: list[Split]):
+        self.texts = [t for s in splits for t in s.texts]
+        self.labels = np.concatenate([s.labels for s in splits]) if splits else np.zeros(0, int)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return self.texts[i], int(self.labels[i])
+
+
+@dataclass
+class _Collate:
+    backbone: Backbone
+    max_length: int
+
+    def __call__(self, items: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
+        texts, labels = zip(*items, strict=True)
+        batch = self.backbone.tokenize(list(texts), self.max_length)
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+
+@dataclass
+class Record:
+    """What the loop accumulates; saved in every checkpoint."""
+
+    rows: list[list[float]] = field(default_factory=list)
+    til_rows: list[list[float]] = field(default_factory=list)
+    per_task: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    trainable_parameters: int = 0
+
+
+class Engine:
+    def __init__(self, cfg: RunConfig, stream: Stream, backbone: Backbone,
+                 method: ContinualMethod, accelerator: Accelerator, progress: bool):
+        self.cfg, self.stream, self.backbone, self.method = cfg, stream, backbone, method
+        self.acc, self.progress = accelerator, progress and accelerator.is_main_process
+        self.collate = _Collate(backbone, cfg.max_length)
+
+    def loader(self, splits: list[Split], shuffle: bool, seed: int = 0) -> DataLoader:
+        gen = torch.Generator().manual_seed(seed)
+        dl = DataLoader(_Items(splits), batch_size=self.cfg.batch_size, shuffle=shuffle,
+                        generator=gen, collate_fn=self.collate)
+        return self.acc.prepare_data_loader(dl)
+
+    def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
+        groups = self.method.trainable_parameters()
+        n_params = sum(p.numel() for g in groups for p in g["params"])
+        record.trainable_parameters = max(record.trainable_parameters, n_params)
+        if not splits or n_params == 0:
+            return {"steps": 0, "train_seconds": 0.0, "last_loss": None}
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        model, opt = self.acc.prepare(self.method, opt)
+        data = self.loader(splits, shuffle=True, seed=self.cfg.seed * 100_003 + task.index)
+        model.train()
+        steps, loss_value, start = 0, float("nan"), time.perf_counter()
+        bar = tqdm(total=self.cfg.epochs * len(data), disable=not self.progress, leave=False,
+                   desc=f"task {task.index + 1}/{len(self.stream)}", unit="step")
+        for _ in range(self.cfg.epochs):
+            for batch in data:
+                t0 = time.perf_counter()
+                loss = model(batch)
+                self.acc.backward(loss)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss_value = float(loss.detach())
+                if not np.isfinite(loss_value):
+                    raise RetainError(f"the loss became {loss_value} on task {task.index + 1}: "
+                                      "lower the learning rate (--lr) or use --mixed-precision no")
+                record.step_seconds.append(time.perf_counter() - t0)
+                steps += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        self.acc.unwrap_model(model, keep_fp32_wrapper=False)
+        self.acc.free_memory()
+        return {"steps": steps, "train_seconds": seconds, "last_loss": loss_value}
+
+    @torch.no_grad()
+    def evaluate(self, tasks: list[Task]) -> tuple[list[float], list[float]]:
+        """Class-incremental and task-incremental accuracy on each task's test set."""
+        self.method.eval()
+        cil, til = [], []
+        for task in tasks:
+            correct = np.zeros(2)
+            total = 0
+            classes = torch.as_tensor(task.classes, device=self.acc.device)
+            for batch in self.loader([task.test], shuffle=False):
+                with self.acc.autocast():
+                    logits = self.method.predict(batch).float()
+                pred = logits.argmax(-1)
+                pred_til = classes[logits[:, classes].argmax(-1)]
+                pred, pred_til, labels = self.acc.gather_for_metrics(
+                    (pred, pred_til, batch["labels"]))
+                correct += [(pred == labels).sum().item(), (pred_til == labels).sum().item()]
+                total += len(labels)
+            cil.append(correct[0] / total)
+            til.append(correct[1] / total)
+        return cil, til
+
+    def boundary(self, hook, task: Task) -> float:
+        start = time.perf_counter()
+        self.method.eval()
+        with self.acc.autocast():
+            hook(task, lambda: self.loader([task.train], shuffle=False))
+        return time.perf_counter() - start
+
+
+def _versions() -> dict[str, str]:
+    import accelerate
+    import peft
+    import transformers
+
+    import retain
+
+    return {"retain": retain.__version__, "python": sys.version.split()[0],
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "accelerate": accelerate.__version__,
+            "platform": platform.platform()}
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def build_method(cfg: RunConfig) -> ContinualMethod:
+    cls = get_method_class(cfg.method)
+    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head, lr=cfg.lr,
+               head_lr=cfg.head_lr)
+
+
+def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    cfg = config.resolved()
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoint"
+    saved = checkpoint.read_state(ckpt_dir)
+    if saved and not resume:
+        raise RetainError(f"{out} holds a checkpoint of an earlier run: add --resume to continue "
+                          "it, or choose another --out")
+    if saved and saved["config"] != cfg.to_dict():
+        diff = sorted(k for k, v in cfg.to_dict().items() if saved["config"].get(k) != v)
+        raise RetainError(f"the checkpoint in {out} was written with a different config "
+                          f"({', '.join(diff)} differ); resume with the same options or choose "
+                          "another --out")
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
+    set_seed(cfg.seed)
+    stream = build_stream(cfg)
+    backbone = load_backbone(cfg.backbone, cfg.pooling)
+    untouched = probe(backbone.embed, cfg.retention_limit) if cfg.retention else None
+    method = build_method(cfg)
+    method.prepare(backbone, stream)
+    record, start = Record(), 0
+    if saved:
+        method.load_state(saved["method_state"])
+        checkpoint.load_weights(ckpt_dir, method, saved)
+        record, start = Record(**saved["record"]), saved["tasks_done"]
+    method.to(accelerator.device)
+    total_start = time.perf_counter()
+    for task in stream.tasks[start:]:
+        set_seed(cfg.seed * 1_000 + task.index)
+        seen = stream.tasks[: task.index + 1]
+        engine = Engine(cfg, stream, backbone, method, accelerator, progress)
+        begin = engine.boundary(method.begin_task, task)
+        fit = engine.train(task, [t.train for t in method.training_tasks(task, seen)], record)
+        boundary = begin + engine.boundary(method.end_task, task)
+        t0 = time.perf_counter()
+        cil, til = engine.evaluate(seen)
+        record.rows.append(cil)
+        record.til_rows.append(til)
+        record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
+                                "boundary_seconds": boundary,
+                                "eval_seconds": time.perf_counter() - t0,
+                                "accuracy": float(np.mean(cil))})
+        if accelerator.is_main_process:
+            checkpoint.save(ckpt_dir, method, {
+                "config": cfg.to_dict(), "tasks_done": task.index + 1,
+                "method_state": method.state(), "record": record.__dict__}, task.index + 1)
+            if progress:
+                tqdm.write(f"task {task.index + 1}/{len(stream)} ({task.name}): accuracy "
+                           f"{np.mean(cil):.3f}, {fit['steps']} steps in "
+                           f"{fit['train_seconds']:.1f}s")
+        accelerator.wait_for_everyone()
+    ret = None
+    if untouched is not None:
+        adapted = probe(lambda texts: backbone.embed(texts, method.model), cfg.retention_limit)
+        ret = retention(untouched, adapted)
+    results = _results(cfg, stream, method, record, ret, accelerator,
+                       time.perf_counter() - total_start)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out / "results.json", results)
+    return results
+
+
+def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,
+             ret: dict | None, accelerator: Accelerator, wall: float) -> dict[str, Any]:
+    sizes = [len(t.test) for t in stream.tasks]
+    task_il = cfg.scenario == "task"
+    rows = record.til_rows if task_il else record.rows
+    train_s = sum(p["train_seconds"] for p in record.per_task)
+    boundary_s = sum(p["boundary_seconds"] for p in record.per_task)
+    eval_s = sum(p["eval_seconds"] for p in record.per_task)
+    results: dict[str, Any] = {
+        "method": cfg.method,
+        "head": cfg.head,
+        "scenario": cfg.scenario,
+        "stream": stream.name,
+        "config": cfg.to_dict(),
+        "class_order": stream.class_order,
+        "class_names": stream.class_names,
+        "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
+                   "test": len(t.test)} for t in stream.tasks],
+        "accuracy_matrix": rows,
+        "metrics": metrics.summary(rows, sizes),
+    }
+    if cfg.scenario != "domain":
+        results["task_incremental_accuracy_matrix"] = record.til_rows
+        results["task_incremental_metrics"] = metrics.summary(record.til_rows, sizes)
+        if task_il:
+            results["class_incremental_accuracy_matrix"] = record.rows
+    results["retention"] = ret
+    steps = record.step_seconds
+    results["cost"] = {
+        "trainable_parameters": record.trainable_parameters,
+        "stored_parameters": method.stored_parameters(),
+        "train_seconds": train_s,
+        "boundary_seconds": boundary_s,
+        "eval_seconds": eval_s,
+        "boundary_share": boundary_s / max(train_s + boundary_s, 1e-9),
+        "median_step_seconds": statistics.median(steps) if steps else 0.0,
+        "steps": len(steps),
+        "peak_memory_mb": _peak_memory_mb(accelerator.device),
+        "wall_seconds_this_process": wall,
+        "device": str(accelerator.device),
+        "processes": accelerator.num_processes,
+    }
+    results["per_task"] = record.per_task
+    results["versions"] = _versions()
+    return results

@@ -1,0 +1,100 @@
+"""The baselines every comparison needs: seq-ft, seq-lora, frozen-ncm, joint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from retain.data.stream import Task
+from retain.errors import RetainError
+from retain.methods.base import ContinualMethod, MethodConfig, register
+
+
+@dataclass
+class NoConfig(MethodConfig):
+    """This method has no options."""
+
+
+@dataclass
+class LoraOptions(MethodConfig):
+    rank: int = field(default=8, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale alpha/r)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata={"help": "names (suffixes) of the nn.Linear modules to adapt"})
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Distinct trailing names of a model's linear layers, for error messages."""
+    names = set()
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            parts = n.split(".")
+            names.add(".".join(parts[-2:]) if parts[-1] == "dense" and len(parts) > 1
+                      else parts[-1])
+    return sorted(names)
+
+
+def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
+    """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules))
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as e:
+        if "not found" not in str(e) and "Target modules" not in str(e):
+            raise
+        raise RetainError(f"target modules {list(cfg.target_modules)} not found in the backbone; "
+                          f"its linear layers are: {', '.join(linear_module_names(model))}"
+                          ) from None
+
+
+@register
+class SeqFT(ContinualMethod):
+    name = "seq-ft"
+    description = "sequential full fine-tuning of the whole backbone (lower bound on forgetting)"
+    config_class = NoConfig
+    default_lr = 2e-5
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model.requires_grad_(True)
+
+
+@register
+class SeqLoRA(ContinualMethod):
+    name = "seq-lora"
+    description = "one peft LoRA adapter trained on task after task (the naive PEFT baseline)"
+    config_class = LoraOptions
+    default_lr = 5e-4
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return inject_lora(model, self.config)
+
+
+@register
+class FrozenNCM(ContinualMethod):
+    name = "frozen-ncm"
+    description = "no training: cosine to per-class mean features of the frozen backbone"
+    config_class = NoConfig
+    default_head = "prototypes"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model.requires_grad_(False)
+
+
+@register
+class Joint(SeqLoRA):
+    name = "joint"
+    description = ("LoRA trained once on all tasks' data at the last task (upper bound, not "
+                   "continual; earlier rows are the untrained model)")
+
+    def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
+        return list(seen) if task.index == self.num_tasks - 1 else []
+
+    def prepare(self, backbone, stream) -> None:
+        super().prepare(backbone, stream)
+        self.num_tasks = len(stream)
