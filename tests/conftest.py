@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny randomly initialised BERT (saved to a local directory, so loading by
+path is exercised) and small labelled files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+WORDS = {
+    "animal": "dog cat horse cow sheep lion tiger wolf bear fox",
+    "food": "bread cheese apple rice soup pasta butter honey salad cake",
+    "colour": "red blue green yellow purple orange pink brown grey black",
+    "music": "guitar piano drum violin song melody rhythm chord flute harp",
+    "sport": "football tennis golf rugby hockey boxing rowing skiing cycling swimming",
+    "weather": "rain snow wind storm cloud sunshine fog hail thunder frost",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer BERT of width 32 with MiniLM's tokenizer, saved as a local model directory."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from retain.backbones import resolve
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve("minilm")).save_pretrained(path)
+    return str(path)
+
+
+def make_rows(per_class: int = 10, classes: list[str] | None = None) -> list[dict]:
+    rows = []
+    for label in classes or list(WORDS):
+        words = WORDS[label].split()
+        for i in range(per_class):
+            rows.append({"text": f"the {words[i % len(words)]} and the {words[(3 * i + 1) % 10]}",
+                         "label": label})
+    return rows
+
+
+@pytest.fixture
+def jsonl_file(tmp_path) -> str:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in make_rows()) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def tiny_config(tiny_bert, jsonl_file, tmp_path):
+    """A RunConfig factory: 3 tasks of 2 classes from the JSONL file, on the tiny BERT."""
+    from retain import RunConfig
+
+    def make(**kw) -> RunConfig:
+        base = dict(method="seq-lora", data=jsonl_file, benchmark=None, profile="smoke",
+                    classes_per_task=2, backbone=tiny_bert, epochs=2, batch_size=8,
+                    retention=False, out=str(tmp_path / "run"))
+        base.update(kw)
+        return RunConfig(**base)
+
+    return make

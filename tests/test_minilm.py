@@ -1,0 +1,39 @@
+"""Integration tests on the real all-MiniLM-L6-v2 from its offline package."""
+
+import pytest
+
+from retain import RunConfig, run
+from retain.backbones import load_backbone
+from retain.retention import probe
+
+pytestmark = pytest.mark.minilm
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_backbone("minilm")
+
+
+def test_minilm_is_a_mean_pooled_sentence_encoder(minilm):
+    assert minilm.pooling == "mean" and minilm.hidden_size == 384
+    a, b, c = minilm.embed(["A man is playing a guitar.", "Someone plays an instrument.",
+                            "The stock market fell sharply today."])
+    assert float(a @ b) > float(a @ c) + 0.2
+
+
+def test_untouched_retention_scores_match_the_published_figures(minilm):
+    scores = probe(minilm.embed).scores
+    assert scores["wordsim353"] == pytest.approx(0.73, abs=0.01)
+    assert scores["simlex999"] == pytest.approx(0.45, abs=0.01)
+    assert scores["lee"] == pytest.approx(0.66, abs=0.02)
+
+
+def test_frozen_ncm_and_seq_lora_on_wordnet45_smoke(tmp_path):
+    ncm = run(RunConfig(method="frozen-ncm", profile="smoke", out=str(tmp_path / "ncm")),
+              progress=False)
+    assert ncm["metrics"]["final_accuracy"] > 0.5
+    assert ncm["retention"]["embedding_drift"]["ratio"] == pytest.approx(1.0, abs=1e-6)
+    lora = run(RunConfig(method="seq-lora", profile="smoke", out=str(tmp_path / "lora")),
+               progress=False)
+    assert lora["retention"]["embedding_drift"]["ratio"] < 1.0
+    assert lora["cost"]["trainable_parameters"] > 0
