@@ -134,3 +134,24 @@ def test_task_scenario_reports_task_incremental_accuracy(tiny_config):
     res = run(tiny_config(scenario="task", method="frozen-ncm"), progress=False)
     assert res["accuracy_matrix"] == res["task_incremental_accuracy_matrix"]
     assert "class_incremental_accuracy_matrix" in res
+
+
+def test_two_processes_share_the_work(tiny_bert, jsonl_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "mp"
+    # torchrun starts a gloo process group that accelerate's Accelerator joins (MULTI_CPU)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "-m", "retain.cli", "run", "--method", "seq-lora", "--data", jsonl_file,
+           "--classes-per-task", "2", "--backbone", tiny_bert, "--profile", "smoke",
+           "--no-retention", "--quiet", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("seq-lora on") == 1  # the table comes from the main process only
+    res = json.loads((out / "results.json").read_text())
+    assert res["cost"]["processes"] == 2
+    # every test item is counted once: accuracies are multiples of 1/4 (4 test items a task)
+    assert all(abs(a * 4 - round(a * 4)) < 1e-9 for row in res["accuracy_matrix"] for a in row)

@@ -101,9 +101,13 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from retain.engine import run
 
     results = run(config_from_args(args), resume=args.resume, progress=not args.quiet)
+    if not PartialState().is_main_process:
+        return 0
     print(format_table(results))
     print(f"results: {os.path.join(args.out, 'results.json')}")
     return 0

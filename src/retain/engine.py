@@ -178,7 +178,9 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
         raise RetainError(f"the checkpoint in {out} was written with a different config "
                           f"({', '.join(diff)} differ); resume with the same options or choose "
                           "another --out")
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
+    # accelerate joins a multi-process CPU group (torchrun) only when told it runs on the CPU
+    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
     set_seed(cfg.seed)
     stream = build_stream(cfg)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
