@@ -73,7 +73,7 @@ class RunConfig:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU even if a GPU is present"})
     retention: bool = field(
-        default=True, metadata={"help": "measure retained pretrained capability after the last task"})
+        default=True, metadata={"help": "measure retained pretrained capability at the end"})
     retention_limit: int | None = field(
         default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
     method_options: dict[str, Any] = field(

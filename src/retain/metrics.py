@@ -1,4 +1,4 @@
-"""Continual-learning metrics as pure functions of the accuracy matrix (``shared/specs/metrics.md``).
+"""Continual-learning metrics: pure functions of the accuracy matrix (``specs/metrics.md``).
 
 ``R[t][i]`` is the accuracy on task ``i`` after training through task ``t`` (0-based here; the
 spec counts from 1). ``R`` is given as a list of rows, row ``t`` holding ``t + 1`` entries, or as a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ def _gensim_data() -> Path:
     return package_dir("gensim") / "test" / "test_data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def word_pairs(name: str) -> tuple[tuple[str, str, float], ...]:
     path = _gensim_data() / {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}[name]
     pairs = []

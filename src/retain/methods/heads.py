@@ -61,7 +61,8 @@ class LinearHeads(nn.Module):
 
     def loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.per_task:
-            return F.cross_entropy(self.blocks[-1](features), _local(labels, self.block_classes[-1]))
+            local = _local(labels, self.block_classes[-1])
+            return F.cross_entropy(self.blocks[-1](features), local)
         return F.cross_entropy(self.logits(features), labels)
 
     def end_task(self, task, batches, featurize) -> None:
