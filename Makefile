@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/retain run --method seq-lora --benchmark wordnet45 --profile quick --seed 0 --out $(OUT)
+	$(BIN)/retain run --method seq-lora --benchmark wordnet45 --profile quick --seed 0 --out $(OUT) --resume
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from retain import RunConfig, run
+from retain.summary import summary_row
 
 ROOT = Path(__file__).resolve().parent
-
-
-def summarise(results: dict, wall: float) -> dict:
-    m, c = results["metrics"], results["cost"]
-    row = {"method": results["method"], "head": results["head"],
-           "final_accuracy": m["final_accuracy"],
-           "average_incremental_accuracy": m["average_incremental_accuracy"],
-           "forgetting": m["forgetting"], "plasticity": m["plasticity"],
-           "task_incremental_final": results.get("task_incremental_metrics", {})
-           .get("final_accuracy"),
-           "trainable_parameters": c["trainable_parameters"],
-           "stored_parameters": c["stored_parameters"],
-           "median_step_seconds": c["median_step_seconds"], "wall_seconds": wall}
-    for k, v in (results.get("retention") or {}).items():
-        row[f"retention_{k}"] = v["ratio"]
-    return row
 
 
 def main() -> None:
@@ -48,11 +32,10 @@ def main() -> None:
     rows = []
     for method, head in jobs:
         out = Path("runs/baselines") / args.profile / (method + (f"-{head}" if head else ""))
-        start = time.perf_counter()
         cfg = RunConfig(method=method, profile=args.profile, seed=args.seed, head=head,
                         out=str(out))
         results = run(cfg, resume=(out / "checkpoint").exists(), progress=False)
-        rows.append(summarise(results, time.perf_counter() - start))
+        rows.append(summary_row(results))
         print(json.dumps(rows[-1]), flush=True)
     dest = ROOT / "results" / f"baselines_{args.profile}.json"
     dest.write_text(json.dumps(rows, indent=1))

@@ -37,6 +37,14 @@ def test_wordnet45_quick_matches_the_spec():
     sizes = [(len(t.train), len(t.test)) for t in stream.tasks]
     assert sizes[0] == (1200, 300)
     assert sum(a + b for a, b in sizes) == 40 * 300 + 42 + 51 + 60 + 81 + 243
+    # the five small classes (spec: 42, 51, 60, 81, 243 items) split round(0.8 n) / rest
+    names = stream.class_names
+    for name, (n_train, n_test) in {"noun.motive": (34, 8), "noun.Tops": (41, 10),
+                                    "adj.ppl": (48, 12), "verb.weather": (65, 16),
+                                    "verb.consumption": (194, 49)}.items():
+        c = names.index(name)
+        task = stream.tasks[c // 5]
+        assert (task.train.labels == c).sum() == n_train and (task.test.labels == c).sum() == n_test
     # labels are positions in the class order: task t holds 5t..5t+4
     for t, task in enumerate(stream.tasks):
         assert set(task.train.labels) == set(range(5 * t, 5 * t + 5)) == set(task.test.labels)
@@ -45,11 +53,13 @@ def test_wordnet45_quick_matches_the_spec():
 def test_wordnet45_smoke_and_other_orders():
     stream = wordnet45(PROFILES["smoke"])
     assert [(len(t.train), len(t.test)) for t in stream.tasks] == [(48, 12)] * 3
-    assert stream.class_order == wordnet45(PROFILES["quick"]).class_order[:9]
+    assert stream.class_order == wordnet45(PROFILES["quick"]).class_order  # the whole order
+    assert stream.num_classes == 9
     other = wordnet45(PROFILES["smoke"], order_seed=7)
     assert other.class_order != stream.class_order
     explicit = wordnet45(PROFILES["smoke"], order=list(range(45)))
-    assert explicit.class_order == list(range(9))
+    assert explicit.class_order == list(range(45))
+    assert explicit.class_names[:2] == ["adj.all", "adj.pert"]
     with pytest.raises(RetainError, match="permutation"):
         wordnet45(PROFILES["smoke"], order=[0, 1])
 

@@ -118,7 +118,7 @@ def load_backbone(name: str = "minilm", pooling: str = "auto") -> Backbone:
 
     if pooling not in POOLINGS:
         raise RetainError(f"unknown pooling '{pooling}': choose one of {', '.join(POOLINGS)}")
-    path = resolve(name)
+    path = os.path.expanduser(resolve(name))
     if not os.path.isdir(path) and name.startswith(("/", ".", "~")):
         raise RetainError(f"backbone directory '{name}' does not exist")
     verbosity = hf_logging.get_verbosity()
@@ -136,6 +136,8 @@ def load_backbone(name: str = "minilm", pooling: str = "auto") -> Backbone:
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None  # BERT's pooler is unused by feature pooling (and idle under DDP)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

@@ -1,40 +1,67 @@
 """Atomic writes: a checkpoint is complete or absent, never half-written.
 
-A checkpoint is ``weights-NNN.safetensors`` (every tensor of the method's ``state_dict``) and
-``state.json`` (structure, records, the config). ``state.json`` is written last and names its
-weights file, so a crash between the two leaves the previous checkpoint in force.
+A checkpoint is ``weights-NNN.safetensors`` (the tensors the method stores beyond the untouched
+backbone: adapters, heads, prototypes, and backbone tensors that changed) and ``state.json``
+(structure, records, the config). ``state.json`` is written last and names its weights file, so
+a crash between the two leaves the previous checkpoint in force. Resuming rebuilds the untouched
+backbone from its source and loads the stored tensors on top.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_model, save_model
-from torch import nn
+import torch
+from safetensors.torch import load_file, save_file
 
 from retain.errors import RetainError
 
 STATE = "state.json"
 
 
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity: write null (undefined) instead."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: Any) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, allow_nan=True)
+        json.dump(_finite(data), f, indent=1, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
-def save(directory: Path, model: nn.Module, state: dict[str, Any], step: int) -> None:
+def save(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+         step: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"weights-{step:03d}.safetensors"
     tmp = directory / (weights.name + ".tmp")
-    save_model(model, str(tmp))
+    # clones: safetensors refuses tensors that share memory (tied embeddings)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, weights)
     write_json(directory / STATE, {**state, "weights": weights.name})
     for old in directory.glob("weights-*.safetensors"):
@@ -53,13 +80,22 @@ def read_state(directory: Path) -> dict[str, Any] | None:
                           "checkpoint directory to start over") from None
 
 
-def load_weights(directory: Path, model: nn.Module, state: dict[str, Any]) -> None:
+def load_weights(directory: Path, model: torch.nn.Module, state: dict[str, Any],
+                 untouched: set[str]) -> None:
+    """Load stored tensors into ``model``; every tensor not in the file must be in
+    ``untouched`` (backbone tensors, rebuilt from the backbone's source)."""
     path = directory / state["weights"]
     if not path.is_file():
         raise RetainError(f"checkpoint weights {path} are missing; remove {directory} to start "
                           "over")
+    tensors = load_file(str(path))
+    expected = set(model.state_dict())
+    unknown = sorted(set(tensors) - expected)
+    missing = sorted(expected - set(tensors) - untouched)
     try:
-        load_model(model, str(path), strict=True)
+        if unknown or missing:
+            raise RuntimeError(f"unexpected tensors {unknown[:3]}, missing tensors {missing[:3]}")
+        model.load_state_dict(tensors, strict=False)
     except RuntimeError as e:
         raise RetainError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}"
                           "); it was written by another backbone or method") from None

@@ -11,6 +11,7 @@ from typing import Any
 
 from retain.config import HEADS, PROFILES, SCENARIOS, RunConfig
 from retain.errors import RetainError
+from retain.summary import format_table
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -52,7 +53,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=HEADS, help=_help("head"))
     for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int), ("lr", float)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
-    p.add_argument("--head-lr", type=float, default=1e-2, help=_help("head_lr"))
+    p.add_argument("--head-lr", type=float, help=_help("head_lr"))
     p.add_argument("--weight-decay", type=float, default=0.0, help=_help("weight_decay"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
                    help=_help("mixed_precision"))
@@ -74,30 +75,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.data:
         values["benchmark"] = None
     return RunConfig(**values)
-
-
-def format_table(results: dict[str, Any]) -> str:
-    m, c, r = results["metrics"], results["cost"], results.get("retention") or {}
-    rows = [("final accuracy", m["final_accuracy"]),
-            ("average incremental accuracy", m["average_incremental_accuracy"]),
-            ("forgetting", m["forgetting"]), ("backward transfer", m["bwt"]),
-            ("plasticity", m["plasticity"])]
-    if "task_incremental_metrics" in results and results["scenario"] != "task":
-        rows.append(("task-incremental final accuracy",
-                     results["task_incremental_metrics"]["final_accuracy"]))
-    rows += [(f"retention {k} (ratio)", v["ratio"]) for k, v in r.items()]
-    rows += [("trainable parameters", c["trainable_parameters"]),
-             ("stored parameters", c["stored_parameters"]),
-             ("train seconds", c["train_seconds"]), ("boundary seconds", c["boundary_seconds"]),
-             ("median step seconds", c["median_step_seconds"]),
-             ("peak memory MB", c["peak_memory_mb"])]
-    width = max(len(k) for k, _ in rows)
-    title = f"{results['method']} on {results['stream']} (head: {results['head']})"
-    lines = [title, "-" * len(title)]
-    for k, v in rows:
-        text = f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
-        lines.append(f"{k:<{width}}  {text:>12}")
-    return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

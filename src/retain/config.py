@@ -68,7 +68,8 @@ class RunConfig:
     batch_size: int | None = field(default=None, metadata={"help": "override of the profile"})
     max_length: int | None = field(default=None, metadata={"help": "override of the profile"})
     lr: float | None = field(default=None, metadata={"help": "learning rate (default: method's)"})
-    head_lr: float = field(default=1e-2, metadata={"help": "learning rate of linear heads"})
+    head_lr: float | None = field(
+        default=None, metadata={"help": "learning rate of linear heads (default: lr)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU even if a GPU is present"})
@@ -95,17 +96,20 @@ class RunConfig:
         if head not in HEADS:
             raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
         method_config = cls.config_class.from_options(self.method_options)
+        lr = self.lr if self.lr is not None else cls.default_lr
         return dataclasses.replace(
             self,
             benchmark=None if self.data else self.benchmark,
             backbone=self.backbone or "minilm",
             head=head,
             epochs=self.epochs if self.epochs is not None else prof.epochs,
-            batch_size=self.batch_size or prof.batch_size,
-            max_length=self.max_length or prof.max_length,
-            lr=self.lr if self.lr is not None else cls.default_lr,
+            batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
+            max_length=self.max_length if self.max_length is not None else prof.max_length,
+            lr=lr,
+            head_lr=self.head_lr if self.head_lr is not None else lr,
             class_order_seed=self._order_seed(),
-            retention_limit=self.retention_limit or (60 if self.profile == "smoke" else None),
+            retention_limit=(self.retention_limit if self.retention_limit is not None
+                             else 60 if self.profile == "smoke" else None),
             method_options=dataclasses.asdict(method_config),
         )
 
@@ -121,7 +125,3 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})

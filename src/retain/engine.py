@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -61,20 +63,36 @@ class Record:
     per_task: list[dict[str, Any]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     trainable_parameters: int = 0
+    wall_seconds: float = 0.0
 
 
 class Engine:
+    """Runs the lifecycle of one method over a stream, with ``accelerate`` for the device."""
+
     def __init__(self, cfg: RunConfig, stream: Stream, backbone: Backbone,
                  method: ContinualMethod, accelerator: Accelerator, progress: bool):
         self.cfg, self.stream, self.backbone, self.method = cfg, stream, backbone, method
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
 
-    def loader(self, splits: list[Split], shuffle: bool, seed: int = 0) -> DataLoader:
+    def loader(self, splits: list[Split], shuffle: bool = False, seed: int = 0,
+               even: bool = True) -> DataLoader:
+        """Sharded across processes. ``even=False`` gives every item exactly once overall (for
+        statistics that are summed across processes); ``even=True`` pads the last batches so all
+        processes step together (training; evaluation drops the padding when gathering)."""
         gen = torch.Generator().manual_seed(seed)
         dl = DataLoader(_Items(splits), batch_size=self.cfg.batch_size, shuffle=shuffle,
                         generator=gen, collate_fn=self.collate)
-        return self.acc.prepare_data_loader(dl)
+        return prepare_data_loader(dl, self.acc.device, self.acc.num_processes,
+                                   self.acc.process_index, put_on_device=True, even_batches=even)
+
+    def boundary(self, hook, task: Task) -> float:
+        start = time.perf_counter()
+        self.method.eval()
+        with self.acc.autocast():
+            hook(task, lambda: self.loader([task.train], even=False))
+        self.method.to(self.acc.device)  # hooks may add modules (heads, branches)
+        return time.perf_counter() - start
 
     def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
         groups = self.method.trainable_parameters()
@@ -119,11 +137,15 @@ class Engine:
             correct = np.zeros(2)
             total = 0
             classes = torch.as_tensor(task.classes, device=self.acc.device)
-            for batch in self.loader([task.test], shuffle=False):
+            for batch in self.loader([task.test]):
                 with self.acc.autocast():
                     logits = self.method.predict(batch).float()
+                    if self.method.task_aware_prediction:
+                        logits_til = self.method.predict(batch, task_id=task.index).float()
+                    else:
+                        logits_til = logits
                 pred = logits.argmax(-1)
-                pred_til = classes[logits[:, classes].argmax(-1)]
+                pred_til = classes[logits_til[:, classes].argmax(-1)]
                 pred, pred_til, labels = self.acc.gather_for_metrics(
                     (pred, pred_til, batch["labels"]))
                 correct += [(pred == labels).sum().item(), (pred_til == labels).sum().item()]
@@ -132,12 +154,25 @@ class Engine:
             til.append(correct[1] / total)
         return cil, til
 
-    def boundary(self, hook, task: Task) -> float:
+    def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
-        self.method.eval()
-        with self.acc.autocast():
-            hook(task, lambda: self.loader([task.train], shuffle=False))
-        return time.perf_counter() - start
+        set_seed(self.cfg.seed * 1_000 + task.index)
+        seen = self.stream.tasks[: task.index + 1]
+        boundary = self.boundary(self.method.begin_task, task)
+        fit = self.train(task, [t.train for t in self.method.training_tasks(task, seen)], record)
+        boundary += self.boundary(self.method.end_task, task)
+        t0 = time.perf_counter()
+        cil, til = self.evaluate(seen)
+        record.rows.append(cil)
+        record.til_rows.append(til)
+        record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
+                                "boundary_seconds": boundary,
+                                "eval_seconds": time.perf_counter() - t0,
+                                "accuracy": float(np.mean(cil))})
+        record.wall_seconds += time.perf_counter() - start
+        if self.progress:
+            tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): accuracy "
+                       f"{np.mean(cil):.3f}, {fit['steps']} steps in {fit['train_seconds']:.1f}s")
 
 
 def _versions() -> dict[str, str]:
@@ -180,6 +215,10 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
                           "another --out")
     # accelerate joins a multi-process CPU group (torchrun) only when told it runs on the CPU
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    if cfg.mixed_precision == "fp16" and (cfg.cpu or no_gpu):
+        raise RetainError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
+    # each run sets its own precision: forget the previous run's (the process group stays)
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
     set_seed(cfg.seed)
     stream = build_stream(cfg)
@@ -190,40 +229,22 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
     record, start = Record(), 0
     if saved:
         method.load_state(saved["method_state"])
-        checkpoint.load_weights(ckpt_dir, method, saved)
+        checkpoint.load_weights(ckpt_dir, method, saved, method.backbone_tensor_names())
         record, start = Record(**saved["record"]), saved["tasks_done"]
     method.to(accelerator.device)
-    total_start = time.perf_counter()
+    engine = Engine(cfg, stream, backbone, method, accelerator, progress)
     for task in stream.tasks[start:]:
-        set_seed(cfg.seed * 1_000 + task.index)
-        seen = stream.tasks[: task.index + 1]
-        engine = Engine(cfg, stream, backbone, method, accelerator, progress)
-        begin = engine.boundary(method.begin_task, task)
-        fit = engine.train(task, [t.train for t in method.training_tasks(task, seen)], record)
-        boundary = begin + engine.boundary(method.end_task, task)
-        t0 = time.perf_counter()
-        cil, til = engine.evaluate(seen)
-        record.rows.append(cil)
-        record.til_rows.append(til)
-        record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
-                                "boundary_seconds": boundary,
-                                "eval_seconds": time.perf_counter() - t0,
-                                "accuracy": float(np.mean(cil))})
+        engine.run_task(task, record)
         if accelerator.is_main_process:
-            checkpoint.save(ckpt_dir, method, {
+            checkpoint.save(ckpt_dir, method.stored_tensors(), {
                 "config": cfg.to_dict(), "tasks_done": task.index + 1,
                 "method_state": method.state(), "record": record.__dict__}, task.index + 1)
-            if progress:
-                tqdm.write(f"task {task.index + 1}/{len(stream)} ({task.name}): accuracy "
-                           f"{np.mean(cil):.3f}, {fit['steps']} steps in "
-                           f"{fit['train_seconds']:.1f}s")
         accelerator.wait_for_everyone()
     ret = None
     if untouched is not None:
         adapted = probe(lambda texts: backbone.embed(texts, method.model), cfg.retention_limit)
         ret = retention(untouched, adapted)
-    results = _results(cfg, stream, method, record, ret, accelerator,
-                       time.perf_counter() - total_start)
+    results = _results(cfg, stream, method, record, ret, accelerator)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)
@@ -231,8 +252,16 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
 
 
 def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,
-             ret: dict | None, accelerator: Accelerator, wall: float) -> dict[str, Any]:
+             ret: dict | None, accelerator: Accelerator) -> dict[str, Any]:
     sizes = [len(t.test) for t in stream.tasks]
+
+    def summary(matrix: list[list[float]]) -> dict[str, Any]:
+        out = metrics.summary(matrix, sizes)
+        if not method.continual:  # rows before the last are the untrained model
+            for key in ("average_incremental_accuracy", "forgetting", "bwt", "plasticity"):
+                out[key] = float("nan")
+        return out
+
     task_il = cfg.scenario == "task"
     rows = record.til_rows if task_il else record.rows
     train_s = sum(p["train_seconds"] for p in record.per_task)
@@ -249,11 +278,11 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
                    "test": len(t.test)} for t in stream.tasks],
         "accuracy_matrix": rows,
-        "metrics": metrics.summary(rows, sizes),
+        "metrics": summary(rows),
     }
     if cfg.scenario != "domain":
         results["task_incremental_accuracy_matrix"] = record.til_rows
-        results["task_incremental_metrics"] = metrics.summary(record.til_rows, sizes)
+        results["task_incremental_metrics"] = summary(record.til_rows)
         if task_il:
             results["class_incremental_accuracy_matrix"] = record.rows
     results["retention"] = ret
@@ -268,7 +297,7 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "median_step_seconds": statistics.median(steps) if steps else 0.0,
         "steps": len(steps),
         "peak_memory_mb": _peak_memory_mb(accelerator.device),
-        "wall_seconds_this_process": wall,
+        "wall_seconds": record.wall_seconds,
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,
     }

@@ -50,7 +50,7 @@ def forgetting(R: Matrix) -> float:
     M = _square(R)
     T = len(M)
     if T < 2:
-        return 0.0
+        return float("nan")  # undefined with one task
     return float(np.mean([np.max(M[i:T - 1, i]) - M[T - 1, i] for i in range(T - 1)]))
 
 
@@ -59,7 +59,7 @@ def forgetting_from_first(R: Matrix) -> float:
     M = _square(R)
     T = len(M)
     if T < 2:
-        return 0.0
+        return float("nan")
     return float(np.mean([M[i, i] - M[T - 1, i] for i in range(T - 1)]))
 
 
@@ -77,7 +77,7 @@ def fwt(R_full: Matrix, baseline: Sequence[float]) -> float:
     M, b = np.asarray(R_full, dtype=float), np.asarray(baseline, dtype=float)
     T = len(M)
     if T < 2:
-        return 0.0
+        return float("nan")
     return float(np.mean([M[i - 1, i] - b[i] for i in range(1, T)]))
 
 

@@ -26,7 +26,15 @@ from retain.errors import RetainError
 
 
 def read_records(path: str | Path) -> list[dict]:
-    p = Path(path)
+    try:
+        return _read_records(path)
+    except UnicodeDecodeError as e:
+        raise RetainError(f"data file '{path}' is not UTF-8 text ({e.reason} at byte {e.start}); "
+                          "convert it to UTF-8") from None
+
+
+def _read_records(path: str | Path) -> list[dict]:
+    p = Path(path).expanduser()
     if not p.is_file():
         raise RetainError(f"data file '{path}' does not exist")
     suffix = p.suffix.lower()
@@ -85,23 +93,29 @@ def file_stream(config, profile: Profile) -> Stream:
     names = [str(k[1]) if k[0] == 0 else k[2] for k in classes]
     labels = np.asarray([index[k] for k in keys])
     texts = [r["text"] for r in rows]
+    domains = None
+    if config.scenario == "domain":
+        if any(r.get("domain") in (None, "") for r in rows):
+            n = next(i for i, r in enumerate(rows, 1) if r.get("domain") in (None, ""))
+            raise RetainError(f"--scenario domain needs a 'domain' value on every row of "
+                              f"'{path}' (row {n} has none)")
+        domains = [str(r["domain"]) for r in rows]
     if "split" in rows[0]:
         splits = [str(r.get("split", "")).strip().lower() for r in rows]
         bad = sorted(set(splits) - {"train", "test"})
         if bad:
             raise RetainError(f"{path}: split column has values {bad}; use 'train' or 'test'")
         is_train = np.asarray([s == "train" for s in splits])
-    else:
-        train_idx, _ = split_per_class(labels, None)
+    else:  # 80/20 per class (per domain and class in a domain-incremental stream)
+        groups = labels if domains is None else np.unique(
+            [f"{d}\x00{c}" for d, c in zip(domains, labels, strict=True)], return_inverse=True)[1]
+        train_idx, _ = split_per_class(groups, None)
         is_train = np.isin(np.arange(len(rows)), train_idx)
     name = Path(path).name
-    if config.scenario == "domain":
-        if "domain" not in rows[0]:
-            raise RetainError(f"--scenario domain needs a 'domain' column in '{path}'")
-        domains = [str(r["domain"]) for r in rows]
+    if domains is not None:
         order = list(dict.fromkeys(domains))
         return domain_incremental(name, texts, labels, names, domains, order, is_train)
-    k = config.classes_per_task or 5
+    k = 5 if config.classes_per_task is None else config.classes_per_task
     order = class_order_for(len(classes), config.class_order_seed, config.class_order)
     return class_incremental(name, texts, labels, names, order, k, is_train,
                              scenario=config.scenario)

@@ -2,7 +2,9 @@
 
 Labels inside a stream are *positions in the class order*: the classes of the first task are
 ``0..k-1``, and so on. ``Stream.class_order[j]`` is the original label index of position ``j`` and
-``Stream.class_names[j]`` its name, so results can always be mapped back.
+``Stream.class_names[j]`` its name, so results can always be mapped back. ``class_order`` is the
+whole permutation (it can be given back as ``--class-order``); a profile that keeps fewer tasks
+uses its first ``num_classes`` entries.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def class_incremental(name: str, texts: list[str], labels: np.ndarray, class_nam
     if groups is not None:
         n_groups = min(n_groups, groups)
     used = order[: n_groups * classes_per_task]
-    stream = Stream(name, scenario, [class_names[c] for c in used], list(used))
+    stream = Stream(name, scenario, [class_names[c] for c in used], list(order))
     for t in range(n_groups):
         classes = list(range(t * classes_per_task, min((t + 1) * classes_per_task, len(used))))
         member = np.isin(pos_labels, classes)
@@ -146,7 +148,7 @@ def build_stream(config) -> Stream:
         from retain.data.wordnet import wordnet45
 
         stream = wordnet45(profile, scenario=config.scenario, order_seed=config.class_order_seed,
-                           order=config.class_order)
+                           order=config.class_order, classes_per_task=config.classes_per_task)
     else:
         from retain.data import BENCHMARKS
 

@@ -50,7 +50,7 @@ def load_wordnet() -> tuple[list[str], np.ndarray, list[str]]:
 
 
 def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None = None,
-              order: list[int] | None = None) -> Stream:
+              order: list[int] | None = None, classes_per_task: int | None = None) -> Stream:
     if scenario == "domain":
         raise RetainError("wordnet45 is class-incremental (tasks have disjoint classes); use "
                           "--scenario class or task, or --data FILE with a `domain` column")
@@ -62,4 +62,5 @@ def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None 
     is_train = np.isin(idx, train_idx)
     return class_incremental(
         f"wordnet45/{profile.name}", [texts[i] for i in idx], labels[idx], names, class_order,
-        profile.classes_per_task or 5, is_train, groups=profile.groups, scenario=scenario)
+        classes_per_task or profile.classes_per_task or 5, is_train, groups=profile.groups,
+        scenario=scenario)

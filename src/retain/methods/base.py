@@ -9,7 +9,9 @@ One task, as the engine runs it::
     method.predict(batch)                 # logits over all classes seen so far (-inf elsewhere)
 
 ``prepare(backbone, stream)`` runs once before the first task; ``state()`` / ``load_state()``
-carry the structure a checkpoint needs beyond the tensors of ``state_dict()``.
+carry the structure a checkpoint needs beyond the tensors of ``state_dict()``. What a method
+stores beyond the untouched backbone (``stored_tensors()``: new tensors and backbone tensors whose
+values changed) is what checkpoints hold and what ``stored_parameters()`` counts.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class ContinualMethod(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_head: ClassVar[str] = "growing"
     default_lr: ClassVar[float] = 5e-4
+    continual: ClassVar[bool] = True  # False: only the final row is meaningful (joint)
+    task_aware_prediction: ClassVar[bool] = False  # predict() uses task_id when given
 
     def __init__(self, config: MethodConfig, head: str, lr: float, head_lr: float):
         super().__init__()
@@ -87,7 +91,8 @@ class ContinualMethod(nn.Module):
     def prepare(self, backbone: Backbone, stream: Stream) -> None:
         """Wrap the backbone (adapters, freezing) and build the head; once, before task 1."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
-        self._original = {id(t) for t in backbone.model.state_dict(keep_vars=True).values()}
+        self._original = {id(t): _fingerprint(t)
+                          for t in backbone.model.state_dict(keep_vars=True).values()}
         self.model = self.wrap(backbone.model)
         self.head = make_head(self.head_scheme, backbone.hidden_size, stream.num_classes)
 
@@ -126,7 +131,9 @@ class ContinualMethod(nn.Module):
     def end_task(self, task: Task, batches: Batches) -> None:
         self.head.end_task(task, batches, self.features)
 
-    def predict(self, batch: Batch) -> torch.Tensor:
+    def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
+        """Logits over every class of the stream (``-inf`` for unseen ones). Methods that set
+        ``task_aware_prediction`` use ``task_id`` (task-incremental evaluation)."""
         return self.head.logits(self.features(batch))
 
     # --- checkpoints and costs -------------------------------------------------------------
@@ -136,10 +143,29 @@ class ContinualMethod(nn.Module):
     def load_state(self, state: dict[str, Any]) -> None:
         self.head.load_state(state["head"])
 
+    def stored_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors needed beyond the untouched backbone to rebuild this method: new ones
+        (adapters, heads, prototypes) and backbone tensors whose values changed."""
+        out = {}
+        for name, t in self.state_dict(keep_vars=True).items():
+            fp = self._original.get(id(t))
+            if fp is None or fp != _fingerprint(t):
+                out[name] = t.detach()
+        return out
+
+    def backbone_tensor_names(self) -> set[str]:
+        """Names (in ``state_dict``) of the tensors that come from the pretrained backbone."""
+        return {n for n, t in self.state_dict(keep_vars=True).items() if id(t) in self._original}
+
     def stored_parameters(self) -> int:
-        """Numbers kept beyond the original backbone (adapters, heads, prototypes)."""
-        return sum(t.numel() for t in self.state_dict(keep_vars=True).values()
-                   if id(t) not in self._original)
+        return sum(t.numel() for t in self.stored_tensors().values())
+
+
+@torch.no_grad()
+def _fingerprint(t: torch.Tensor) -> tuple[float, ...]:
+    """Cheap summary that any training step or merge changes (sums in float64)."""
+    x = t.detach().flatten().double()
+    return (float(x.sum()), float((x * x).sum()), float(x[::7].sum()), float(x[1::3].sum()))
 
 
 REGISTRY: dict[str, type[ContinualMethod]] = {}

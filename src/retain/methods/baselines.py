@@ -90,11 +90,15 @@ class FrozenNCM(ContinualMethod):
 class Joint(SeqLoRA):
     name = "joint"
     description = ("LoRA trained once on all tasks' data at the last task (upper bound, not "
-                   "continual; earlier rows are the untrained model)")
+                   "continual: only the final accuracy is meaningful)")
+    continual = False
 
     def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
         return list(seen) if task.index == self.num_tasks - 1 else []
 
     def prepare(self, backbone, stream) -> None:
+        if self.head_scheme != "growing":
+            raise RetainError(f"joint trains all tasks at once and needs --head growing (a "
+                              f"'{self.head_scheme}' head trains on one task's classes)")
         super().prepare(backbone, stream)
         self.num_tasks = len(stream)

@@ -1,0 +1,56 @@
+"""One row of headline figures per run, shared by the command line, benchmarks and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (key in the row, label in tables)
+COLUMNS = [
+    ("final_accuracy", "final accuracy"),
+    ("average_incremental_accuracy", "average incremental accuracy"),
+    ("forgetting", "forgetting"),
+    ("bwt", "backward transfer"),
+    ("plasticity", "plasticity"),
+    ("task_incremental_final_accuracy", "task-incremental final accuracy"),
+    ("retention_wordsim353", "retention wordsim353 (ratio)"),
+    ("retention_simlex999", "retention simlex999 (ratio)"),
+    ("retention_lee", "retention lee (ratio)"),
+    ("retention_embedding_drift", "retention embedding drift (ratio)"),
+    ("trainable_parameters", "trainable parameters"),
+    ("stored_parameters", "stored parameters"),
+    ("train_seconds", "train seconds"),
+    ("boundary_seconds", "boundary seconds"),
+    ("median_step_seconds", "median step seconds"),
+    ("peak_memory_mb", "peak memory MB"),
+    ("wall_seconds", "wall seconds"),
+]
+
+
+def summary_row(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one ``results.json`` (None where a figure is undefined)."""
+    m, c = results["metrics"], results["cost"]
+    row: dict[str, Any] = {"method": results["method"], "head": results["head"]}
+    for key in ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt",
+                "plasticity"):
+        row[key] = m.get(key)
+    if results.get("scenario") != "task":
+        row["task_incremental_final_accuracy"] = (results.get("task_incremental_metrics")
+                                                  or {}).get("final_accuracy")
+    for k, v in (results.get("retention") or {}).items():
+        row[f"retention_{k}"] = v["ratio"]
+    for key in ("trainable_parameters", "stored_parameters", "train_seconds", "boundary_seconds",
+                "median_step_seconds", "peak_memory_mb", "wall_seconds"):
+        row[key] = c.get(key)
+    return row
+
+
+def format_table(results: dict[str, Any]) -> str:
+    row = summary_row(results)
+    lines = [(label, row[key]) for key, label in COLUMNS if key in row]
+    width = max(len(label) for label, _ in lines)
+    title = f"{results['method']} on {results['stream']} (head: {results['head']})"
+    out = [title, "-" * len(title)]
+    for label, v in lines:
+        text = "n/a" if v is None or v != v else f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
+        out.append(f"{label:<{width}}  {text:>12}")
+    return "\n".join(out)
