@@ -35,3 +35,24 @@ def test_pooling_modes():
     assert torch.allclose(pool(h, mask, "mean")[0], (h[0, 0] + h[0, 1]) / 2)
     with pytest.raises(RetainError):
         pool(h, mask, "max")
+
+
+def test_a_decoder_pools_the_last_token_and_takes_lora(tmp_path, tiny_config):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    from retain import run
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                         architectures=["LlamaForCausalLM"])
+    LlamaModel(config).save_pretrained(tmp_path / "llama")
+    AutoTokenizer.from_pretrained(resolve("minilm")).save_pretrained(tmp_path / "llama")
+    assert load_backbone(str(tmp_path / "llama")).pooling == "last"
+    res = run(tiny_config(backbone=str(tmp_path / "llama"),
+                          method_options={"target_modules": ["q_proj", "v_proj"]}),
+              progress=False)
+    assert res["cost"]["trainable_parameters"] > 0
+    with pytest.raises(RetainError, match="linear layers are: .*k_proj"):
+        run(tiny_config(backbone=str(tmp_path / "llama"), out=str(tmp_path / "o2"),
+                        method_options={"target_modules": ["query"]}), progress=False)

@@ -209,3 +209,8 @@ def test_bf16_mixed_precision_runs(tiny_config):
     res = run(tiny_config(mixed_precision="bf16"), progress=False)
     assert res["config"]["mixed_precision"] == "bf16"
     assert all(0.0 <= a <= 1.0 for row in res["accuracy_matrix"] for a in row)
+
+
+def test_joint_refuses_heads_that_train_one_task(tiny_config):
+    with pytest.raises(RetainError, match="needs --head growing"):
+        run(tiny_config(method="joint", head="task-heads"), progress=False)

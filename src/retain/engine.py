@@ -208,8 +208,9 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
     if saved and not resume:
         raise RetainError(f"{out} holds a checkpoint of an earlier run: add --resume to continue "
                           "it, or choose another --out")
-    if saved and saved["config"] != cfg.to_dict():
-        diff = sorted(k for k, v in cfg.to_dict().items() if saved["config"].get(k) != v)
+    diff = sorted(k for k, v in cfg.to_dict().items()
+                  if saved and k != "out" and saved["config"].get(k) != v)
+    if diff:
         raise RetainError(f"the checkpoint in {out} was written with a different config "
                           f"({', '.join(diff)} differ); resume with the same options or choose "
                           "another --out")
