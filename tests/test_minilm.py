@@ -37,3 +37,16 @@ def test_frozen_ncm_and_seq_lora_on_wordnet45_smoke(tmp_path):
                progress=False)
     assert lora["retention"]["embedding_drift"]["ratio"] < 1.0
     assert lora["cost"]["trainable_parameters"] > 0
+
+
+def test_inflora_invariant_on_minilm(tmp_path, monkeypatch):
+    from retain.engine import train_stream
+    from tests.test_inflora import _check_invariant
+
+    ratios = []
+    _check_invariant(monkeypatch, ratios)
+    res = train_stream(RunConfig(method="inflora", profile="smoke", retention=False,
+                                 out=str(tmp_path / "inf")), progress=False)[0]
+    assert len(ratios) == 2 * 6 * 2  # tasks 2 and 3, six layers, key and value
+    assert max(ratios) < 1e-4
+    assert res["metrics"]["final_accuracy"] > 0.3

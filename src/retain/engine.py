@@ -201,6 +201,13 @@ def build_method(cfg: RunConfig) -> ContinualMethod:
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run a stream; return its results (also written to ``config.out/results.json``)."""
+    return train_stream(config, resume, progress)[0]
+
+
+def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
+                 ) -> tuple[dict[str, Any], ContinualMethod]:
+    """Like :func:`run`, and also return the trained method (to predict or inspect)."""
     cfg = config.resolved()
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
@@ -249,7 +256,7 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)
-    return results
+    return results, method
 
 
 def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,

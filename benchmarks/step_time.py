@@ -1,0 +1,101 @@
+"""Median training-step time of two methods, measured in one process on the same batches.
+
+    python benchmarks/step_time.py --a inflora --b seq-lora --set-b rank=10 \
+        --set-b target_modules=key,value --steps 60
+
+Both methods are prepared on the same backbone config and the first task of the benchmark; their
+steps alternate (a, b, a, b, ...) so that drift in the machine's speed affects both alike. Saves
+``benchmarks/results/step_time_<a>_vs_<b>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from retain import RunConfig
+from retain.backbones import load_backbone
+from retain.data import build_stream
+from retain.engine import build_method
+
+ROOT = Path(__file__).resolve().parent
+
+
+def options(pairs: list[str]) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def setup(method: str, opts: dict[str, str], profile: str):
+    cfg = RunConfig(method=method, profile=profile, method_options=opts).resolved()
+    stream = build_stream(cfg)
+    m = build_method(cfg)
+    m.prepare(load_backbone(cfg.backbone), stream)
+    task = stream.tasks[0]
+    batches = lambda: iter(_batches(m, task, cfg))  # noqa: E731
+    start = time.perf_counter()
+    m.eval()
+    m.begin_task(task, batches)
+    boundary = time.perf_counter() - start
+    params = [p for g in m.trainable_parameters() for p in g["params"]]
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=cfg.lr)
+    m.train()
+    return m, opt, list(_batches(m, task, cfg)), sum(p.numel() for p in params), boundary
+
+
+def _batches(m, task, cfg):
+    for i in range(0, len(task.train), cfg.batch_size):
+        batch = m.backbone.tokenize(task.train.texts[i:i + cfg.batch_size], cfg.max_length)
+        batch["labels"] = torch.as_tensor(task.train.labels[i:i + cfg.batch_size])
+        yield batch
+
+
+def step(m, opt, batch) -> float:
+    t0 = time.perf_counter()
+    m(batch).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--a", default="inflora")
+    p.add_argument("--b", default="seq-lora")
+    p.add_argument("--set-a", action="append", default=[])
+    p.add_argument("--set-b", action="append", default=[])
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args()
+    a = setup(args.a, options(args.set_a), args.profile)
+    b = setup(args.b, options(args.set_b), args.profile)
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    n = len(a[2])
+    for i in range(args.warmup + args.steps):
+        for key, (m, opt, batches, _, _) in (("a", a), ("b", b)):
+            t = step(m, opt, batches[i % n])
+            if i >= args.warmup:
+                times[key].append(t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    report = {
+        "a": {"method": args.a, "options": options(args.set_a), "median_step_seconds": med["a"],
+              "trainable_parameters": a[3], "begin_task_seconds": a[4]},
+        "b": {"method": args.b, "options": options(args.set_b), "median_step_seconds": med["b"],
+              "trainable_parameters": b[3], "begin_task_seconds": b[4]},
+        "ratio_a_over_b": med["a"] / med["b"], "steps_each": args.steps,
+        "batch_size": RunConfig(profile=args.profile).resolved().batch_size,
+        "torch_threads": torch.get_num_threads(),
+    }
+    dest = ROOT / "results" / f"step_time_{args.a}_vs_{args.b}.json"
+    dest.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"saved {dest}")
+
+
+if __name__ == "__main__":
+    main()

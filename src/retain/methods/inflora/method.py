@@ -1,0 +1,198 @@
+"""InfLoRA: each task trains ``dW_t = A_t B_t``, ``B_t`` designed orthogonal to old tasks' inputs.
+
+A task's branch is a ``peft`` LoRA adapter whose down-projection (peft's ``lora_A``, our ``B_t``,
+``r x d_in``) is designed before the task from the input covariance with the old-task subspace
+removed, and frozen; its up-projection (peft's ``lora_B``, our ``A_t``, ``d_out x r``) starts at
+zero and is the only adapter tensor that trains. After the task the branch is merged into ``W``
+(``merge=True``) or kept and summed with the others (``merge=False``), and the DualGPM memory of
+each layer absorbs the directions the task's inputs occupy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from retain.data.stream import Task
+from retain.dist import all_reduce_sum
+from retain.errors import RetainError
+from retain.methods.base import Batch, Batches, ContinualMethod, register
+from retain.methods.baselines import linear_module_names
+from retain.methods.inflora.config import InfLoRAConfig
+from retain.methods.inflora.memory import SubspaceMemory
+
+
+def target_layers(model: nn.Module, suffixes: list[str]) -> list[str]:
+    """Full names of the ``nn.Linear`` modules whose names end with one of ``suffixes``."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+             and any(n == s or n.endswith("." + s) for s in suffixes)]
+    if not names:
+        raise RetainError(f"target modules {suffixes} not found in the backbone; its linear "
+                          f"layers are: {', '.join(linear_module_names(model))}")
+    return names
+
+
+def qkv_row_mask(name: str, layer: nn.Linear, parts: list[str]) -> torch.Tensor | None:
+    """For a fused qkv layer, 1 on the output rows of ``parts`` and 0 elsewhere."""
+    if not name.endswith("qkv") or layer.out_features != 3 * layer.in_features:
+        return None
+    d = layer.in_features
+    mask = torch.zeros(3 * d, 1)
+    for part in parts:
+        i = "qkv".index(part)
+        mask[i * d:(i + 1) * d] = 1.0
+    return mask
+
+
+def add_branch(model: nn.Module, adapter: str, designs: dict[str, torch.Tensor],
+               keep: list[str], qkv_parts: list[str]) -> nn.Module:
+    """Add a LoRA branch with frozen, designed ``lora_A`` rows and a zero, trainable ``lora_B``
+    on the layers of ``designs``; ``keep`` names earlier branches that stay active (frozen)."""
+    rank = next(iter(designs.values())).shape[0]
+    cfg = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=list(designs),
+                     init_lora_weights=True)  # lora_B = 0; lora_A is overwritten below
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter, cfg)
+    else:
+        model = get_peft_model(model, cfg, adapter_name=adapter)
+    model.base_model.set_adapter([*keep, adapter])  # the sum of all active branches
+    model.requires_grad_(False)
+    base = model.base_model.model
+    for name, design in designs.items():
+        layer = base.get_submodule(name)
+        down, up = layer.lora_A[adapter], layer.lora_B[adapter]
+        with torch.no_grad():
+            down.weight.copy_(design.to(down.weight))
+        up.weight.requires_grad_(True)
+        mask = qkv_row_mask(name, layer.base_layer, qkv_parts)
+        if mask is not None:  # only the chosen thirds of a fused qkv output are adapted
+            up.weight.register_hook(lambda g, m=mask: g * m.to(g))
+    return model
+
+
+@register
+class InfLoRA(ContinualMethod):
+    name = "inflora"
+    description = ("InfLoRA: per-task LoRA branches designed orthogonal to old tasks' input "
+                   "subspace (DualGPM), merged after each task")
+    config_class = InfLoRAConfig
+    default_head = "task-heads"
+    default_lr = 5e-4
+    config: InfLoRAConfig
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self.layers = target_layers(model, list(self.config.target_modules))
+        return model.requires_grad_(False)
+
+    def prepare(self, backbone, stream) -> None:
+        super().prepare(backbone, stream)
+        self.num_tasks = len(stream)
+        base = self.base_model()
+        self.memories = nn.ModuleDict({
+            _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.layers})
+        self.branches: list[str] = []  # kept branches (merge=False)
+        self._mask: torch.Tensor | None = None
+
+    def base_model(self) -> nn.Module:
+        return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
+
+    # --- input statistics ------------------------------------------------------------------
+    def features(self, batch: Batch) -> torch.Tensor:
+        self._mask = batch["attention_mask"]
+        try:
+            return super().features(batch)
+        finally:
+            self._mask = None
+
+    @contextmanager
+    def _collect(self) -> Iterator[dict[str, list]]:
+        """Accumulate ``sum x x^T`` and the token count at each targeted layer's input,
+        over non-padding tokens only."""
+        stats = {n: [0.0, 0] for n in self.layers}
+        base = self.base_model()
+
+        def hook(name):
+            def fn(module, args):
+                x = args[0]
+                if self._mask is not None and x.dim() == 3 and x.shape[:2] == self._mask.shape:
+                    x = x[self._mask.bool()]
+                x = x.reshape(-1, x.shape[-1]).double()
+                stats[name][0] = stats[name][0] + x.T @ x
+                stats[name][1] += x.shape[0]
+            return fn
+
+        handles = [base.get_submodule(n).register_forward_pre_hook(hook(n)) for n in self.layers]
+        try:
+            yield stats
+        finally:
+            for h in handles:
+                h.remove()
+
+    @torch.no_grad()
+    def input_covariances(self, batches: Batches) -> dict[str, torch.Tensor]:
+        """``C = (1/n) sum x x^T`` over all tokens of the task's training data, summed across
+        processes before dividing (two processes give the same ``C`` as one)."""
+        with self._collect() as stats:
+            for batch in batches():
+                self.features(batch)
+        covs = {}
+        for name, (total, count) in stats.items():
+            dim = self.memories[_key(name)].dim
+            total = total if torch.is_tensor(total) else torch.zeros(dim, dim, dtype=torch.float64)
+            count = all_reduce_sum(torch.tensor([float(count)], dtype=torch.float64))
+            covs[name] = all_reduce_sum(total.to(count.device)) / count.clamp_min(1)
+        return covs
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def begin_task(self, task: Task, batches: Batches) -> None:
+        super().begin_task(task, batches)  # the task's head
+        covs = self.input_covariances(batches)
+        designs = {n: self.memories[_key(n)].design(c, self.config.rank)
+                   for n, c in covs.items()}
+        if self.config.scale_b:
+            designs = {n: d / math.sqrt(3) for n, d in designs.items()}
+        self.model = add_branch(self.model, _branch(task.index), designs, self.branches,
+                                list(self.config.qkv_parts))
+
+    def end_task(self, task: Task, batches: Batches) -> None:
+        super().end_task(task, batches)
+        branch = _branch(task.index)
+        if self.config.merge:
+            self.model = self.model.merge_and_unload()  # W <- W + A_t B_t
+        else:
+            self.branches.append(branch)
+            self.model.requires_grad_(False)
+        threshold = self.config.lambda_b + (1 - self.config.lambda_b) * task.index / self.num_tasks
+        for name, cov in self.input_covariances(batches).items():
+            self.memories[_key(name)].update(cov, threshold, self.config.energy)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {**super().state(), "branches": self.branches,
+                "memories": {k: m.state() for k, m in self.memories.items()}}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        for key, mem in state["memories"].items():
+            self.memories[key].load_state(mem)
+        dims = {n: self.base_model().get_submodule(n).in_features for n in self.layers}
+        for branch in state["branches"]:  # rebuilt with placeholder designs, then loaded
+            designs = {n: torch.zeros(self.config.rank, d) for n, d in dims.items()}
+            self.model = add_branch(self.model, branch, designs, self.branches,
+                                    list(self.config.qkv_parts))
+            self.branches.append(branch)
+        if self.branches:
+            self.model.requires_grad_(False)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "/")
+
+
+def _branch(index: int) -> str:
+    return f"task{index}"

@@ -1,0 +1,209 @@
+"""InfLoRA: the DualGPM memory on known spectra, the interference-free invariant, merging,
+fused qkv layers, and statistics across processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from retain.engine import train_stream
+from retain.errors import RetainError
+from retain.methods.inflora import InfLoRA, InfLoRAConfig, SubspaceMemory
+from retain.methods.inflora.method import add_branch, qkv_row_mask
+
+SPECTRUM = [10.0, 5.0, 3.0, 1.0, 0.6, 0.4]  # trace 20; distinct, so directions are unique
+
+
+def _rotated(spectrum, seed=0):
+    Q, _ = torch.linalg.qr(torch.randn(len(spectrum), len(spectrum), dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(seed)))
+    return Q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ Q.T, Q
+
+
+def _same_span(A, B):
+    return torch.allclose(A @ A.T, B @ B.T, atol=1e-9)
+
+
+def test_paper_energy_keeps_the_directions_holding_the_threshold():
+    # eigenvalue shares 0.5, 0.25, 0.15, ...: 0.75 < 0.85 <= 0.90, so three directions
+    C, Q = _rotated(SPECTRUM)
+    mem = SubspaceMemory(6)
+    assert mem.update(C, 0.85, "paper") == 3
+    assert _same_span(mem.protected_basis(), Q[:, :3]) and not mem.complement
+
+
+def test_official_energy_squares_the_spectrum_and_keeps_fewer():
+    # squared shares 100, 25, 9, ... of 135.52: 0.738 < 0.85 <= 0.923, so two directions
+    C, Q = _rotated(SPECTRUM)
+    mem = SubspaceMemory(6)
+    assert mem.update(C, 0.85, "official") == 2
+    assert _same_span(mem.protected_basis(), Q[:, :2])
+
+
+def test_later_tasks_count_energy_already_protected():
+    C, Q = _rotated(SPECTRUM)
+    mem = SubspaceMemory(6)
+    mem.update(C, 0.85, "paper")
+    assert mem.update(C, 0.85, "paper") == 0  # already 0.90 of this covariance is protected
+    assert mem.update(C, 0.93, "paper") == 1  # 0.90 + 0.05 reaches 0.93
+    assert _same_span(mem.protected_basis(), Q[:, :4])
+
+
+def test_memory_switches_to_the_complement_past_half_the_dimension():
+    C, Q = _rotated(SPECTRUM)
+    mem = SubspaceMemory(6)
+    assert mem.update(C, 0.97, "paper") == 5  # 0.95 < 0.97 <= 0.98
+    assert mem.complement and mem.basis.shape[1] == 1  # stores the smaller basis
+    assert _same_span(mem.basis, Q[:, 5:])
+    assert mem.protected_dims == 5 and _same_span(mem.protected_basis(), Q[:, :5])
+    # a design now lives in the one free direction
+    B = mem.design(C, 2)
+    assert torch.allclose(B @ Q[:, :5], torch.zeros(2, 5, dtype=torch.float64), atol=1e-12)
+    # updating the complement removes directions from it
+    C2, _ = _rotated([1.0] * 6, seed=1)
+    assert mem.update(C2, 0.99, "paper") == 1
+    assert mem.protected_dims == 6 and mem.basis.shape[1] == 0
+
+
+def test_design_is_orthogonal_to_the_protected_subspace_at_any_rank():
+    C, Q = _rotated(SPECTRUM)
+    mem = SubspaceMemory(6)
+    mem.update(C, 0.85, "paper")
+    for rank in (1, 3, 6):  # 6 > the 3 free dimensions: the rest must not leak into M
+        B = mem.design(C, rank)
+        assert B.shape == (rank, 6)
+        assert (B @ mem.protected_basis()).abs().max() < 1e-12
+    assert _same_span(mem.design(C, 3).T, Q[:, 3:])  # the free directions, largest first
+
+
+def test_config_is_validated():
+    with pytest.raises(RetainError, match="energy"):
+        InfLoRAConfig(energy="both")
+    with pytest.raises(RetainError, match="qkv_parts"):
+        InfLoRAConfig(qkv_parts=["x"])
+
+
+def test_fused_qkv_adapts_only_the_chosen_rows():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.Module()
+            self.attn.qkv = nn.Linear(4, 12)
+
+        def forward(self, x):
+            return self.attn.qkv(x)
+
+    assert qkv_row_mask("attn.qkv", nn.Linear(4, 12), ["k", "v"]).flatten().tolist() == \
+        [0.0] * 4 + [1.0] * 8
+    assert qkv_row_mask("attn.proj", nn.Linear(4, 4), ["k"]) is None
+    model = add_branch(Block(), "task0", {"attn.qkv": torch.eye(4)[:2]}, [], ["k", "v"])
+    up = model.base_model.model.attn.qkv.lora_B["task0"].weight
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    assert torch.all(up[:4] == 0) and up[4:].abs().sum() > 0
+
+
+def _check_invariant(monkeypatch, ratios):
+    """Wrap end_task: before the memory absorbs task t, measure ||A_t B_t x|| / ||x|| for x in
+    the basis stored before task t (the branch is still unmerged here)."""
+    original = InfLoRA.end_task
+
+    def end_task(self, task, batches):
+        branch = f"task{task.index}"
+        base = self.base_model()
+        for name in self.layers:
+            layer = base.get_submodule(name)
+            delta = (layer.lora_B[branch].weight @ layer.lora_A[branch].weight).detach()
+            assert delta.abs().max() > 0  # the branch did train
+            M = self.memories[name.replace(".", "/")].protected_basis()
+            if M.shape[1]:
+                x = M.to(delta)
+                ratios.append(float(((delta @ x).norm(dim=0) / x.norm(dim=0)).max()))
+        return original(self, task, batches)
+
+    monkeypatch.setattr(InfLoRA, "end_task", end_task)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_branches_do_not_touch_old_task_inputs(tiny_config, monkeypatch, merge):
+    ratios = []
+    _check_invariant(monkeypatch, ratios)
+    train_stream(tiny_config(method="inflora", lr=1e-2, epochs=2,
+                             method_options={"merge": merge}), progress=False)
+    assert len(ratios) == 2 * 2 * 2  # tasks 2 and 3, key and value, 2 layers
+    assert max(ratios) < 1e-4
+
+
+def test_merged_and_kept_branches_predict_the_same(tiny_config, tmp_path):
+    runs = {}
+    for merge in (True, False):
+        runs[merge] = train_stream(tiny_config(method="inflora", lr=1e-2, out=str(tmp_path / str(
+            merge)), method_options={"merge": merge}), progress=False)
+    (a, ma), (b, mb) = runs[True], runs[False]
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]
+    assert np.allclose([p["last_loss"] for p in a["per_task"]],
+                       [p["last_loss"] for p in b["per_task"]], atol=1e-5)
+    assert len(mb.branches) == 3 and not ma.branches
+    batch = ma.backbone.tokenize(["the dog and the rain", "the piano and the bread"], 16)
+    ma.eval(), mb.eval()
+    with torch.no_grad():
+        assert torch.allclose(ma.predict(batch), mb.predict(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"merge": False}])
+def test_inflora_resumes_exactly(tiny_config, monkeypatch, tmp_path, options):
+    full = train_stream(tiny_config(method="inflora", lr=1e-2, out=str(tmp_path / "full"),
+                                    method_options=options), progress=False)[0]
+    original = InfLoRA.end_task
+
+    def crash(self, task, batches):
+        if task.index == 2:
+            raise KeyboardInterrupt
+        return original(self, task, batches)
+
+    monkeypatch.setattr(InfLoRA, "end_task", crash)
+    cfg = tiny_config(method="inflora", lr=1e-2, out=str(tmp_path / "c"), method_options=options)
+    with pytest.raises(KeyboardInterrupt):
+        train_stream(cfg, progress=False)
+    monkeypatch.setattr(InfLoRA, "end_task", original)
+    resumed = train_stream(cfg, resume=True, progress=False)[0]
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
+                                                            full["per_task"]]
+
+
+def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path):
+    """Covariances are summed across processes before the decomposition. Without training
+    (0 epochs) every design and memory must match one process's."""
+    from safetensors.torch import load_file
+
+    args = ["-m", "retain.cli", "run", "--method", "inflora", "--set", "merge=false", "--data",
+            jsonl_file, "--classes-per-task", "3", "--backbone", tiny_bert, "--profile", "smoke",
+            "--epochs", "0", "--no-retention", "--quiet"]
+    weights = []
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *args,
+               "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((out / "results.json").read_text())["cost"]["processes"] == n
+        weights.append(load_file(str(next((out / "checkpoint").glob("*.safetensors")))))
+    downs = [k for k in weights[0] if "lora_A" in k or k.startswith("memories")]
+    assert len(downs) == 2 * 2 * 2 + 2 * 2  # 2 tasks x 2 layers x key/value, 4 memories
+    for k in downs:
+        a, b = weights[0][k].double(), weights[1][k].double()
+        if k.startswith("memories"):  # compare spans: bases are unique up to sign
+            a, b = a @ a.T, b @ b.T
+        else:
+            a, b = a.T @ a, b.T @ b
+        assert torch.allclose(a, b, atol=1e-5), k
