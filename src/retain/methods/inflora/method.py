@@ -115,15 +115,19 @@ class InfLoRA(ContinualMethod):
         over non-padding tokens only."""
         stats = {n: [0.0, 0] for n in self.layers}
         base = self.base_model()
+        last: dict = {"input": None}  # layers fed the same tensor (key, value) share the product
 
         def hook(name):
             def fn(module, args):
-                x = args[0]
-                if self._mask is not None and x.dim() == 3 and x.shape[:2] == self._mask.shape:
-                    x = x[self._mask.bool()]
-                x = x.reshape(-1, x.shape[-1]).double()
-                stats[name][0] = stats[name][0] + x.T @ x
-                stats[name][1] += x.shape[0]
+                if args[0] is not last["input"]:
+                    x = args[0]
+                    if self._mask is not None and x.dim() == 3 and x.shape[:2] == \
+                            self._mask.shape:
+                        x = x[self._mask.bool()]
+                    x = x.reshape(-1, x.shape[-1]).double()
+                    last.update(input=args[0], xtx=x.T @ x, n=x.shape[0])
+                stats[name][0] = stats[name][0] + last["xtx"]
+                stats[name][1] += last["n"]
             return fn
 
         handles = [base.get_submodule(n).register_forward_pre_hook(hook(n)) for n in self.layers]
