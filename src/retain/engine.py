@@ -188,9 +188,29 @@ def _versions() -> dict[str, str]:
             "platform": platform.platform()}
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh peak for this run (several runs may share a process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the resident-set high-water mark (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory_mb(device: torch.device) -> float:
+    """GPU: peak allocated by torch. CPU: peak resident set size of the process."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -228,6 +248,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     # each run sets its own precision: forget the previous run's (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
+    _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     stream = build_stream(cfg)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
