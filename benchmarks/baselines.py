@@ -3,7 +3,8 @@
     python benchmarks/baselines.py --profile quick --methods frozen-ncm,seq-lora,seq-ft,joint
 
 Each run's full results stay in ``runs/baselines/<profile>/<method>/results.json``; the summary
-goes to ``benchmarks/results/baselines_<profile>.json`` and is printed. Run nothing else beside
+rows go to ``benchmarks/results/baselines_<profile>.json`` (replacing earlier rows of the same
+method and head) and are printed. Run nothing else beside
 it: timings taken next to another job are worthless on 2 cores.
 """
 
@@ -38,6 +39,9 @@ def main() -> None:
         rows.append(summary_row(results))
         print(json.dumps(rows[-1]), flush=True)
     dest = ROOT / "results" / f"baselines_{args.profile}.json"
+    old = json.loads(dest.read_text()) if dest.exists() else []
+    new = {(r["method"], r["head"]) for r in rows}  # a rerun replaces a method's old row
+    rows = [r for r in old if (r["method"], r["head"]) not in new] + rows
     dest.write_text(json.dumps(rows, indent=1))
     print(f"saved {dest}")
 
