@@ -44,8 +44,7 @@ def test_a_decoder_pools_the_last_token_and_takes_lora(tmp_path, tiny_config):
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-                         architectures=["LlamaForCausalLM"])
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
     LlamaModel(config).save_pretrained(tmp_path / "llama")
     AutoTokenizer.from_pretrained(resolve("minilm")).save_pretrained(tmp_path / "llama")
     assert load_backbone(str(tmp_path / "llama")).pooling == "last"

@@ -46,9 +46,15 @@ def _auto_pooling(path: str, config) -> str:
         if cfg.get("pooling_mode_lasttoken"):
             return "last"
         return "mean"
-    if getattr(config, "is_decoder", False) or "CausalLM" in " ".join(
-            getattr(config, "architectures", None) or []):
-        return "last"
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    if getattr(config, "is_decoder", False) or (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                                                and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        return "last"  # decoders: the last token has seen the whole text
     return "cls"  # BERT-style encoders without a sentence-transformers head expect CLS
 
 
