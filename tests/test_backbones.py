@@ -52,6 +52,12 @@ def test_a_decoder_pools_the_last_token_and_takes_lora(tmp_path, tiny_config):
                           method_options={"target_modules": ["q_proj", "v_proj"]}),
               progress=False)
     assert res["cost"]["trainable_parameters"] > 0
+    # InfLoRA on grouped-query keys and values (32 -> 16): designs follow each layer's input
+    res = run(tiny_config(backbone=str(tmp_path / "llama"), method="inflora",
+                          out=str(tmp_path / "inf"),
+                          method_options={"target_modules": ["k_proj", "v_proj"]}),
+              progress=False)
+    assert res["cost"]["trainable_parameters"] > 0
     with pytest.raises(RetainError, match="linear layers are: .*k_proj"):
         run(tiny_config(backbone=str(tmp_path / "llama"), out=str(tmp_path / "o2"),
                         method_options={"target_modules": ["query"]}), progress=False)
