@@ -68,3 +68,17 @@ def tiny_config(tiny_bert, jsonl_file, tmp_path):
         return RunConfig(**base)
 
     return make
+
+
+def crash_on_task(monkeypatch, cls, index: int):
+    """Make ``cls.end_task`` raise KeyboardInterrupt on task ``index`` (a crash after the task
+    trained, before its checkpoint); returns a function that restores the original."""
+    original = cls.end_task
+
+    def end_task(self, task, batches):
+        if task.index == index:
+            raise KeyboardInterrupt
+        return original(self, task, batches)
+
+    monkeypatch.setattr(cls, "end_task", end_task)
+    return lambda: monkeypatch.setattr(cls, "end_task", original)

@@ -10,6 +10,7 @@ from retain import RunConfig, run
 from retain.engine import build_method
 from retain.errors import RetainError
 from retain.methods import REGISTRY, get_method_class
+from tests.conftest import crash_on_task
 
 KEYS = {"method", "config", "class_order", "accuracy_matrix", "task_incremental_accuracy_matrix",
         "metrics", "retention", "cost", "versions"}
@@ -89,22 +90,14 @@ def test_joint_trains_once_on_everything(tiny_config):
 
 def test_resume_after_a_crash_reaches_the_same_results(tiny_config, monkeypatch, tmp_path):
     full = run(tiny_config(out=str(tmp_path / "full")), progress=False)
-    cls = get_method_class("seq-lora")
-    original = cls.end_task
-
-    def crash_on_third(self, task, batches):
-        if task.index == 2:
-            raise KeyboardInterrupt
-        return original(self, task, batches)
-
-    monkeypatch.setattr(cls, "end_task", crash_on_third)
+    restore = crash_on_task(monkeypatch, get_method_class("seq-lora"), 2)
     cfg = tiny_config(out=str(tmp_path / "crashed"))
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=False)
     state = json.loads((tmp_path / "crashed" / "checkpoint" / "state.json").read_text())
     assert state["tasks_done"] == 2
     assert not list((tmp_path / "crashed" / "checkpoint").glob("*.tmp"))
-    monkeypatch.setattr(cls, "end_task", original)
+    restore()
     with pytest.raises(RetainError, match="--resume"):
         run(cfg, progress=False)
     resumed = run(cfg, resume=True, progress=False)
