@@ -91,6 +91,7 @@ class ContinualMethod(nn.Module):
     def prepare(self, backbone: Backbone, stream: Stream) -> None:
         """Wrap the backbone (adapters, freezing) and build the head; once, before task 1."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
+        self.num_tasks = len(stream)
         self._original = {id(t): _fingerprint(t)
                           for t in backbone.model.state_dict(keep_vars=True).values()}
         self.model = self.wrap(backbone.model)

@@ -37,6 +37,12 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def unknown_targets(model: nn.Module, targets: list[str]) -> RetainError:
+    """The error for target modules that match no linear layer, listing the ones there are."""
+    return RetainError(f"target modules {list(targets)} not found in the backbone; its linear "
+                       f"layers are: {', '.join(linear_module_names(model))}")
+
+
 def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
     """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
     from peft import LoraConfig, get_peft_model
@@ -48,9 +54,7 @@ def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
     except ValueError as e:
         if "not found" not in str(e) and "Target modules" not in str(e):
             raise
-        raise RetainError(f"target modules {list(cfg.target_modules)} not found in the backbone; "
-                          f"its linear layers are: {', '.join(linear_module_names(model))}"
-                          ) from None
+        raise unknown_targets(model, cfg.target_modules) from None
 
 
 @register
@@ -101,4 +105,3 @@ class Joint(SeqLoRA):
             raise RetainError(f"joint trains all tasks at once and needs --head growing (a "
                               f"'{self.head_scheme}' head trains on one task's classes)")
         super().prepare(backbone, stream)
-        self.num_tasks = len(stream)

@@ -20,9 +20,8 @@ from torch import nn
 
 from retain.data.stream import Task
 from retain.dist import all_reduce_sum
-from retain.errors import RetainError
 from retain.methods.base import Batch, Batches, ContinualMethod, register
-from retain.methods.baselines import linear_module_names
+from retain.methods.baselines import unknown_targets
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
 
@@ -32,8 +31,7 @@ def target_layers(model: nn.Module, suffixes: list[str]) -> list[str]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
              and any(n == s or n.endswith("." + s) for s in suffixes)]
     if not names:
-        raise RetainError(f"target modules {suffixes} not found in the backbone; its linear "
-                          f"layers are: {', '.join(linear_module_names(model))}")
+        raise unknown_targets(model, suffixes)
     return names
 
 
@@ -91,7 +89,6 @@ class InfLoRA(ContinualMethod):
 
     def prepare(self, backbone, stream) -> None:
         super().prepare(backbone, stream)
-        self.num_tasks = len(stream)
         base = self.base_model()
         self.memories = nn.ModuleDict({
             _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.layers})
