@@ -1,4 +1,5 @@
-"""Command line: ``retain run`` and ``retain list``. Thin: parse, build a config, call the API."""
+"""Command line: ``retain run``, ``retain sweep`` and ``retain list``. Thin: parse, build a config,
+call the API."""
 
 from __future__ import annotations
 
@@ -90,6 +91,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(text: str) -> tuple[str, list[str]]:
+    key, value = _option(text)
+    return key, [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from retain.sweep import sweep
+
+    frontier = sweep(config_from_args(args), dict(args.grid), args.baseline,
+                     progress=not args.quiet)
+    if not PartialState().is_main_process:
+        return 0
+    cols = ("plasticity", "final_accuracy", "forgetting", "retention_min", "trainable_parameters")
+    print(f"{'point':<24}" + "".join(f"{c:>22}" for c in cols))
+    for row in frontier["points"] + frontier["baselines"]:
+        cells = "".join(f"{row[c]:>22,}" if isinstance(row[c], int) else f"{row[c]:>22.4f}"
+                        for c in cols)
+        print(f"{row['label']:<24}{cells}")
+    print(f"frontier: {os.path.join(args.out, 'frontier.json')} and frontier.png")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from retain.data import BENCHMARKS
     from retain.methods import REGISTRY
@@ -110,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one method on a continual stream")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sweep", help="run a grid of method options and write the plasticity-"
+                       "retention frontier (JSON and PNG)")
+    _add_run_options(p)
+    p.add_argument("--grid", type=_grid, action="append", required=True, metavar="KEY=V1,V2",
+                   help="a method option and its values, e.g. --grid r=8,32,64 (repeatable; "
+                        "the first key gives the plot's lines)")
+    p.add_argument("--baseline", action="append", default=[], metavar="RESULTS_JSON",
+                   help="a results.json to plot beside the grid (e.g. seq-lora's)")
+    p.set_defaults(func=cmd_sweep)
     sub.add_parser("list", help="methods and benchmarks").set_defaults(func=cmd_list)
     return parser
 

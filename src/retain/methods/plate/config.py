@@ -1,0 +1,103 @@
+"""PLATE's knobs (Cosentino, 2026): one help text per knob, shared by the ``peft`` config
+(``PlateConfig``, for ``get_peft_model``) and the continual method's options (``PlateOptions``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peft.config import PeftConfig
+
+from retain.errors import RetainError
+from retain.methods.base import MethodConfig
+
+HELP = {
+    "r": "trainable output neurons per layer (plasticity: more neurons learn more and drift "
+         "more); capped at 90% of the layer's outputs",
+    "tau": "fraction of the frozen rows' squared Frobenius energy kept out of the trained input "
+           "subspace Q (retention: higher tau, smaller Q, less drift)",
+    "alpha": "constant scale s in dW = s B A Q^T (no division by r)",
+    "max_rank": "cap on k, the dimension of the protected input subspace Q",
+    "target_modules": "nn.Linear modules to adapt (name suffixes), or 'all-linear'",
+    "exact_limit": "layers with at most this many output rows rank neurons by exact mean |cosine| "
+                   "(blocked); larger ones use a Gaussian sketch with anchor rows",
+    "sketch_dim": "sketch width for the neuron ranking of large layers",
+    "anchors": "anchor rows for the neuron ranking of large layers",
+    "seed": "seed of the sketch (large layers only; the exact ranking is deterministic)",
+    "recompute": "after each task of a stream the update is merged into W; 'merged' recomputes B "
+                 "and Q from the merged weights, 'original' keeps the first task's B and Q",
+}
+
+PEFT_TYPE = "PLATE"
+
+
+def _check(r: int, tau: float, alpha: float, max_rank: int) -> None:
+    if r < 1:
+        raise RetainError(f"plate r must be at least 1, got {r}")
+    if not 0.0 <= tau < 1.0:
+        raise RetainError(f"plate tau must lie in [0, 1) (tau = 1 leaves no input direction to "
+                          f"train), got {tau}")
+    if max_rank < 1:
+        raise RetainError(f"plate max_rank must be at least 1, got {max_rank}")
+    if alpha == 0:
+        raise RetainError("plate alpha must be non-zero (the update would vanish)")
+
+
+@dataclass
+class PlateConfig(PeftConfig):
+    """``peft`` configuration of PLATE: ``dW = alpha * B A Q^T`` with ``B`` (a selector of the
+    ``r`` most redundant output neurons) and ``Q`` (the low-energy input subspace of the rows that
+    stay frozen) computed from the weights alone, and only ``A`` trained."""
+
+    r: int = field(default=32, metadata={"help": HELP["r"]})
+    tau: float = field(default=0.9, metadata={"help": HELP["tau"]})
+    alpha: float = field(default=1.0, metadata={"help": HELP["alpha"]})
+    max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
+    target_modules: list[str] | str | None = field(default=None, metadata={
+        "help": HELP["target_modules"]})
+    exclude_modules: list[str] | str | None = field(default=None, metadata={
+        "help": "modules not to adapt (names or a regex)"})
+    exact_limit: int = field(default=4096, metadata={"help": HELP["exact_limit"]})
+    sketch_dim: int = field(default=128, metadata={"help": HELP["sketch_dim"]})
+    anchors: int = field(default=256, metadata={"help": HELP["anchors"]})
+    seed: int = field(default=0, metadata={"help": HELP["seed"]})
+    layers_to_transform: list[int] | int | None = field(default=None, metadata={
+        "help": "indices of the layers to adapt (default: all)"})
+    layers_pattern: list[str] | str | None = field(default=None, metadata={
+        "help": "name of the layer list, used with layers_to_transform"})
+    modules_to_save: list[str] | None = field(default=None, metadata={
+        "help": "modules outside the adapters to train and save (e.g. a classifier)"})
+
+    def __post_init__(self) -> None:
+        from peft.utils import PeftType
+
+        super().__post_init__()
+        self.peft_type = PeftType(PEFT_TYPE)
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        _check(self.r, self.tau, self.alpha, self.max_rank)
+
+
+@dataclass
+class PlateOptions(MethodConfig):
+    """Options of the continual ``plate`` method (``--set KEY=VALUE``)."""
+
+    r: int = field(default=32, metadata={"help": HELP["r"]})
+    tau: float = field(default=0.9, metadata={"help": HELP["tau"]})
+    alpha: float = field(default=1.0, metadata={"help": HELP["alpha"]})
+    max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": HELP["target_modules"]})
+    recompute: Literal["merged", "original"] = field(default="merged", metadata={
+        "help": HELP["recompute"]})
+
+    def __post_init__(self) -> None:
+        _check(self.r, self.tau, self.alpha, self.max_rank)
+        if self.recompute not in ("merged", "original"):
+            raise RetainError(f"plate recompute must be 'merged' or 'original', got "
+                              f"'{self.recompute}'")
+
+    def peft_config(self) -> PlateConfig:
+        targets = list(self.target_modules)
+        return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
+                           target_modules="all-linear" if targets == ["all-linear"] else targets)

@@ -1,0 +1,143 @@
+"""PLATE's ``peft`` layer: ``y = W x + s * scatter_rows(A (Q^T x))``.
+
+``Q`` (``d_in x k``) and the selected rows' indices are buffers, ``A`` (``r x k``, zero at
+start) the only parameter. The forward never forms the ``d_out x r`` selector nor ``dW``:
+project once with ``Q``, multiply by ``A``, add into the selected output rows."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+
+from retain.methods.plate.config import PlateConfig
+from retain.methods.plate.selection import protected_subspace, select_neurons
+
+
+class PlateLayer(BaseTunerLayer):
+    adapter_layer_names = ("plate_A",)
+    other_param_names = ("plate_Q", "plate_index", "plate_scale")
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        self.plate_A = nn.ParameterDict({})
+        self.plate_Q = BufferDict({}, persistent=True)
+        self.plate_index = BufferDict({}, persistent=True)
+        self.plate_scale: dict[str, float] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.kwargs = kwargs
+        base = self.get_base_layer()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"PLATE adapts nn.Linear layers, not {type(base).__name__}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    @torch.no_grad()
+    def update_layer(self, adapter_name: str, config: PlateConfig, **kwargs: Any) -> None:
+        """Choose ``B`` and ``Q`` from the current weight and add a zero ``A``."""
+        weight = self.get_base_layer().weight
+        index = select_neurons(weight, config.r, exact_limit=config.exact_limit,
+                               sketch_dim=config.sketch_dim, anchors=config.anchors,
+                               seed=config.seed)
+        frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+        frozen[index] = False
+        q = protected_subspace(weight[frozen], config.tau, config.max_rank).basis
+        self.set_selection(adapter_name, index, q.to(torch.float32))
+        self.plate_scale[adapter_name] = float(config.alpha)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    @torch.no_grad()
+    def set_selection(self, adapter_name: str, index: torch.Tensor, q: torch.Tensor) -> None:
+        """Install ``B``'s rows and ``Q``, with a fresh zero ``A`` of matching shape."""
+        device = self.get_base_layer().weight.device
+        self.plate_index[adapter_name] = index.to(device=device, dtype=torch.long)
+        self.plate_Q[adapter_name] = q.to(device)
+        self.plate_A[adapter_name] = nn.Parameter(
+            torch.zeros(index.numel(), q.shape[1], dtype=q.dtype, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a saved adapter may have another k (or r) than this layer recomputed: take its shapes
+        for name in ("plate_A", "plate_Q", "plate_index"):
+            store = getattr(self, name)
+            for adapter in list(store.keys()):
+                saved = state_dict.get(f"{prefix}{name}.{adapter}")
+                if saved is not None and saved.shape != store[adapter].shape:
+                    new = store[adapter].detach().new_zeros(saved.shape)
+                    store[adapter] = nn.Parameter(new) if name == "plate_A" else new
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def update_rows(self, adapter: str) -> torch.Tensor:
+        """``s * A Q^T`` (``r x d_in``): the update of the selected rows."""
+        a = self.plate_A[adapter]
+        return self.plate_scale[adapter] * (a @ self.plate_Q[adapter].T.to(a))
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        """The dense ``dW = s B A Q^T`` (for merging and inspection, never in training)."""
+        rows = self.update_rows(adapter)
+        delta = rows.new_zeros(self.out_features, self.in_features)
+        return delta.index_copy(0, self.plate_index[adapter], rows)
+
+    @torch.no_grad()
+    def _add_to_weight(self, adapter: str, sign: float) -> None:
+        weight = self.get_base_layer().weight
+        rows = self.update_rows(adapter).to(weight.dtype)
+        weight.index_add_(0, self.plate_index[adapter], rows, alpha=sign)
+
+
+class PlateLinear(nn.Module, PlateLayer):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: PlateConfig,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        PlateLayer.__init__(self, base_layer, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """``W <- W + s B A Q^T``: only the selected rows of ``W`` change."""
+        for adapter in check_adapters_to_merge(self, adapter_names):
+            if adapter not in self.plate_A:
+                continue
+            if safe_merge and not torch.isfinite(self.update_rows(adapter)).all():
+                raise ValueError(f"NaNs in PLATE adapter '{adapter}'; not merged")
+            self._add_to_weight(adapter, 1.0)
+            self.merged_adapters.append(adapter)
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        while self.merged_adapters:
+            adapter = self.merged_adapters.pop()
+            if adapter in self.plate_A:
+                self._add_to_weight(adapter, -1.0)
+
+    @torch.no_grad()
+    def absorb(self, adapter: str) -> None:
+        """Merge the adapter into ``W`` and restart it from ``A = 0`` with the same ``B`` and
+        ``Q`` (the next task of a stream with ``recompute='original'``)."""
+        self._add_to_weight(adapter, 1.0)
+        self.plate_A[adapter].zero_()
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        for adapter in self.active_adapters:
+            if adapter not in self.plate_A:
+                continue
+            a = self.plate_A[adapter]
+            z = torch.matmul(x.to(a.dtype), self.plate_Q[adapter])  # [..., k]
+            u = nn.functional.linear(z, a) * self.plate_scale[adapter]  # [..., r]
+            result = result.index_add(-1, self.plate_index[adapter], u.to(result.dtype))
+        return result
+
+    def __repr__(self) -> str:
+        return "plate." + super().__repr__()

@@ -1,0 +1,1 @@
+"""Tables and figures built from saved results (nothing here trains)."""
