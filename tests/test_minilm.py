@@ -49,3 +49,30 @@ def test_inflora_invariant_on_minilm(tmp_path, monkeypatch):
                            out=str(tmp_path / "inf")), progress=False)
     assert len(ratios) == 2 * 6 * 2  # tasks 2 and 3, six layers, key and value
     assert max(ratios) < 1e-4  # (each branch did train: _check_invariant asserts it)
+
+
+def test_plate_invariants_on_every_minilm_layer(minilm, tau=0.9):
+    from peft import get_peft_model
+
+    from retain.methods.plate import PlateConfig
+    from tests.test_plate import check_invariants
+
+    model = get_peft_model(minilm.model, PlateConfig(r=32, tau=tau, target_modules="all-linear"))
+    try:
+        assert check_invariants(model, tau) == 6 * 6
+    finally:
+        minilm.model = model.unload()
+
+
+def test_plate_drift_shrinks_as_tau_rises_with_no_old_data(minilm):
+    from retain.data import build_stream
+    from retain.methods.plate import PlateConfig
+    from retain.methods.plate.drift import drift_after_training
+    from retain.retention import neutral_sentences
+
+    task = build_stream(RunConfig(method="plate", profile="smoke").resolved()).tasks[0]
+    texts, labels = list(task.train.texts), [int(y) for y in task.train.labels]
+    drifts = [drift_after_training(minilm, PlateConfig(r=32, tau=tau, target_modules="all-linear"),
+                                   texts, labels, list(neutral_sentences()), steps=10)
+              for tau in (0.5, 0.8, 0.95)]
+    assert drifts[0] > drifts[1] > drifts[2] > 0.0

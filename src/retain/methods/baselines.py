@@ -23,7 +23,7 @@ class LoraOptions(MethodConfig):
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
     target_modules: list[str] = field(
         default_factory=lambda: ["query", "value"],
-        metadata={"help": "names (suffixes) of the nn.Linear modules to adapt"})
+        metadata={"help": "names (suffixes) of the nn.Linear modules to adapt, or 'all-linear'"})
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -47,8 +47,9 @@ def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
     """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
     from peft import LoraConfig, get_peft_model
 
+    targets = list(cfg.target_modules)
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules))
+                      target_modules="all-linear" if targets == ["all-linear"] else targets)
     try:
         return get_peft_model(model, lora)
     except ValueError as e:

@@ -101,3 +101,4 @@ class PlateOptions(MethodConfig):
         targets = list(self.target_modules)
         return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
                            target_modules="all-linear" if targets == ["all-linear"] else targets)
+

@@ -59,17 +59,6 @@ class PlateLayer(BaseTunerLayer):
         self.plate_A[adapter_name] = nn.Parameter(
             torch.zeros(index.numel(), q.shape[1], dtype=q.dtype, device=device))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a saved adapter may have another k (or r) than this layer recomputed: take its shapes
-        for name in ("plate_A", "plate_Q", "plate_index"):
-            store = getattr(self, name)
-            for adapter in list(store.keys()):
-                saved = state_dict.get(f"{prefix}{name}.{adapter}")
-                if saved is not None and saved.shape != store[adapter].shape:
-                    new = store[adapter].detach().new_zeros(saved.shape)
-                    store[adapter] = nn.Parameter(new) if name == "plate_A" else new
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def update_rows(self, adapter: str) -> torch.Tensor:
         """``s * A Q^T`` (``r x d_in``): the update of the selected rows."""
         a = self.plate_A[adapter]
@@ -95,6 +84,17 @@ class PlateLinear(nn.Module, PlateLayer):
         PlateLayer.__init__(self, base_layer, **kwargs)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a saved adapter may have another k (or r) than this layer recomputed: take its shapes
+        for name in ("plate_A", "plate_Q", "plate_index"):
+            store = getattr(self, name)
+            for adapter in list(store.keys()):
+                saved = state_dict.get(f"{prefix}{name}.{adapter}")
+                if saved is not None and saved.shape != store[adapter].shape:
+                    new = store[adapter].detach().new_zeros(saved.shape)
+                    store[adapter] = nn.Parameter(new) if name == "plate_A" else new
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """``W <- W + s B A Q^T``: only the selected rows of ``W`` change."""

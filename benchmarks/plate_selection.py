@@ -1,0 +1,75 @@
+"""Time to compute PLATE's B and Q for every targeted layer of a backbone, and how closely the
+sketched neuron ranking (used above ``exact_limit`` rows) agrees with the exact one.
+
+    python benchmarks/plate_selection.py --r 32 --tau 0.9
+
+Saves ``benchmarks/results/plate_selection_<backbone>.json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from peft import get_peft_model
+from torch import nn
+
+from retain.backbones import load_backbone
+from retain.methods.plate import PlateConfig, PlateLinear
+from retain.methods.plate.selection import protected_subspace, select_neurons
+
+ROOT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="minilm")
+    p.add_argument("--r", type=int, default=32)
+    p.add_argument("--tau", type=float, default=0.9)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+    backbone = load_backbone(args.backbone)
+    model = backbone.model
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    per_layer = {}
+    for name, layer in layers.items():
+        w = layer.weight
+        t0 = time.perf_counter()
+        index = select_neurons(w, args.r)
+        t1 = time.perf_counter()
+        frozen = torch.ones(w.shape[0], dtype=torch.bool)
+        frozen[index] = False
+        sub = protected_subspace(w[frozen], args.tau, 512)
+        t2 = time.perf_counter()
+        sketch = set(select_neurons(w, args.r, exact_limit=0).tolist())
+        per_layer[name] = {"shape": list(w.shape), "b_seconds": t1 - t0, "q_seconds": t2 - t1,
+                           "k": sub.basis.shape[1], "leak": sub.leak,
+                           "sketch_overlap": len(sketch & set(index.tolist())) / len(index)}
+    totals = []
+    for _ in range(args.repeats):  # the whole injection, as get_peft_model does it
+        t0 = time.perf_counter()
+        wrapped = get_peft_model(model, PlateConfig(r=args.r, tau=args.tau,
+                                                    target_modules="all-linear"))
+        totals.append(time.perf_counter() - t0)
+        count = sum(1 for m in wrapped.modules() if isinstance(m, PlateLinear))
+        model = wrapped.unload()
+    overlaps = [v["sketch_overlap"] for v in per_layer.values()]
+    report = {"backbone": args.backbone, "r": args.r, "tau": args.tau, "layers": count,
+              "get_peft_model_seconds_median": statistics.median(totals),
+              "b_seconds_total": sum(v["b_seconds"] for v in per_layer.values()),
+              "q_seconds_total": sum(v["q_seconds"] for v in per_layer.values()),
+              "sketch_overlap_mean": statistics.mean(overlaps),
+              "sketch_overlap_min": min(overlaps), "torch_threads": torch.get_num_threads(),
+              "per_layer": per_layer}
+    dest = ROOT / "results" / f"plate_selection_{args.backbone}.json"
+    dest.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "per_layer"}, indent=1))
+    print(f"saved {dest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""PLATE: neuron selection and the protected subspace on known matrices, the invariants on every
+targeted layer, the efficient forward against the dense update, peft save/load/merge, rows
+outside the selection untouched, resume, and the sweep."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from torch import nn
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+
+from retain.engine import train_stream
+from retain.errors import RetainError
+from retain.methods.plate import Plate, PlateConfig, PlateLinear, PlateOptions
+from retain.methods.plate.selection import protected_subspace, redundancy, select_neurons
+from tests.conftest import crash_on_task
+
+
+def _orthogonal(n, seed=0):
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def test_the_most_redundant_rows_are_the_near_duplicates():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, 40, generator=g, dtype=torch.float64)
+    w[3] = 2.0 * w[7] + 0.01 * torch.randn(40, generator=g, dtype=torch.float64)
+    w[9] = -w[7]  # |cos| counts anti-parallel rows as redundant too
+    assert set(select_neurons(w, 3).tolist()) == {3, 7, 9}
+    # exact scores by hand: mean |cos| to the other rows
+    n = w / w.norm(dim=1, keepdim=True)
+    cos = (n @ n.T).abs()
+    expected = (cos.sum(1) - 1.0) / 11
+    assert torch.allclose(redundancy(w, block=5), expected, atol=1e-12)
+
+
+def test_the_sketch_ranks_like_the_exact_scores_on_structured_rows():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(600, 64, generator=g, dtype=torch.float64)
+    w[:40] = w[:1] + 0.05 * torch.randn(40, 64, generator=g, dtype=torch.float64)  # a cluster
+    exact = set(select_neurons(w, 40).tolist())
+    sketch = set(select_neurons(w, 40, exact_limit=0).tolist())
+    assert exact == set(range(40)) and len(exact & sketch) >= 38
+
+
+def test_r_is_capped_at_ninety_percent_of_the_rows():
+    assert select_neurons(torch.randn(10, 4), 50).numel() == 9
+
+
+def test_q_spans_the_lowest_energy_right_singular_directions():
+    # singular values squared 50, 25, 15, 6, 3, 1 (sum 100): 0.9 is reached by 3 directions
+    v = _orthogonal(6)
+    w = torch.diag(torch.tensor([50.0, 25, 15, 6, 3, 1], dtype=torch.float64).sqrt()) @ v.T
+    sub = protected_subspace(w, tau=0.9, max_rank=512)
+    assert sub.n_high == 3 and sub.basis.shape == (6, 3)
+    assert torch.allclose(sub.basis @ sub.basis.T, v[:, 3:] @ v[:, 3:].T, atol=1e-10)
+    assert sub.leak == pytest.approx(0.10)
+    capped = protected_subspace(w, tau=0.9, max_rank=2).basis  # max_rank keeps the two lowest
+    assert torch.allclose(capped @ capped.T, v[:, 4:] @ v[:, 4:].T, atol=1e-10)
+
+
+def test_fewer_frozen_rows_than_inputs_include_the_null_space():
+    # 3 rows in 8 inputs (a grouped-query k_proj shape): the 5 null directions carry no energy
+    v = _orthogonal(8, seed=3)
+    w = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)) @ v[:, :3].T
+    sub = protected_subspace(w, tau=0.8, max_rank=512)
+    q = sub.basis
+    assert q.shape[1] >= 5
+    null = v[:, 3:]
+    assert torch.allclose(q @ (q.T @ null), null, atol=1e-10)  # the null space lies inside Q
+    assert (w @ q).pow(2).sum() / w.pow(2).sum() <= 1 - 0.8 + 1e-6
+
+
+def test_bad_knobs_give_clear_errors():
+    with pytest.raises(RetainError, match="tau"):
+        PlateOptions(tau=1.0)
+    with pytest.raises(RetainError, match="recompute"):
+        PlateOptions(recompute="never")
+    with pytest.raises(RetainError, match="r must be"):
+        PlateConfig(r=0, target_modules=["query"])
+
+
+def _tiny_llama(vocab_size=100):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=1, intermediate_size=64)
+    return LlamaModel(cfg).eval()  # k_proj and v_proj: 32 -> 8
+
+
+def _tiny_bert():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64)
+    return BertModel(cfg, add_pooling_layer=False).eval()
+
+
+def check_invariants(model: nn.Module, tau: float) -> int:
+    """Every PLATE layer: ||W_f Q||^2 / ||W_f||^2 <= 1 - tau, Q orthonormal; returns the count."""
+    layers = [m for m in model.modules() if isinstance(m, PlateLinear)]
+    for layer in layers:
+        w = layer.get_base_layer().weight.double()
+        frozen = torch.ones(w.shape[0], dtype=torch.bool)
+        frozen[layer.plate_index["default"]] = False
+        q = layer.plate_Q["default"].double()
+        leak = (w[frozen] @ q).pow(2).sum() / w[frozen].pow(2).sum()
+        assert leak <= 1 - tau + 1e-6
+        assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-5)
+    return len(layers)
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.9, 0.98])
+def test_invariants_on_a_grouped_query_llama(tau):
+    model = get_peft_model(_tiny_llama(), PlateConfig(r=4, tau=tau, target_modules="all-linear"))
+    assert check_invariants(model, tau) == 2 * 7
+    k_proj = model.base_model.model.layers[0].self_attn.k_proj
+    assert k_proj.get_base_layer().weight.shape == (8, 32)
+    assert k_proj.plate_Q["default"].shape[1] >= 32 - 4  # 4 frozen rows: a 28-dim null space
+
+
+def _set_random_a(model, std=0.1):
+    torch.manual_seed(1)
+    for layer in model.modules():
+        if isinstance(layer, PlateLinear):
+            nn.init.normal_(layer.plate_A["default"], std=std)
+
+
+def test_forward_equals_the_dense_update_and_merging_keeps_other_rows_bit_identical():
+    base = _tiny_bert()
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, PlateConfig(r=4, tau=0.9, alpha=0.5,
+                                             target_modules=["query", "dense"]))
+    _set_random_a(model)
+    x = torch.randint(0, 100, (2, 9))
+    adapted = model(input_ids=x).last_hidden_state
+    layer = model.base_model.model.encoder.layer[0].attention.self.query
+    h = torch.randn(3, 32)
+    dense = layer.get_base_layer()(h) + h @ layer.get_delta_weight("default").T
+    assert torch.allclose(layer(h), dense, atol=1e-6)
+    assert layer.get_delta_weight("default").count_nonzero(1).count_nonzero() == 4  # 4 rows
+    selected = {n: layer.plate_index["default"].clone() for n, layer in model.named_modules()
+                if isinstance(layer, PlateLinear)}
+    merged = model.merge_and_unload()
+    assert torch.allclose(merged(input_ids=x).last_hidden_state, adapted, atol=1e-5)
+    changed = 0
+    for name, index in selected.items():
+        key = name.removeprefix("base_model.model.") + ".weight"
+        keep = torch.ones(original[key].shape[0], dtype=torch.bool)
+        keep[index] = False
+        assert torch.equal(merged.state_dict()[key][keep], original[key][keep])
+        changed += int(not torch.equal(merged.state_dict()[key][~keep], original[key][~keep]))
+    assert changed == len(selected) == 2 * 4
+
+
+def test_peft_saves_and_loads_the_adapter(tmp_path):
+    base = _tiny_bert()
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, PlateConfig(r=4, target_modules=["key", "value"]))
+    assert all("plate_A" in n for n, p in model.named_parameters() if p.requires_grad)
+    _set_random_a(model)
+    x = torch.randint(0, 100, (2, 9))
+    expected = model(input_ids=x).last_hidden_state
+    model.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PLATE" and config["r"] == 4
+    fresh = _tiny_bert()
+    fresh.load_state_dict(original)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter")
+    assert torch.equal(loaded(input_ids=x).last_hidden_state, expected)
+
+
+def test_a_saved_adapter_of_another_subspace_size_loads(tmp_path):
+    """An adapter saved with one tau loads onto a layer that recomputed another k."""
+    model = get_peft_model(_tiny_bert(), PlateConfig(r=4, tau=0.5, target_modules=["query"]))
+    _set_random_a(model)
+    x = torch.randint(0, 100, (2, 9))
+    expected = model(input_ids=x).last_hidden_state
+    model.save_pretrained(tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    config["tau"] = 0.95  # the layer will compute a smaller Q before loading the saved one
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(config))
+    loaded = PeftModel.from_pretrained(_tiny_bert(), tmp_path / "a")
+    assert torch.equal(loaded(input_ids=x).last_hidden_state, expected)
+
+
+@pytest.mark.parametrize("recompute", ["merged", "original"])
+def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, monkeypatch):
+    from retain.backbones import load_backbone
+
+    selected: dict[str, set[int]] = {}
+    begin = Plate.begin_task
+
+    def record(self, task, batches):
+        begin(self, task, batches)
+        for name, layer in self.model.named_modules():
+            if isinstance(layer, PlateLinear):
+                key = name.removeprefix("base_model.model.")
+                selected.setdefault(key, set()).update(layer.plate_index["default"].tolist())
+
+    monkeypatch.setattr(Plate, "begin_task", record)
+    _, method = train_stream(tiny_config(method="plate", lr=1e-2, method_options={
+        "r": 3, "recompute": recompute}), progress=False)
+    before = load_backbone(tiny_bert).model.state_dict()
+    after = {k.removeprefix("base_model.model."): v for k, v in
+             method.model.state_dict().items() if "plate_" not in k}
+    assert len(selected) == 2 * 6
+    for key, rows in selected.items():
+        name = key + (".base_layer.weight" if recompute == "original" else ".weight")
+        w0, w1 = before[key + ".weight"], after[name]
+        keep = torch.ones(w0.shape[0], dtype=torch.bool)
+        keep[sorted(rows)] = False
+        assert torch.equal(w0[keep], w1[keep]), key
+        assert not torch.equal(w0[~keep], w1[~keep]), key
+        if recompute == "original":
+            assert len(rows) == 3  # the same three rows every task
+
+
+@pytest.mark.parametrize("recompute", ["merged", "original"])
+def test_plate_resumes_exactly(tiny_config, monkeypatch, tmp_path, recompute):
+    options = {"r": 3, "recompute": recompute}
+    full = train_stream(tiny_config(method="plate", lr=1e-2, out=str(tmp_path / "full"),
+                                    method_options=options), progress=False)[0]
+    restore = crash_on_task(monkeypatch, Plate, 2)
+    cfg = tiny_config(method="plate", lr=1e-2, out=str(tmp_path / "c"), method_options=options)
+    with pytest.raises(KeyboardInterrupt):
+        train_stream(cfg, progress=False)
+    restore()
+    resumed = train_stream(cfg, resume=True, progress=False)[0]
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
+                                                            full["per_task"]]
+
+
+def test_plate_on_a_grouped_query_llama_stream(tmp_path, tiny_config):
+    from transformers import AutoTokenizer
+
+    from retain.backbones import resolve
+
+    _tiny_llama(vocab_size=30522).save_pretrained(tmp_path / "llama")
+    AutoTokenizer.from_pretrained(resolve("minilm")).save_pretrained(tmp_path / "llama")
+    res, method = train_stream(tiny_config(backbone=str(tmp_path / "llama"), method="plate",
+                                           method_options={"r": 2, "recompute": "original"}),
+                               progress=False)
+    assert res["cost"]["trainable_parameters"] > 0
+    assert check_invariants(method.model, 0.9) == 2 * 7
+
+
+def test_sweep_writes_the_frontier_and_skips_finished_points(tiny_config, tmp_path, monkeypatch):
+    from retain import engine
+    from retain.sweep import sweep
+
+    cfg = tiny_config(method="plate", out=str(tmp_path / "sweep"))
+    frontier = sweep(cfg, {"r": ["2", "4"], "tau": ["0.5"]}, progress=False)
+    assert [p["label"] for p in frontier["points"]] == ["r=2,tau=0.5", "r=4,tau=0.5"]
+    first = json.loads((tmp_path / "sweep" / "r=2,tau=0.5" / "results.json").read_text())
+    assert frontier["points"][0]["plasticity"] == first["metrics"]["plasticity"]
+    assert first["config"]["method_options"]["r"] == 2
+    assert frontier["points"][1]["trainable_parameters"] > frontier["points"][0][
+        "trainable_parameters"]
+    png = (tmp_path / "sweep" / "frontier.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished point ran again")
+
+    monkeypatch.setattr(engine, "run", no_training)
+    again = sweep(cfg, {"r": ["2", "4"], "tau": ["0.5"]}, [str(tmp_path / "sweep" /
+                                                              "r=4,tau=0.5" / "results.json")],
+                  progress=False)
+    assert [(p["label"], p["plasticity"]) for p in again["points"]] == [
+        (p["label"], p["plasticity"]) for p in frontier["points"]]
+    assert again["baselines"][0]["label"] == "plate (growing)"
