@@ -84,8 +84,8 @@ def test_bad_knobs_give_clear_errors():
 
 def _tiny_llama(vocab_size=100):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=1, intermediate_size=64)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, intermediate_size=64)
     return LlamaModel(cfg).eval()  # k_proj and v_proj: 32 -> 8
 
 
