@@ -1,5 +1,5 @@
 """Time to compute PLATE's B and Q for every targeted layer of a backbone, and how closely the
-sketched neuron ranking (used above ``exact_limit`` rows) agrees with the exact one.
+anchored neuron ranking (used above ``exact_limit`` rows) agrees with the exact one.
 
     python benchmarks/plate_selection.py --r 32 --tau 0.9
 
@@ -45,10 +45,12 @@ def main() -> None:
         frozen[index] = False
         sub = protected_subspace(w[frozen], args.tau, 512)
         t2 = time.perf_counter()
-        sketch = set(select_neurons(w, args.r, exact_limit=0).tolist())
+        picked = set(index.tolist())
+        overlap = {a: len(picked & set(select_neurons(w, args.r, exact_limit=0, anchors=a)
+                                       .tolist())) / len(index) for a in (256, 1024)}
         per_layer[name] = {"shape": list(w.shape), "b_seconds": t1 - t0, "q_seconds": t2 - t1,
                            "k": sub.basis.shape[1], "leak": sub.leak,
-                           "sketch_overlap": len(sketch & set(index.tolist())) / len(index)}
+                           "anchored_overlap": overlap}
     totals = []
     for _ in range(args.repeats):  # the whole injection, as get_peft_model does it
         t0 = time.perf_counter()
@@ -57,13 +59,18 @@ def main() -> None:
         totals.append(time.perf_counter() - t0)
         count = sum(1 for m in wrapped.modules() if isinstance(m, PlateLinear))
         model = wrapped.unload()
-    overlaps = [v["sketch_overlap"] for v in per_layer.values()]
+    big = [v for v in per_layer.values() if v["shape"][0] > 1024]  # more rows than anchors
     report = {"backbone": args.backbone, "r": args.r, "tau": args.tau, "layers": count,
               "get_peft_model_seconds_median": statistics.median(totals),
               "b_seconds_total": sum(v["b_seconds"] for v in per_layer.values()),
               "q_seconds_total": sum(v["q_seconds"] for v in per_layer.values()),
-              "sketch_overlap_mean": statistics.mean(overlaps),
-              "sketch_overlap_min": min(overlaps), "torch_threads": torch.get_num_threads(),
+              "anchored_overlap_256_mean_all_layers": statistics.mean(
+                  v["anchored_overlap"][256] for v in per_layer.values()),
+              "anchored_overlap_1024_mean_layers_over_1024_rows": statistics.mean(
+                  v["anchored_overlap"][1024] for v in big),
+              "anchored_overlap_1024_min_layers_over_1024_rows": min(
+                  v["anchored_overlap"][1024] for v in big),
+              "torch_threads": torch.get_num_threads(),
               "per_layer": per_layer}
     dest = ROOT / "results" / f"plate_selection_{args.backbone}.json"
     dest.write_text(json.dumps(report, indent=1))

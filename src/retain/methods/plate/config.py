@@ -20,10 +20,9 @@ HELP = {
     "max_rank": "cap on k, the dimension of the protected input subspace Q",
     "target_modules": "nn.Linear modules to adapt (name suffixes), or 'all-linear'",
     "exact_limit": "layers with at most this many output rows rank neurons by exact mean |cosine| "
-                   "(blocked); larger ones use a Gaussian sketch with anchor rows",
-    "sketch_dim": "sketch width for the neuron ranking of large layers",
-    "anchors": "anchor rows for the neuron ranking of large layers",
-    "seed": "seed of the sketch (large layers only; the exact ranking is deterministic)",
+                   "to all other rows; larger ones by the mean over random anchor rows",
+    "anchors": "anchor rows for the neuron ranking of layers above exact_limit",
+    "seed": "seed drawing the anchor rows (the exact ranking is deterministic)",
     "recompute": "after each task of a stream the update is merged into W; 'merged' recomputes B "
                  "and Q from the merged weights, 'original' keeps the first task's B and Q",
 }
@@ -58,8 +57,7 @@ class PlateConfig(PeftConfig):
     exclude_modules: list[str] | str | None = field(default=None, metadata={
         "help": "modules not to adapt (names or a regex)"})
     exact_limit: int = field(default=4096, metadata={"help": HELP["exact_limit"]})
-    sketch_dim: int = field(default=128, metadata={"help": HELP["sketch_dim"]})
-    anchors: int = field(default=256, metadata={"help": HELP["anchors"]})
+    anchors: int = field(default=1024, metadata={"help": HELP["anchors"]})
     seed: int = field(default=0, metadata={"help": HELP["seed"]})
     layers_to_transform: list[int] | int | None = field(default=None, metadata={
         "help": "indices of the layers to adapt (default: all)"})

@@ -1,8 +1,11 @@
 """PLATE's ``peft`` layer: ``y = W x + s * scatter_rows(A (Q^T x))``.
 
 ``Q`` (``d_in x k``) and the selected rows' indices are buffers, ``A`` (``r x k``, zero at
-start) the only parameter. The forward never forms the ``d_out x r`` selector nor ``dW``:
-project once with ``Q``, multiply by ``A``, add into the selected output rows."""
+start) the only parameter. The forward never forms the ``d_out x r`` selector nor the dense
+``dW``: it computes the ``r`` selected rows' update and adds it into those output rows
+(``index_add``). Of the two ways to associate the product, ``(x Q) A^T`` and ``x (A Q^T)^T``,
+it takes the cheaper: the second as soon as a batch holds more tokens than ``r`` (training),
+which costs ``r (k + n) d_in`` multiplications instead of ``n k (d_in + r)``."""
 
 from __future__ import annotations
 
@@ -41,8 +44,7 @@ class PlateLayer(BaseTunerLayer):
         """Choose ``B`` and ``Q`` from the current weight and add a zero ``A``."""
         weight = self.get_base_layer().weight
         index = select_neurons(weight, config.r, exact_limit=config.exact_limit,
-                               sketch_dim=config.sketch_dim, anchors=config.anchors,
-                               seed=config.seed)
+                               anchors=config.anchors, seed=config.seed)
         frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
         frozen[index] = False
         q = protected_subspace(weight[frozen], config.tau, config.max_rank).basis
@@ -133,9 +135,14 @@ class PlateLinear(nn.Module, PlateLayer):
         for adapter in self.active_adapters:
             if adapter not in self.plate_A:
                 continue
-            a = self.plate_A[adapter]
-            z = torch.matmul(x.to(a.dtype), self.plate_Q[adapter])  # [..., k]
-            u = nn.functional.linear(z, a) * self.plate_scale[adapter]  # [..., r]
+            a, q = self.plate_A[adapter], self.plate_Q[adapter]
+            x_ = x.to(a.dtype)
+            (r, k), d = a.shape, x_.shape[-1]
+            n = x_.numel() // d
+            if n * k * (d + r) < r * d * (k + n):  # few tokens: (x Q) A^T
+                u = nn.functional.linear(torch.matmul(x_, q), a) * self.plate_scale[adapter]
+            else:  # x (s A Q^T)^T: the r selected rows' update, not the dense dW
+                u = nn.functional.linear(x_, self.update_rows(adapter))
             result = result.index_add(-1, self.plate_index[adapter], u.to(result.dtype))
         return result
 
