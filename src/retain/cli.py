@@ -1,5 +1,5 @@
-"""Command line: ``retain run``, ``retain sweep`` and ``retain list``. Thin: parse, build a config,
-call the API."""
+"""Command line: ``retain run``, ``sweep``, ``compare``, ``report`` and ``list``. Thin: parse,
+build a config, call the API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from retain.config import HEADS, PROFILES, SCENARIOS, RunConfig
 from retain.errors import RetainError
-from retain.summary import format_table
+from retain.summary import format_table, format_value
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -38,8 +38,8 @@ def _option(text: str) -> tuple[str, str]:
     return key.strip().replace("-", "_"), value.strip()
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="seq-lora", help=_help("method"))
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains: the stream, the backbone, the budget."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--benchmark", default="wordnet45", help=_help("benchmark"))
     src.add_argument("--data", help=_help("data"))
@@ -48,31 +48,37 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes-per-task", type=int, help=_help("classes_per_task"))
     p.add_argument("--class-order", type=_ints, help=_help("class_order") + ", e.g. 3,0,2,1")
     p.add_argument("--class-order-seed", type=int, help=_help("class_order_seed"))
-    p.add_argument("--seed", type=int, default=0, help=_help("seed"))
     p.add_argument("--backbone", help=_help("backbone") + " (default minilm)")
     p.add_argument("--pooling", default="auto", help=_help("pooling"))
-    p.add_argument("--head", choices=HEADS, help=_help("head"))
-    for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int), ("lr", float)):
+    for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
-    p.add_argument("--head-lr", type=float, help=_help("head_lr"))
     p.add_argument("--weight-decay", type=float, default=0.0, help=_help("weight_decay"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
                    help=_help("mixed_precision"))
     p.add_argument("--cpu", action="store_true", help=_help("cpu"))
     p.add_argument("--no-retention", dest="retention", action="store_false",
                    help="skip measuring retained pretrained capability")
+    p.add_argument("--out", default="runs/latest", help=_help("out"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_stream_options(p)
+    p.add_argument("--method", default="seq-lora", help=_help("method"))
+    p.add_argument("--seed", type=int, default=0, help=_help("seed"))
+    p.add_argument("--head", choices=HEADS, help=_help("head"))
+    p.add_argument("--lr", type=float, help=_help("lr"))
+    p.add_argument("--head-lr", type=float, help=_help("head_lr"))
     p.add_argument("--set", dest="options", type=_option, action="append", default=[],
                    metavar="KEY=VALUE", help="a method option, e.g. --set rank=16 (repeatable)")
-    p.add_argument("--out", default="runs/latest", help=_help("out"))
     p.add_argument("--resume", action="store_true",
                    help="continue the run whose checkpoint is in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields}
-    values["method_options"] = dict(args.options)
+    values["method_options"] = dict(getattr(args, "options", []))
     if args.data:
         values["benchmark"] = None
     return RunConfig(**values)
@@ -108,10 +114,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cols = ("plasticity", "final_accuracy", "forgetting", "retention_min", "trainable_parameters")
     print(f"{'point':<24}" + "".join(f"{c:>22}" for c in cols))
     for row in frontier["points"] + frontier["baselines"]:
-        cells = "".join(f"{row[c]:>22,}" if isinstance(row[c], int) else f"{row[c]:>22.4f}"
-                        for c in cols)
-        print(f"{row['label']:<24}{cells}")
+        print(f"{row['label']:<24}" + "".join(f"{format_value(row[c]):>22}" for c in cols))
     print(f"frontier: {os.path.join(args.out, 'frontier.json')} and frontier.png")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from retain.compare import compare, method_names
+    from retain.report import table
+
+    comparison = compare(config_from_args(args), method_names(args.methods), args.seeds,
+                         progress=not args.quiet)
+    if PartialState().is_main_process:
+        header, rows = table(comparison)
+        keep = [0, 1] + [i for i, h in enumerate(header) if h in (
+            "final accuracy", "forgetting", "plasticity", "retention, lowest ratio",
+            "stored parameters", "wall seconds")]
+        for cells in [[(h, False) for h in header]] + rows:
+            print("  ".join(f"{cells[i][0]:>18}" for i in keep))
+        print(f"report: {os.path.join(args.out, 'report.html')} (and report.md)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from retain.report import build_report
+
+    for path in build_report(args.directory)[:2]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -144,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="append", default=[], metavar="RESULTS_JSON",
                    help="a results.json to plot beside the grid (e.g. seq-lora's)")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("compare", help="run several methods on the same stream and seeds, "
+                       "then write comparison.json and a report with figures")
+    _add_stream_options(p)
+    p.add_argument("--methods", default="all",
+                   help="comma-separated method names, or 'all' (default)")
+    p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("report", help="rebuild the report of a comparison from its saved "
+                       "results (no training)")
+    p.add_argument("directory", help="the --out directory of `retain compare`")
+    p.set_defaults(func=cmd_report)
     sub.add_parser("list", help="methods and benchmarks").set_defaults(func=cmd_list)
     return parser
 

@@ -14,7 +14,7 @@ import numpy as np
 Matrix = Sequence[Sequence[float]] | np.ndarray
 
 
-def _square(R: Matrix) -> np.ndarray:
+def as_square(R: Matrix) -> np.ndarray:
     T = len(R)
     out = np.full((T, T), np.nan)
     for t in range(T):
@@ -27,13 +27,13 @@ def _square(R: Matrix) -> np.ndarray:
 
 def accuracy_per_task(R: Matrix) -> list[float]:
     """``A_t = (1/t) sum_{i<=t} R[t][i]`` for every ``t``."""
-    M = _square(R)
+    M = as_square(R)
     return [float(np.mean(M[t, : t + 1])) for t in range(len(M))]
 
 
 def sample_weighted_accuracy_per_task(R: Matrix, test_sizes: Sequence[int]) -> list[float]:
     """Correct predictions over all seen test samples after each task."""
-    M, n = _square(R), np.asarray(test_sizes, dtype=float)
+    M, n = as_square(R), np.asarray(test_sizes, dtype=float)
     return [float(np.dot(M[t, : t + 1], n[: t + 1]) / n[: t + 1].sum()) for t in range(len(M))]
 
 
@@ -47,7 +47,7 @@ def average_incremental_accuracy(R: Matrix) -> float:
 
 def forgetting(R: Matrix) -> float:
     """Chaudhry et al.: mean over old tasks of (best accuracy before the last task - final)."""
-    M = _square(R)
+    M = as_square(R)
     T = len(M)
     if T < 2:
         return float("nan")  # undefined with one task
@@ -56,7 +56,7 @@ def forgetting(R: Matrix) -> float:
 
 def forgetting_from_first(R: Matrix) -> float:
     """Avalanche's stream forgetting: mean of (accuracy just after learning - final)."""
-    M = _square(R)
+    M = as_square(R)
     T = len(M)
     if T < 2:
         return float("nan")
@@ -83,7 +83,7 @@ def fwt(R_full: Matrix, baseline: Sequence[float]) -> float:
 
 def plasticity(R: Matrix) -> float:
     """Mean accuracy on each task right after learning it."""
-    M = _square(R)
+    M = as_square(R)
     return float(np.mean(np.diag(M)))
 
 

@@ -16,6 +16,7 @@ COLUMNS = [
     ("retention_simlex999", "retention simlex999 (ratio)"),
     ("retention_lee", "retention lee (ratio)"),
     ("retention_embedding_drift", "retention embedding drift (ratio)"),
+    ("retention_min", "retention, lowest ratio"),
     ("trainable_parameters", "trainable parameters"),
     ("stored_parameters", "stored parameters"),
     ("train_seconds", "train seconds"),
@@ -24,6 +25,11 @@ COLUMNS = [
     ("peak_memory_mb", "peak memory MB"),
     ("wall_seconds", "wall seconds"),
 ]
+
+
+# columns where a lower value is better (the rest: higher is better)
+LOWER_IS_BETTER = {"forgetting", "trainable_parameters", "stored_parameters", "train_seconds",
+                   "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds"}
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -36,8 +42,11 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     if results.get("scenario") != "task":
         row["task_incremental_final_accuracy"] = (results.get("task_incremental_metrics")
                                                   or {}).get("final_accuracy")
-    for k, v in (results.get("retention") or {}).items():
-        row[f"retention_{k}"] = v["ratio"]
+    ratios = {k: v["ratio"] for k, v in (results.get("retention") or {}).items()}
+    for k, v in ratios.items():
+        row[f"retention_{k}"] = v
+    known = [v for v in ratios.values() if v is not None]
+    row["retention_min"] = min(known) if known else None
     for key in ("trainable_parameters", "stored_parameters", "train_seconds", "boundary_seconds",
                 "median_step_seconds", "peak_memory_mb", "wall_seconds"):
         row[key] = c.get(key)
@@ -51,6 +60,12 @@ def format_table(results: dict[str, Any]) -> str:
     title = f"{results['method']} on {results['stream']} (head: {results['head']})"
     out = [title, "-" * len(title)]
     for label, v in lines:
-        text = "n/a" if v is None or v != v else f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
-        out.append(f"{label:<{width}}  {text:>12}")
+        out.append(f"{label:<{width}}  {format_value(v):>12}")
     return "\n".join(out)
+
+
+def format_value(v: Any, digits: int = 4) -> str:
+    """``n/a`` for undefined figures, thousands separators for counts."""
+    if v is None or v != v:
+        return "n/a"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.{digits}f}"

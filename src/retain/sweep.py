@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,9 @@ def point_name(point: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
-def retention_summary(row: dict[str, Any]) -> tuple[float, float]:
-    """(lowest, mean) of a summary row's retention ratios (NaN when retention was skipped)."""
-    ratios = [v for k, v in row.items() if k.startswith("retention_") and v is not None]
-    if not ratios:
-        return math.nan, math.nan
-    return min(ratios), sum(ratios) / len(ratios)
-
-
 def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | None = None
                  ) -> dict[str, Any]:
-    row = summary_row(results)
-    row["retention_min"], row["retention_mean"] = retention_summary(row)
-    return {"label": label, "options": options or {}, **row}
+    return {"label": label, "options": options or {}, **summary_row(results)}
 
 
 def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | None = None,

@@ -1,1 +1,127 @@
-"""Tables and figures built from saved results (nothing here trains)."""
+"""The comparison report, built from ``comparison.json`` alone (nothing here trains):
+``report.md`` and a self-contained ``report.html`` with one table of every method's summary
+figures (best per column in bold) and the figures, also saved as PNG files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from retain.errors import RetainError
+from retain.summary import COLUMNS, LOWER_IS_BETTER, format_value
+
+FIGURES = [
+    ("accuracy_matrices.png", "Accuracy matrices",
+     "Row t, column i: accuracy on task i after training task t."),
+    ("accuracy_curves.png", "Accuracy after each task",
+     "Mean accuracy over the tasks seen so far; a dashed line trains only at the last task."),
+    ("accuracy_vs_retention.png", "Accuracy against retention",
+     "Up and to the right is better: learning the stream while keeping what the backbone knew."),
+    ("cost_vs_accuracy.png", "Cost against final accuracy",
+     "Stored parameters (beyond the untouched backbone) and wall time of each run."),
+]
+
+
+def _best(values: list[float], key: str) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    if len(finite) < 2 or len(set(finite)) == 1:
+        return None
+    return min(finite) if key in LOWER_IS_BETTER else max(finite)
+
+
+def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of (text, is best) cells: mean (± standard deviation over seeds)."""
+    methods = comparison["methods"]
+    keys = [(k, label) for k, label in COLUMNS if any(k in m["mean"] for m in methods.values())]
+    header = ["method", "head"] + [label for _, label in keys]
+    best = {k: _best([float(m["mean"].get(k, math.nan)) for m in methods.values()], k)
+            for k, _ in keys}
+    rows = []
+    for name, entry in methods.items():
+        cells = [(name, False), (entry["head"], False)]
+        for k, _ in keys:
+            mean, std = entry["mean"].get(k, math.nan), entry["std"].get(k, math.nan)
+            digits = 1 if k.endswith("seconds") or k.endswith("_mb") else 3
+            text = format_value(int(round(mean)) if "parameters" in k and mean == mean
+                                else mean, digits)
+            if std == std and std is not None:
+                text += f" ± {format_value(std, digits)}"
+            cells.append((text, best[k] is not None and mean == best[k]))
+        rows.append(cells)
+    return header, rows
+
+
+def _markdown(comparison: dict[str, Any], header: list[str], rows: list) -> str:
+    out = [f"# {_heading(comparison)}", "", _intro(comparison), "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+    out += ["", "Bold: the best value of a column (higher is better, except forgetting, "
+            "parameters, times and memory).", ""]
+    for file, title, caption in FIGURES:
+        out += [f"## {title}", "", f"![{title}]({file})", "", caption, ""]
+    return "\n".join(out)
+
+
+def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: Path) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{'<b>' if b else ''}{html.escape(t)}"
+                                    f"{'</b>' if b else ''}</td>" for t, b in cells) + "</tr>"
+                   for cells in rows)
+    figures = []
+    for file, title, caption in FIGURES:
+        data = base64.b64encode((directory / file).read_bytes()).decode("ascii")
+        figures.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                       f"src='data:image/png;base64,{data}'><p>{html.escape(caption)}</p>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:"
+             "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;text-align:"
+             "right}td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+            f"{html.escape(_heading(comparison))}</title><style>{style}</style></head><body>"
+            f"<h1>{html.escape(_heading(comparison))}</h1><p>{html.escape(_intro(comparison))}"
+            f"</p><table><tr>{head}</tr>{body}</table><p>Bold: the best value of a column "
+            f"(higher is better, except forgetting, parameters, times and memory).</p>"
+            + "".join(figures) + "</body></html>")
+
+
+def _heading(comparison: dict[str, Any]) -> str:
+    seeds = ", ".join(str(s) for s in comparison["seeds"])
+    return (f"retain comparison: {comparison['benchmark']} ({comparison['profile']} profile, "
+            f"{comparison['scenario']}-incremental, seeds {seeds})")
+
+
+def _intro(comparison: dict[str, Any]) -> str:
+    n = len(comparison["seeds"])
+    spread = " Mean ± sample standard deviation over the seeds." if n > 1 else ""
+    orders = "; ".join(f"seed {s}: {o}" for s, o in comparison["class_orders"].items())
+    return (f"{len(comparison['methods'])} methods on the same stream and seeds, each seed with "
+            f"one class order for all methods ({orders}).{spread} Retention ratios compare the "
+            "adapted backbone with the untouched one (1.0: nothing lost).")
+
+
+def build_report(directory: str | Path) -> list[Path]:
+    """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``."""
+    from retain.report import figures
+
+    directory = Path(directory)
+    source = directory / "comparison.json"
+    if not source.is_file():
+        raise RetainError(f"no comparison.json in {directory}: run `retain compare --out "
+                          f"{directory}` first")
+    comparison = json.loads(source.read_text(), parse_constant=float)
+    for entry in comparison["methods"].values():  # null (undefined) figures read back as NaN
+        for part in ("mean", "std"):
+            entry[part] = {k: math.nan if v is None else v for k, v in entry[part].items()}
+    figures.accuracy_matrices(comparison, directory / FIGURES[0][0])
+    figures.accuracy_curves(comparison, directory / FIGURES[1][0])
+    figures.accuracy_vs_retention(comparison, directory / FIGURES[2][0])
+    figures.cost_vs_accuracy(comparison, directory / FIGURES[3][0])
+    header, rows = table(comparison)
+    (directory / "report.md").write_text(_markdown(comparison, header, rows))
+    (directory / "report.html").write_text(_html(comparison, header, rows, directory))
+    return [directory / "report.md", directory / "report.html"] + [
+        directory / f for f, _, _ in FIGURES]

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from retain.metrics import as_square  # noqa: E402
+
+RETENTION_AXIS = ("retention (lowest ratio to the untouched backbone: WordSim353, SimLex-999, "
+                  "Lee, drift)")
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _save(fig, path: Path, title: str) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
@@ -23,8 +41,8 @@ def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
                                "learned)"), (axes[1], "final_accuracy", "final accuracy "
                                              "(all tasks)")):
         for name, rows in groups.items():
-            xs = [r["retention_min"] for r in rows]
-            ys = [r[metric] for r in rows]
+            xs = [_num(r["retention_min"]) for r in rows]
+            ys = [_num(r[metric]) for r in rows]
             (line,) = ax.plot(xs, ys, "o-", label=name)
             for r, x, y in zip(rows, xs, ys, strict=True):
                 rest = ",".join(f"{k}={r['options'][k]}" for k in keys[1:])
@@ -32,15 +50,100 @@ def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
                     ax.annotate(rest, (x, y), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7, color=line.get_color())
         for i, r in enumerate(frontier.get("baselines", [])):
-            ax.plot(r["retention_min"], r[metric], marker="sk^Dv"[i % 5], color="black",
+            ax.plot(_num(r["retention_min"]), _num(r[metric]), marker="sk^Dv"[i % 5], color="black",
                     linestyle="none", label=r["label"])
-        ax.set_xlabel("retention (lowest ratio to the untouched backbone: WordSim353, "
-                      "SimLex-999, Lee, drift)", fontsize=8)
+        ax.set_xlabel(RETENTION_AXIS, fontsize=8)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{frontier['method']} plasticity-retention frontier on "
-                 f"{frontier['benchmark']} ({frontier['profile']}, seed {frontier['seed']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path, f"{frontier['method']} plasticity-retention frontier on "
+          f"{frontier['benchmark']} ({frontier['profile']}, seed {frontier['seed']})")
+
+
+def _title(comparison: dict[str, Any], what: str) -> str:
+    seeds = ", ".join(str(s) for s in comparison["seeds"])
+    plural = "s" if len(comparison["seeds"]) > 1 else ""
+    mean = " (mean over seeds)" if plural else ""
+    return (f"{what} on {comparison['benchmark']} ({comparison['profile']} profile, "
+            f"seed{plural} {seeds}){mean}")
+
+
+def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
+    """One heatmap per method: accuracy on task i (column) after training task t (row)."""
+    methods = comparison["methods"]
+    cols = min(3, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, (name, entry) in zip(axes.flat, methods.items(), strict=False):
+        m = np.mean([as_square(r["accuracy_matrix"]) for r in entry["runs"]], axis=0)
+        im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
+        t = len(m)
+        for i in range(t):
+            for j in range(i + 1):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if m[i, j] < 0.5 else "black")
+        ax.set_xticks(range(t), [str(i + 1) for i in range(t)])
+        ax.set_yticks(range(t), [str(i + 1) for i in range(t)])
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training task")
+        ax.set_title(f"{name} ({entry['head']})", fontsize=10)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
+    fig.suptitle(_title(comparison, "Accuracy matrices"))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
+    """Mean accuracy over the tasks seen so far, after each task, for every method."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, entry in comparison["methods"].items():
+        curves = np.array([r["metrics"]["accuracy_per_task"] for r in entry["runs"]])
+        x = np.arange(1, curves.shape[1] + 1)
+        mean = curves.mean(0)
+        (line,) = ax.plot(x, mean, "o-", label=f"{name} ({entry['head']})", markersize=3)
+        if len(curves) > 1:
+            ax.fill_between(x, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
+        if math.isnan(_num(entry["mean"].get("average_incremental_accuracy"))):
+            line.set_linestyle("--")  # not continual (joint): only the last point is trained
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("accuracy on all tasks seen so far")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path, _title(comparison, "Accuracy after each task"))
+
+
+def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
+    for name, entry in comparison["methods"].items():
+        x, y = _num(entry["mean"].get(x_key)), _num(entry["mean"].get(y_key))
+        if math.isnan(x) or math.isnan(y):
+            continue
+        ax.plot(x, y, "o", markersize=7)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_retention(comparison: dict[str, Any], path: Path) -> None:
+    """Final accuracy and plasticity against retention of pretrained capability."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key, label in ((axes[0], "final_accuracy", "final accuracy (all tasks)"),
+                           (axes[1], "plasticity", "plasticity (accuracy on the task just "
+                                                   "learned)")):
+        _scatter(ax, comparison, "retention_min", key)
+        ax.set_xlabel(RETENTION_AXIS, fontsize=8)
+        ax.set_ylabel(label)
+    _save(fig, path, _title(comparison, "Accuracy against retention"))
+
+
+def cost_vs_accuracy(comparison: dict[str, Any], path: Path) -> None:
+    """Final accuracy against stored parameters and against wall time."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    _scatter(axes[0], comparison, "stored_parameters", "final_accuracy")
+    axes[0].set_xscale("symlog", linthresh=1e3)
+    axes[0].set_xlabel("stored parameters beyond the untouched backbone (count, log scale)")
+    _scatter(axes[1], comparison, "wall_seconds", "final_accuracy")
+    axes[1].set_xlabel("wall time of the run (seconds)")
+    axes[0].set_ylabel("final accuracy (all tasks)")
+    _save(fig, path, _title(comparison, "Cost against final accuracy"))
