@@ -82,3 +82,20 @@ def crash_on_task(monkeypatch, cls, index: int):
 
     monkeypatch.setattr(cls, "end_task", end_task)
     return lambda: monkeypatch.setattr(cls, "end_task", original)
+
+
+def check_exact_resume(tiny_config, monkeypatch, tmp_path, cls, **kw) -> None:
+    """Crash ``cls`` after task 2 trained, resume, and compare with an uninterrupted run:
+    equal accuracy matrices and equal last losses of every task."""
+    from retain.engine import train_stream
+
+    full = train_stream(tiny_config(out=str(tmp_path / "full"), **kw), progress=False)[0]
+    restore = crash_on_task(monkeypatch, cls, 2)
+    cfg = tiny_config(out=str(tmp_path / "crashed"), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train_stream(cfg, progress=False)
+    restore()
+    resumed = train_stream(cfg, resume=True, progress=False)[0]
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
+                                                            full["per_task"]]

@@ -15,7 +15,7 @@ from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.inflora import InfLoRA, InfLoRAConfig, SubspaceMemory
 from retain.methods.inflora.method import add_branch, qkv_row_mask
-from tests.conftest import crash_on_task
+from tests.conftest import check_exact_resume
 
 SPECTRUM = [10.0, 5.0, 3.0, 1.0, 0.6, 0.4]  # trace 20; distinct, so directions are unique
 
@@ -161,17 +161,8 @@ def test_merged_and_kept_branches_predict_the_same(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("options", [{}, {"merge": False}])
 def test_inflora_resumes_exactly(tiny_config, monkeypatch, tmp_path, options):
-    full = train_stream(tiny_config(method="inflora", lr=1e-2, out=str(tmp_path / "full"),
-                                    method_options=options), progress=False)[0]
-    restore = crash_on_task(monkeypatch, InfLoRA, 2)
-    cfg = tiny_config(method="inflora", lr=1e-2, out=str(tmp_path / "c"), method_options=options)
-    with pytest.raises(KeyboardInterrupt):
-        train_stream(cfg, progress=False)
-    restore()
-    resumed = train_stream(cfg, resume=True, progress=False)[0]
-    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
-    assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
-                                                            full["per_task"]]
+    check_exact_resume(tiny_config, monkeypatch, tmp_path, InfLoRA, method="inflora", lr=1e-2,
+                       method_options=options)
 
 
 def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path):

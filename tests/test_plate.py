@@ -14,7 +14,7 @@ from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.plate import Plate, PlateConfig, PlateLinear, PlateOptions
 from retain.methods.plate.selection import protected_subspace, redundancy, select_neurons
-from tests.conftest import crash_on_task
+from tests.conftest import check_exact_resume
 
 
 def _orthogonal(n, seed=0):
@@ -221,18 +221,8 @@ def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, mo
 
 @pytest.mark.parametrize("recompute", ["merged", "original"])
 def test_plate_resumes_exactly(tiny_config, monkeypatch, tmp_path, recompute):
-    options = {"r": 3, "recompute": recompute}
-    full = train_stream(tiny_config(method="plate", lr=1e-2, out=str(tmp_path / "full"),
-                                    method_options=options), progress=False)[0]
-    restore = crash_on_task(monkeypatch, Plate, 2)
-    cfg = tiny_config(method="plate", lr=1e-2, out=str(tmp_path / "c"), method_options=options)
-    with pytest.raises(KeyboardInterrupt):
-        train_stream(cfg, progress=False)
-    restore()
-    resumed = train_stream(cfg, resume=True, progress=False)[0]
-    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
-    assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
-                                                            full["per_task"]]
+    check_exact_resume(tiny_config, monkeypatch, tmp_path, Plate, method="plate", lr=1e-2,
+                       method_options={"r": 3, "recompute": recompute})
 
 
 def test_plate_on_a_grouped_query_llama_stream(tmp_path, tiny_config):
