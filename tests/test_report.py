@@ -1,6 +1,7 @@
 """retain compare and retain report: runs once per method and seed, tables that match the
 results files, figures embedded in the HTML, and rebuilding without training."""
 
+import dataclasses
 import json
 import math
 import re
@@ -9,6 +10,7 @@ import pytest
 
 from retain.cli import main
 from retain.compare import compare, mean_std, method_names
+from retain.data import build_stream
 from retain.errors import RetainError
 from retain.report import FIGURES, build_report, table
 from retain.summary import summary_row
@@ -34,8 +36,10 @@ def test_every_method_and_seed_ran_on_the_same_stream(compared):
     for name, entry in comparison["methods"].items():
         seeds = [r["config"]["seed"] for r in entry["runs"]]
         assert seeds == [0, 1]
-        assert [r["class_order"] for r in entry["runs"]] == list(
-            comparison["class_orders"].values())  # per seed, one order for every method
+        for seed, results in zip((0, 1), entry["runs"], strict=True):  # one order per seed
+            stream = build_stream(dataclasses.replace(cfg, method=name, seed=seed).resolved())
+            assert results["class_order"] == stream.class_order
+            assert comparison["class_orders"][str(seed)] == stream.class_order
         saved = json.loads((cfg_dir(cfg) / "runs" / name / "seed1" / "results.json").read_text())
         assert saved["accuracy_matrix"] == entry["runs"][1]["accuracy_matrix"]
 
@@ -72,7 +76,7 @@ def test_html_is_self_contained_with_every_figure(compared):
     page = (cfg_dir(cfg) / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) == len(FIGURES) == 4
-    assert "http" not in page and "<table>" in page
+    assert "src='http" not in page and "href=" not in page and "<table>" in page
     for file, title, _ in FIGURES:
         assert (cfg_dir(cfg) / file).read_bytes()[:4] == b"\x89PNG"
         assert title in page

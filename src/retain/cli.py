@@ -107,6 +107,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from retain.sweep import sweep
 
+    keys = [k for k, _ in args.grid]
+    if len(set(keys)) != len(keys):
+        raise RetainError(f"each --grid key may appear once, got {', '.join(keys)}")
     frontier = sweep(config_from_args(args), dict(args.grid), args.baseline,
                      progress=not args.quiet)
     if not PartialState().is_main_process:

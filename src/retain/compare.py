@@ -7,7 +7,6 @@ deviation over seeds, and the report (``report.md``, ``report.html``, figures) i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 from pathlib import Path
@@ -64,7 +63,9 @@ def assemble(config: RunConfig, runs: dict[str, list[dict[str, Any]]], seeds: li
 def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: bool = True
             ) -> dict[str, Any]:
     """Run every method for every seed on ``config``'s stream and build the report."""
-    from retain.engine import run
+    from accelerate import PartialState
+
+    from retain.engine import run_or_load
     from retain.report import build_report
 
     if not seeds:
@@ -76,15 +77,12 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     for method, seed in bar:
         bar.set_postfix_str(f"{method}, seed {seed}")
         run_dir = out / "runs" / method / f"seed{seed}"
-        done = run_dir / "results.json"
-        if done.is_file():
-            results = json.loads(done.read_text())
-        else:
-            cfg = dataclasses.replace(config, method=method, seed=seed, out=str(run_dir))
-            results = run(cfg, resume=(run_dir / "checkpoint").is_dir(), progress=progress)
-        runs[method].append(results)
+        cfg = dataclasses.replace(config, method=method, seed=seed, out=str(run_dir))
+        runs[method].append(run_or_load(cfg, progress))
     comparison = assemble(config, runs, seeds)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "comparison.json", comparison)
-    build_report(out)
+    if PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out / "comparison.json", comparison)
+        build_report(out)
+    PartialState().wait_for_everyone()
     return comparison

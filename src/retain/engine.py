@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import statistics
@@ -223,6 +224,24 @@ def build_method(cfg: RunConfig) -> ContinualMethod:
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run a stream; return its results (also written to ``config.out/results.json``)."""
     return train_stream(config, resume, progress)[0]
+
+
+def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """The results of ``config``: read from ``config.out/results.json`` when a finished run with
+    the same config is there, otherwise run (resuming from a checkpoint if there is one).
+    A finished run with another config is refused rather than reused."""
+    done = Path(config.out) / "results.json"
+    if done.is_file():
+        results = json.loads(done.read_text())
+        want = {k: v for k, v in config.resolved().to_dict().items() if k != "out"}
+        have = {k: v for k, v in results["config"].items() if k != "out"}
+        diff = sorted(k for k in want if have.get(k) != want[k])
+        if diff:
+            raise RetainError(f"{config.out} holds a finished run with another config "
+                              f"({', '.join(diff)} differ): choose another --out")
+        return results
+    resume = (Path(config.out) / "checkpoint").is_dir()
+    return run(config, resume=resume, progress=progress)
 
 
 def train_stream(config: RunConfig, resume: bool = False, progress: bool = True

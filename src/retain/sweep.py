@@ -38,22 +38,18 @@ def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | 
 def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Run every point of ``grid`` (method options) with ``config`` and write the frontier."""
-    from retain.engine import run
+    from accelerate import PartialState
+
+    from retain.engine import run_or_load
     from retain.report.figures import frontier_figure
 
     out = Path(config.out)
     points = grid_points(grid)
     rows = []
     for point in tqdm(points, desc="sweep", unit="run", disable=not progress):
-        run_dir = out / point_name(point)
-        done = run_dir / "results.json"
-        if done.is_file():
-            results = json.loads(done.read_text())
-        else:
-            cfg = dataclasses.replace(config, out=str(run_dir),
-                                      method_options={**config.method_options, **point})
-            resume = (run_dir / "checkpoint").is_dir()
-            results = run(cfg, resume=resume, progress=progress)
+        cfg = dataclasses.replace(config, out=str(out / point_name(point)),
+                                  method_options={**config.method_options, **point})
+        results = run_or_load(cfg, progress)
         rows.append(frontier_row(results, point_name(point), point))
     refs = []
     for path in baselines or []:
@@ -63,7 +59,9 @@ def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | 
     frontier = {"method": cfg.method, "benchmark": cfg.benchmark or cfg.data,
                 "profile": cfg.profile, "seed": cfg.seed, "grid": grid, "points": rows,
                 "baselines": refs}
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "frontier.json", frontier)
-    frontier_figure(frontier, out / "frontier.png")
+    if PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out / "frontier.json", frontier)
+        frontier_figure(frontier, out / "frontier.png")
+    PartialState().wait_for_everyone()
     return frontier

@@ -19,8 +19,10 @@ def drift_after_training(backbone: Backbone, config: PlateConfig, texts: list[st
     (adapter unloaded, not merged) before returning."""
     torch.manual_seed(seed)
     before = backbone.embed(heldout)
+    was_training = backbone.model.training
     model = get_peft_model(backbone.model, config)
-    head = nn.Linear(backbone.hidden_size, max(labels) + 1)
+    device = next(model.parameters()).device
+    head = nn.Linear(backbone.hidden_size, max(labels) + 1).to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))
@@ -28,13 +30,15 @@ def drift_after_training(backbone: Backbone, config: PlateConfig, texts: list[st
     try:
         for step in range(steps):
             idx = order[(step * batch_size + torch.arange(batch_size)) % len(texts)].tolist()
-            batch = backbone.tokenize([texts[i] for i in idx], 64)
+            batch = {k: v.to(device) for k, v in
+                     backbone.tokenize([texts[i] for i in idx], 64).items()}
             logits = head(backbone.features(batch, model))
-            loss = nn.functional.cross_entropy(logits, torch.tensor([labels[i] for i in idx]))
+            target = torch.tensor([labels[i] for i in idx], device=device)
+            loss = nn.functional.cross_entropy(logits, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
         after = backbone.embed(heldout, model)
     finally:
-        backbone.model = model.unload()
+        backbone.model = model.unload().train(was_training)
     return float(1.0 - (before * after).sum(-1).mean())

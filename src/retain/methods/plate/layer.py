@@ -75,7 +75,8 @@ class PlateLayer(BaseTunerLayer):
     @torch.no_grad()
     def _add_to_weight(self, adapter: str, sign: float) -> None:
         weight = self.get_base_layer().weight
-        rows = self.update_rows(adapter).to(weight.dtype)
+        with torch.autocast(weight.device.type, enabled=False):  # the update as trained
+            rows = self.update_rows(adapter).float().to(weight.dtype)
         weight.index_add_(0, self.plate_index[adapter], rows, alpha=sign)
 
 
@@ -95,7 +96,8 @@ class PlateLinear(nn.Module, PlateLayer):
                 saved = state_dict.get(f"{prefix}{name}.{adapter}")
                 if saved is not None and saved.shape != store[adapter].shape:
                     new = store[adapter].detach().new_zeros(saved.shape)
-                    store[adapter] = nn.Parameter(new) if name == "plate_A" else new
+                    store[adapter] = (nn.Parameter(new, requires_grad=store[adapter]
+                                                   .requires_grad) if name == "plate_A" else new)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from retain.errors import RetainError
+
 MAX_TRAINABLE_FRACTION = 0.9  # at least 10% of a layer's rows stay frozen and define Q
 
 
@@ -29,8 +31,12 @@ def redundancy(weight: torch.Tensor, exact_limit: int = 4096, anchors: int = 102
     n = w.shape[0]
     if n > exact_limit and anchors < n:
         g = torch.Generator(device="cpu").manual_seed(seed)
-        ref = w[torch.randperm(n, generator=g)[:anchors].to(w.device)]
-        return (w @ ref.T).abs().mean(1)
+        idx = torch.randperm(n, generator=g)[:anchors].to(w.device)
+        sums = (w @ w[idx].T).abs().sum(1)
+        counts = torch.full((n,), float(anchors), dtype=torch.float64, device=w.device)
+        sums[idx] -= 1.0  # an anchor row does not count itself
+        counts[idx] -= 1.0
+        return sums / counts
     scores = torch.empty(n, dtype=torch.float64, device=w.device)
     for i in range(0, n, block):
         cos = (w[i:i + block] @ w.T).abs()
@@ -74,7 +80,7 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int) -> Subsp
             n_high = 0
     k = min(d_in - n_high, max_rank)
     if k < 1:
-        raise ValueError(f"tau={tau} leaves no input direction to train in a layer of input "
+        raise RetainError(f"tau={tau} leaves no input direction to train in a layer of input "
                          f"width {d_in}; lower tau")
     leak = float(evals[:k].sum() / total) if total > 0 else 0.0
     return Subspace(evecs[:, :k].contiguous(), n_high, leak)
