@@ -48,7 +48,7 @@ class PlateConfig(PeftConfig):
     ``r`` most redundant output neurons) and ``Q`` (the low-energy input subspace of the rows that
     stay frozen) computed from the weights alone, and only ``A`` trained."""
 
-    r: int = field(default=32, metadata={"help": HELP["r"]})
+    r: int = field(default=8, metadata={"help": HELP["r"]})
     tau: float = field(default=0.9, metadata={"help": HELP["tau"]})
     alpha: float = field(default=1.0, metadata={"help": HELP["alpha"]})
     max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
@@ -80,7 +80,7 @@ class PlateConfig(PeftConfig):
 class PlateOptions(MethodConfig):
     """Options of the continual ``plate`` method (``--set KEY=VALUE``)."""
 
-    r: int = field(default=32, metadata={"help": HELP["r"]})
+    r: int = field(default=8, metadata={"help": HELP["r"]})
     tau: float = field(default=0.9, metadata={"help": HELP["tau"]})
     alpha: float = field(default=1.0, metadata={"help": HELP["alpha"]})
     max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
