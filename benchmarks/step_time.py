@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--profile", default="quick")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--tag", default="", help="suffix of the saved file's name")
     args = p.parse_args()
     a = setup(args.a, options(args.set_a), args.profile)
     b = setup(args.b, options(args.set_b), args.profile)
@@ -91,7 +92,8 @@ def main() -> None:
         "batch_size": RunConfig(profile=args.profile).resolved().batch_size,
         "torch_threads": torch.get_num_threads(),
     }
-    dest = ROOT / "results" / f"step_time_{args.a}_vs_{args.b}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    dest = ROOT / "results" / f"step_time_{args.a}_vs_{args.b}{tag}.json"
     dest.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     print(f"saved {dest}")
