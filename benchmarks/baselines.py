@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from retain import RunConfig, run
+from retain import RunConfig
+from retain.engine import run_or_load
 from retain.summary import summary_row
 
 ROOT = Path(__file__).resolve().parent
@@ -35,7 +36,7 @@ def main() -> None:
         out = Path("runs/baselines") / args.profile / (method + (f"-{head}" if head else ""))
         cfg = RunConfig(method=method, profile=args.profile, seed=args.seed, head=head,
                         out=str(out))
-        results = run(cfg, resume=(out / "checkpoint").exists(), progress=False)
+        results = run_or_load(cfg, progress=False)  # a finished run with this config is read
         rows.append(summary_row(results))
         print(json.dumps(rows[-1]), flush=True)
     dest = ROOT / "results" / f"baselines_{args.profile}.json"
