@@ -4,8 +4,8 @@
 
 Each run's full results stay in ``runs/baselines/<profile>/<method>/results.json``; the summary
 rows go to ``benchmarks/results/baselines_<profile>.json`` (replacing earlier rows of the same
-method and head) and are printed. Run nothing else beside
-it: timings taken next to another job are worthless on 2 cores.
+method and head) and are printed. A finished run of the same config in that folder is read, not
+run again. Run nothing else beside it: timings taken next to another job are worthless on 2 cores.
 """
 
 from __future__ import annotations
