@@ -86,7 +86,7 @@ class PlateOptions(MethodConfig):
     max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": HELP["target_modules"]})
-    recompute: Literal["merged", "original"] = field(default="merged", metadata={
+    recompute: Literal["merged", "original"] = field(default="original", metadata={
         "help": HELP["recompute"]})
 
     def __post_init__(self) -> None:

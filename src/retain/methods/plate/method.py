@@ -1,9 +1,9 @@
 """PLATE for a stream of tasks: before each task a PLATE adapter (``B`` and ``Q`` from the
 weights, no data) is injected with ``peft``; after it, ``s B A Q^T`` is merged into ``W``.
 
-``recompute='merged'``: the next task's ``B`` and ``Q`` come from the merged weights (a fresh
-adapter each task). ``recompute='original'``: the first task's ``B`` and ``Q`` stay, and ``A``
-restarts from zero after each merge."""
+``recompute='original'`` (default): the first task's ``B`` and ``Q`` stay, and ``A`` restarts
+from zero after each merge. ``recompute='merged'``: the next task's ``B`` and ``Q`` come from the
+merged weights (a fresh adapter each task)."""
 
 from __future__ import annotations
 
