@@ -279,9 +279,8 @@ def test_sweep_writes_the_frontier_and_skips_finished_points(tiny_config, tmp_pa
         raise AssertionError("a finished point ran again")
 
     monkeypatch.setattr(engine, "run", no_training)
-    again = sweep(cfg, {"r": ["2", "4"], "tau": ["0.5"]}, [str(tmp_path / "sweep" /
-                                                              "r=4,tau=0.5" / "results.json")],
-                  progress=False)
+    done = [str(tmp_path / "sweep" / p / "results.json") for p in ("r=4,tau=0.5", "r=2,tau=0.5")]
+    again = sweep(cfg, {"r": ["2", "4"], "tau": ["0.5"]}, done, progress=False)  # 2 baselines
     assert [(p["label"], p["plasticity"]) for p in again["points"]] == [
         (p["label"], p["plasticity"]) for p in frontier["points"]]
     assert again["baselines"][0]["label"] == "plate (growing)"

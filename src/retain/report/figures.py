@@ -50,7 +50,7 @@ def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
                     ax.annotate(rest, (x, y), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7, color=line.get_color())
         for i, r in enumerate(frontier.get("baselines", [])):
-            ax.plot(_num(r["retention_min"]), _num(r[metric]), marker="sk^Dv"[i % 5], color="black",
+            ax.plot(_num(r["retention_min"]), _num(r[metric]), marker="s^Dvo"[i % 5], color="black",
                     linestyle="none", label=r["label"])
         ax.set_xlabel(RETENTION_AXIS, fontsize=8)
         ax.set_ylabel(label)
