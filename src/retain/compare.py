@@ -49,15 +49,15 @@ def mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, fl
 
 def assemble(config: RunConfig, runs: dict[str, list[dict[str, Any]]], seeds: list[int]
              ) -> dict[str, Any]:
-    first = next(iter(runs.values()))[0]
+    first_runs = next(iter(runs.values()))
     methods = {}
     for name, results in runs.items():
         mean, std = mean_std([summary_row(r) for r in results])
         methods[name] = {"head": results[0]["head"], "mean": mean, "std": std, "runs": results}
-    orders = {str(seed): first_run["class_order"] for seed, first_run in
-              zip(seeds, next(iter(runs.values())), strict=True)}
-    return {"benchmark": first["stream"], "profile": config.profile, "scenario": config.scenario,
-            "seeds": seeds, "class_orders": orders, "methods": methods}
+    orders = {str(seed): r["class_order"] for seed, r in zip(seeds, first_runs, strict=True)}
+    return {"benchmark": first_runs[0]["stream"], "profile": config.profile,
+            "scenario": config.scenario, "seeds": seeds, "class_orders": orders,
+            "methods": methods}
 
 
 def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: bool = True

@@ -226,6 +226,11 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
     return train_stream(config, resume, progress)[0]
 
 
+def _config_diff(cfg: RunConfig, saved: dict[str, Any]) -> list[str]:
+    """Fields of a resolved config that differ from a saved one (the output folder aside)."""
+    return sorted(k for k, v in cfg.to_dict().items() if k != "out" and saved.get(k) != v)
+
+
 def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """The results of ``config``: read from ``config.out/results.json`` when a finished run with
     the same config is there, otherwise run (resuming from a checkpoint if there is one).
@@ -233,9 +238,7 @@ def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     done = Path(config.out) / "results.json"
     if done.is_file():
         results = json.loads(done.read_text())
-        want = {k: v for k, v in config.resolved().to_dict().items() if k != "out"}
-        have = {k: v for k, v in results["config"].items() if k != "out"}
-        diff = sorted(k for k in want if have.get(k) != want[k])
+        diff = _config_diff(config.resolved(), results["config"])
         if diff:
             raise RetainError(f"{config.out} holds a finished run with another config "
                               f"({', '.join(diff)} differ): choose another --out")
@@ -254,8 +257,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     if saved and not resume:
         raise RetainError(f"{out} holds a checkpoint of an earlier run: add --resume to continue "
                           "it, or choose another --out")
-    diff = sorted(k for k, v in cfg.to_dict().items()
-                  if saved and k != "out" and saved["config"].get(k) != v)
+    diff = _config_diff(cfg, saved["config"]) if saved else []
     if diff:
         raise RetainError(f"the checkpoint in {out} was written with a different config "
                           f"({', '.join(diff)} differ); resume with the same options or choose "

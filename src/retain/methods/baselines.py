@@ -43,19 +43,34 @@ def unknown_targets(model: nn.Module, targets: list[str]) -> RetainError:
                        f"layers are: {', '.join(linear_module_names(model))}")
 
 
-def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
-    """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
-    from peft import LoraConfig, get_peft_model
+def peft_targets(targets: list[str]) -> list[str] | str:
+    """A method option's target list as ``peft`` takes it (``'all-linear'`` is a string)."""
+    targets = list(targets)
+    return "all-linear" if targets == ["all-linear"] else targets
 
-    targets = list(cfg.target_modules)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules="all-linear" if targets == ["all-linear"] else targets)
+
+def get_peft_model_or_explain(model: nn.Module, config) -> nn.Module:
+    """``peft.get_peft_model``, with unknown target modules reported as a ``RetainError`` that
+    lists the model's linear layers."""
+    from peft import get_peft_model
+
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, config)
     except ValueError as e:
         if "not found" not in str(e) and "Target modules" not in str(e):
             raise
-        raise unknown_targets(model, cfg.target_modules) from None
+        targets = config.target_modules
+        raise unknown_targets(model, [targets] if isinstance(targets, str) else sorted(targets)
+                              ) from None
+
+
+def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
+    """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
+    from peft import LoraConfig
+
+    return get_peft_model_or_explain(model, LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=peft_targets(cfg.target_modules)))
 
 
 @register

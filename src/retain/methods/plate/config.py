@@ -96,7 +96,8 @@ class PlateOptions(MethodConfig):
                               f"'{self.recompute}'")
 
     def peft_config(self) -> PlateConfig:
-        targets = list(self.target_modules)
+        from retain.methods.baselines import peft_targets
+
         return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
-                           target_modules="all-linear" if targets == ["all-linear"] else targets)
+                           target_modules=peft_targets(self.target_modules))
 

@@ -48,18 +48,12 @@ class PlateLayer(BaseTunerLayer):
         frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
         frozen[index] = False
         q = protected_subspace(weight[frozen], config.tau, config.max_rank).basis
-        self.set_selection(adapter_name, index, q.to(torch.float32))
+        self.plate_index[adapter_name] = index
+        self.plate_Q[adapter_name] = q.to(torch.float32)
+        self.plate_A[adapter_name] = nn.Parameter(
+            torch.zeros(index.numel(), q.shape[1], device=weight.device))
         self.plate_scale[adapter_name] = float(config.alpha)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
-
-    @torch.no_grad()
-    def set_selection(self, adapter_name: str, index: torch.Tensor, q: torch.Tensor) -> None:
-        """Install ``B``'s rows and ``Q``, with a fresh zero ``A`` of matching shape."""
-        device = self.get_base_layer().weight.device
-        self.plate_index[adapter_name] = index.to(device=device, dtype=torch.long)
-        self.plate_Q[adapter_name] = q.to(device)
-        self.plate_A[adapter_name] = nn.Parameter(
-            torch.zeros(index.numel(), q.shape[1], dtype=q.dtype, device=device))
 
     def update_rows(self, adapter: str) -> torch.Tensor:
         """``s * A Q^T`` (``r x d_in``): the update of the selected rows."""

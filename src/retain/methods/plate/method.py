@@ -7,14 +7,12 @@ merged weights (a fresh adapter each task)."""
 
 from __future__ import annotations
 
-import time
-
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from torch import nn
 
 from retain.data.stream import Task
 from retain.methods.base import Batches, ContinualMethod, register
-from retain.methods.baselines import unknown_targets
+from retain.methods.baselines import get_peft_model_or_explain
 from retain.methods.plate.config import PlateOptions
 from retain.methods.plate.layer import PlateLinear
 
@@ -30,19 +28,11 @@ class Plate(ContinualMethod):
     config: PlateOptions
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        self.selection_seconds: list[float] = []
         return model.requires_grad_(False)
 
     def inject(self) -> None:
         """A fresh adapter whose ``B`` and ``Q`` come from the current weights."""
-        start = time.perf_counter()
-        try:
-            self.model = get_peft_model(self.model, self.config.peft_config())
-        except ValueError as e:
-            if "not found" not in str(e) and "Target modules" not in str(e):
-                raise
-            raise unknown_targets(self.model, self.config.target_modules) from None
-        self.selection_seconds.append(time.perf_counter() - start)
+        self.model = get_peft_model_or_explain(self.model, self.config.peft_config())
 
     def plate_layers(self) -> list[PlateLinear]:
         return [m for m in self.model.modules() if isinstance(m, PlateLinear)]
@@ -61,11 +51,9 @@ class Plate(ContinualMethod):
                 layer.absorb("default")
 
     def state(self) -> dict:
-        return {**super().state(), "adapter": isinstance(self.model, PeftModel),
-                "selection_seconds": self.selection_seconds}
+        return {**super().state(), "adapter": isinstance(self.model, PeftModel)}
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         if state["adapter"]:  # recompute='original': the adapter lives on (weights load next)
             self.inject()
-        self.selection_seconds = list(state["selection_seconds"])
