@@ -80,6 +80,10 @@ def test_exactly_the_trainable_parameters_move(tiny_config, tiny_bert, method):
     stored = set(method.stored_tensors())
     assert trainable <= stored
     assert all(n in trainable or "lora_" in n or n.startswith("head.") for n in stored)
+    if method.name == "seq-ft":  # all rows of the encoder's matrices moved: counted in full
+        full = sum(t.numel() for t in method.stored_tensors().values())
+        words = method.model.embeddings.word_embeddings.weight.numel()  # rows of unseen tokens
+        assert full - words < method.stored_parameters() <= full
 
 
 def test_joint_trains_once_on_everything(tiny_config):

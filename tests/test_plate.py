@@ -223,7 +223,7 @@ def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, mo
                 selected.setdefault(key, set()).update(layer.plate_index["default"].tolist())
 
     monkeypatch.setattr(Plate, "begin_task", record)
-    _, method = train_stream(tiny_config(method="plate", lr=1e-2, method_options={
+    res, method = train_stream(tiny_config(method="plate", lr=1e-2, method_options={
         "r": 3, "recompute": recompute}), progress=False)
     before = load_backbone(tiny_bert).model.state_dict()
     after = {k.removeprefix("base_model.model."): v for k, v in
@@ -238,6 +238,11 @@ def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, mo
         assert not torch.equal(w0[~keep], w1[~keep]), key
         if recompute == "original":
             assert len(rows) == 3  # the same three rows every task
+    # stored = new tensors (adapter, head) in full + the changed rows and their indices
+    backbone = method.backbone_tensor_names()
+    new = sum(t.numel() for n, t in method.stored_tensors().items() if n not in backbone)
+    rows = sum(len(r) * (before[k + ".weight"].shape[1] + 1) for k, r in selected.items())
+    assert res["cost"]["stored_parameters"] == method.stored_parameters() == new + rows
 
 
 @pytest.mark.parametrize("recompute", ["merged", "original"])

@@ -92,8 +92,9 @@ class ContinualMethod(nn.Module):
         """Wrap the backbone (adapters, freezing) and build the head; once, before task 1."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
         self.num_tasks = len(stream)
-        self._original = {id(t): _fingerprint(t)
-                          for t in backbone.model.state_dict(keep_vars=True).values()}
+        tensors = backbone.model.state_dict(keep_vars=True).values()
+        self._original = {id(t): _fingerprint(t) for t in tensors}
+        self._original_rows = {id(t): _row_fingerprints(t) for t in tensors if t.dim() == 2}
         self.model = self.wrap(backbone.model)
         self.head = make_head(self.head_scheme, backbone.hidden_size, stream.num_classes)
 
@@ -144,22 +145,31 @@ class ContinualMethod(nn.Module):
     def load_state(self, state: dict[str, Any]) -> None:
         self.head.load_state(state["head"])
 
-    def stored_tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors needed beyond the untouched backbone to rebuild this method: new ones
-        (adapters, heads, prototypes) and backbone tensors whose values changed."""
-        out = {}
+    def _changed(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, t in self.state_dict(keep_vars=True).items():
             fp = self._original.get(id(t))
             if fp is None or fp != _fingerprint(t):
-                out[name] = t.detach()
-        return out
+                yield name, t
+
+    def stored_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors needed beyond the untouched backbone to rebuild this method: new ones
+        (adapters, heads, prototypes) and backbone tensors whose values changed."""
+        return {name: t.detach() for name, t in self._changed()}
 
     def backbone_tensor_names(self) -> set[str]:
         """Names (in ``state_dict``) of the tensors that come from the pretrained backbone."""
         return {n for n, t in self.state_dict(keep_vars=True).items() if id(t) in self._original}
 
     def stored_parameters(self) -> int:
-        return sum(t.numel() for t in self.stored_tensors().values())
+        """Numbers needed beyond the untouched backbone: new tensors in full and, of a changed
+        backbone matrix, its changed rows plus one index per row where that is smaller (a
+        row-sparse difference: PLATE changes ``r`` rows of each targeted matrix)."""
+        total = 0
+        for _, t in self._changed():
+            rows = self._original_rows.get(id(t))
+            changed = 0 if rows is None else int((rows != _row_fingerprints(t)).any(1).sum())
+            total += t.numel() if rows is None else min(t.numel(), changed * (t.shape[1] + 1))
+        return total
 
 
 @torch.no_grad()
@@ -167,6 +177,13 @@ def _fingerprint(t: torch.Tensor) -> tuple[float, ...]:
     """Cheap summary that any training step or merge changes (sums in float64)."""
     x = t.detach().flatten().double()
     return (float(x.sum()), float((x * x).sum()), float(x[::7].sum()), float(x[1::3].sum()))
+
+
+@torch.no_grad()
+def _row_fingerprints(t: torch.Tensor) -> torch.Tensor:
+    """Per-row summary of a matrix (float64 sums), to count the rows a method changed."""
+    x = t.detach().double()
+    return torch.stack([x.sum(1), (x * x).sum(1), x[:, ::7].sum(1)], 1)
 
 
 REGISTRY: dict[str, type[ContinualMethod]] = {}
