@@ -2,9 +2,9 @@
 weights alone): for each targeted layer of MiniLM, sum ||Q^T x||^2 / sum ||x||^2 over the tokens
 of held-out text. PLATE protects old behaviour well when this fraction is small.
 
-    python benchmarks/plate_input_energy.py --r 32 --tau 0.8,0.9,0.98
+    python benchmarks/plate_input_energy.py --r 32 --tau 0.8,0.9,0.98 [--max-rank 32]
 
-Saves ``benchmarks/results/plate_input_energy.json``."""
+Saves ``benchmarks/results/plate_input_energy.json`` (``..._max-rank<K>.json`` with a cap)."""
 
 from __future__ import annotations
 
@@ -50,15 +50,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--r", type=int, default=32)
     p.add_argument("--tau", default="0.8,0.9,0.98")
+    p.add_argument("--max-rank", type=int, default=512, help="PLATE's cap on k (default 512)")
     args = p.parse_args()
     torch.set_grad_enabled(False)
     backbone = load_backbone("minilm")
     task = build_stream(RunConfig(method="plate", profile="quick").resolved()).tasks[0]
     samples = {"shakespeare": list(neutral_sentences()),
                "wordnet45 task 1": list(task.train.texts[:64])}
-    report = {"r": args.r, "taus": {}}
+    report = {"r": args.r, "max_rank": args.max_rank, "taus": {}}
     for tau in (float(t) for t in args.tau.split(",")):
-        model = get_peft_model(backbone.model, PlateConfig(r=args.r, tau=tau,
+        model = get_peft_model(backbone.model, PlateConfig(r=args.r, tau=tau, max_rank=args.max_rank,
                                                            target_modules="all-linear"))
         layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
                   if isinstance(m, PlateLinear)}
@@ -69,8 +70,11 @@ def main() -> None:
         entry["k"] = {n: m.plate_Q["default"].shape[1] for n, m in layers.items()}
         report["taus"][str(tau)] = entry
         backbone.model = model.unload()
-        print(tau, {k: round(v["mean"], 3) for k, v in entry.items() if k != "k"}, flush=True)
-    dest = ROOT / "results" / "plate_input_energy.json"
+        mean_k = statistics.mean(entry["k"].values())
+        print(tau, f"mean k {mean_k:.0f}",
+              {k: round(v["mean"], 3) for k, v in entry.items() if k != "k"}, flush=True)
+    suffix = "" if args.max_rank == 512 else f"_max-rank{args.max_rank}"
+    dest = ROOT / "results" / f"plate_input_energy{suffix}.json"
     dest.write_text(json.dumps(report, indent=1))
     print(f"saved {dest}")
 
