@@ -95,14 +95,23 @@ def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _styles(comparison: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """One colour and marker per method, the same in every figure of a report."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {name: {"color": colours[i % len(colours)], "marker": "osD^vP*Xhp"[i % 10]}
+            for i, name in enumerate(comparison["methods"])}
+
+
 def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
     """Mean accuracy over the tasks seen so far, after each task, for every method."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    styles = _styles(comparison)
     for name, entry in comparison["methods"].items():
         curves = np.array([r["metrics"]["accuracy_per_task"] for r in entry["runs"]])
         x = np.arange(1, curves.shape[1] + 1)
         mean = curves.mean(0)
-        (line,) = ax.plot(x, mean, "o-", label=f"{name} ({entry['head']})", markersize=3)
+        (line,) = ax.plot(x, mean, "-", label=f"{name} ({entry['head']})", markersize=4,
+                          **styles[name])
         if len(curves) > 1:
             ax.fill_between(x, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
         if math.isnan(_num(entry["mean"].get("average_incremental_accuracy"))):
@@ -116,13 +125,18 @@ def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
 
 
 def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
+    """One marker per method (error bars: standard deviation over seeds), with a legend."""
+    styles = _styles(comparison)
     for name, entry in comparison["methods"].items():
         x, y = _num(entry["mean"].get(x_key)), _num(entry["mean"].get(y_key))
         if math.isnan(x) or math.isnan(y):
             continue
-        ax.plot(x, y, "o", markersize=7)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        xerr, yerr = (_num(entry.get("std", {}).get(k)) for k in (x_key, y_key))
+        ax.errorbar(x, y, xerr=None if math.isnan(xerr) else xerr,
+                    yerr=None if math.isnan(yerr) else yerr, linestyle="none", markersize=8,
+                    capsize=3, label=name, **styles[name])
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def accuracy_vs_retention(comparison: dict[str, Any], path: Path) -> None:
