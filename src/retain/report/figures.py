@@ -86,7 +86,9 @@ def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
         ax.set_yticks(range(t), [str(i + 1) for i in range(t)])
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task")
-        ax.set_title(f"{name} ({entry['head']})", fontsize=10)
+        joint = math.isnan(_num(entry["mean"].get("average_incremental_accuracy")))
+        note = ", trains at the last task only" if joint else ""
+        ax.set_title(f"{name} ({entry['head']}{note})", fontsize=10)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
