@@ -69,6 +69,9 @@ def test_table_numbers_come_from_the_results_files(compared):
     stored = header.index("stored parameters")
     ncm = next(c for c in rows if c[0][0] == "frozen-ncm")
     assert ncm[stored][1]  # fewest stored parameters: marked best (lower is better)
+    walls = [json.loads(f.read_text())["cost"]["wall_seconds"]
+             for f in (cfg_dir(cfg) / "runs").glob("*/seed*/results.json")]
+    assert len(walls) == 4 and f"took {sum(walls) / 60:.1f} minutes of wall time" in md
 
 
 def test_html_is_self_contained_with_every_figure(compared):

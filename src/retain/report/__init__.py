@@ -98,9 +98,12 @@ def _intro(comparison: dict[str, Any]) -> str:
     n = len(comparison["seeds"])
     spread = " Mean ± sample standard deviation over the seeds." if n > 1 else ""
     orders = "; ".join(f"seed {s}: {o}" for s, o in comparison["class_orders"].items())
+    runs = [r for entry in comparison["methods"].values() for r in entry["runs"]]
+    wall = sum(r["cost"]["wall_seconds"] for r in runs)
     return (f"{len(comparison['methods'])} methods on the same stream and seeds, each seed with "
             f"one class order for all methods ({orders}).{spread} Retention ratios compare the "
-            "adapted backbone with the untouched one (1.0: nothing lost).")
+            f"adapted backbone with the untouched one (1.0: nothing lost). The {len(runs)} runs "
+            f"took {wall / 60:.1f} minutes of wall time in all.")
 
 
 def build_report(directory: str | Path) -> list[Path]:
