@@ -29,7 +29,7 @@ SETTINGS: dict[str, tuple[str, str | None, float | None, float | None, dict]] = 
     "r8-tau0.98-lr1e-4-headlr2e-3": ("plate", None, 1e-4, 2e-3, {"r": 8, "tau": 0.98}),
     "r8-tau0.98-lr2e-5-headlr2e-3": ("plate", None, 2e-5, 2e-3, {"r": 8, "tau": 0.98}),
     "seq-lora-lr1e-4-headlr2e-3": ("seq-lora", None, 1e-4, 2e-3, {}),
-    "r8-tau0.98-lr5e-5-headlr2e-3": ("plate", None, 5e-5, 2e-3, {"r": 8, "tau": 0.98}),
+    "r8-tau0.98-lr1e-5-headlr2e-3": ("plate", None, 1e-5, 2e-3, {"r": 8, "tau": 0.98}),
     "r32-tau0.9-maxrank32": ("plate", None, None, None, {"r": 32, "tau": 0.9, "max_rank": 32}),
 }
 
