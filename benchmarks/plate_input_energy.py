@@ -59,8 +59,9 @@ def main() -> None:
                "wordnet45 task 1": list(task.train.texts[:64])}
     report = {"r": args.r, "max_rank": args.max_rank, "taus": {}}
     for tau in (float(t) for t in args.tau.split(",")):
-        model = get_peft_model(backbone.model, PlateConfig(r=args.r, tau=tau, max_rank=args.max_rank,
-                                                           target_modules="all-linear"))
+        config = PlateConfig(r=args.r, tau=tau, max_rank=args.max_rank,
+                             target_modules="all-linear")
+        model = get_peft_model(backbone.model, config)
         layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
                   if isinstance(m, PlateLinear)}
         entry = {}
