@@ -80,6 +80,9 @@ class ContinualMethod(nn.Module):
     default_lr: ClassVar[float] = 5e-4
     continual: ClassVar[bool] = True  # False: only the final row is meaningful (joint)
     task_aware_prediction: ClassVar[bool] = False  # predict() uses task_id when given
+    # parts of tensor names recomputed from the pretrained weights without data: checkpoints
+    # keep them (exact resume), ``stored_parameters`` does not count them
+    recomputed_tensors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, head: str, lr: float, head_lr: float):
         super().__init__()
@@ -163,9 +166,12 @@ class ContinualMethod(nn.Module):
     def stored_parameters(self) -> int:
         """Numbers needed beyond the untouched backbone: new tensors in full and, of a changed
         backbone matrix, its changed rows plus one index per row where that is smaller (a
-        row-sparse difference: PLATE changes ``r`` rows of each targeted matrix)."""
+        row-sparse difference: PLATE changes ``r`` rows of each targeted matrix). Tensors named
+        in ``recomputed_tensors`` are not counted."""
         total = 0
-        for _, t in self._changed():
+        for name, t in self._changed():
+            if any(part in name for part in self.recomputed_tensors):
+                continue
             rows = self._original_rows.get(id(t))
             changed = 0 if rows is None else int((rows != _row_fingerprints(t)).any(1).sum())
             total += t.numel() if rows is None else min(t.numel(), changed * (t.shape[1] + 1))

@@ -25,6 +25,7 @@ class Plate(ContinualMethod):
     config_class = PlateOptions
     default_head = "growing"
     default_lr = 5e-4
+    recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
 
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -49,14 +50,6 @@ class Plate(ContinualMethod):
         else:
             for layer in self.plate_layers():
                 layer.absorb("default")
-
-    def stored_parameters(self) -> int:
-        """Not counted: ``B`` (``plate_index``) and ``Q``, which are recomputed from the
-        pretrained weights without data (checkpoints keep them for an exact resume). The merged
-        rows and their indices are counted by the base class."""
-        derived = sum(t.numel() for name, t in self.stored_tensors().items()
-                      if "plate_Q" in name or "plate_index" in name)
-        return super().stored_parameters() - derived
 
     def state(self) -> dict:
         return {**super().state(), "adapter": isinstance(self.model, PeftModel)}
