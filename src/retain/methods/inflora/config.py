@@ -12,13 +12,21 @@ class InfLoRAConfig(MethodConfig):
     rank: int = field(default=10, metadata={"help": "rank r of each task's branch A_t B_t"})
     lambda_b: float = field(default=0.95, metadata={
         "help": "DualGPM threshold base: eps_t = lambda_b + (1 - lambda_b) t / T (0.98 for "
-                "ImageNet-R in the official configs)"})
+                "ImageNet-R in the official configs); 1.0 protects every input direction with "
+                "positive energy, never an empty one"})
     target_modules: list[str] = field(default_factory=lambda: ["key", "value"], metadata={
         "help": "nn.Linear modules to adapt (name suffixes); the paper adapts keys and values"})
     energy: str = field(default="paper", metadata={
         "help": "'paper': energy = eigenvalues of the input covariance (singular values squared "
                 "of the representation matrix); 'official': the official code squares the "
                 "covariance's singular values (keeps fewer directions)"})
+    first_task: str = field(default="reach", metadata={
+        "help": "directions the memory takes from the first task: 'reach' the fewest whose "
+                "energy reaches eps_0 (paper); 'below' those whose cumulative energy stays below "
+                "eps_0, at least one (official code: one fewer)"})
+    dropout: bool = field(default=True, metadata={
+        "help": "train the backbone in train mode (dropout on); false trains it in eval mode, as "
+                "the official code does"})
     merge: bool = field(default=True, metadata={
         "help": "merge A_t B_t into W after each task (paper; one branch alive, no inference "
                 "cost); False keeps every branch and sums them (official code)"})
@@ -33,6 +41,9 @@ class InfLoRAConfig(MethodConfig):
 
         if self.energy not in ("paper", "official"):
             raise RetainError(f"inflora energy must be 'paper' or 'official', got '{self.energy}'")
+        if self.first_task not in ("reach", "below"):
+            raise RetainError(f"inflora first_task must be 'reach' or 'below', got "
+                              f"'{self.first_task}'")
         if self.rank < 1:
             raise RetainError(f"inflora rank must be at least 1, got {self.rank}")
         if not 0.0 < self.lambda_b <= 1.0:

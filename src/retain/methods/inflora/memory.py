@@ -7,8 +7,12 @@ is smaller. New branches are designed orthogonal to the protected subspace.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import torch
 from torch import nn
+
+EPS = torch.finfo(torch.float64).eps
 
 
 class SubspaceMemory(nn.Module):
@@ -45,27 +49,38 @@ class SubspaceMemory(nn.Module):
         U, _, _ = torch.linalg.svd(c_hat)
         return self.project_out(U[:, :rank]).T
 
-    def update(self, cov: torch.Tensor, threshold: float, energy: str = "paper") -> int:
+    def update(self, cov: torch.Tensor, threshold: float, energy: str = "paper",
+               first_task: str = "reach") -> int:
         """Add the fewest new directions that bring the captured energy of ``cov`` up to
-        ``threshold``; return how many were added."""
+        ``threshold``; return how many were added. Only directions with positive energy (above
+        rounding, ``d * eps`` of the total) are ever added: at ``threshold = 1`` every direction
+        the data occupies is protected and no empty one. ``first_task='below'`` (official code):
+        into an empty memory, the directions whose cumulative energy stays below ``threshold``
+        (at least one), one fewer than reaching it."""
         C = cov.double()
         if energy == "paper":  # eigenvalues of C = squared singular values of the representation
             total = torch.trace(C)
             residual = self.project_out(self.project_out(C).T)  # (I-P) C (I-P), symmetric
             values, vectors = torch.linalg.eigh(residual)
             values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+            floor = float(total) * self.dim * EPS
         else:  # the official code: squared singular values of the covariance itself
             total = (torch.linalg.svdvals(C) ** 2).sum()
             vectors, s, _ = torch.linalg.svd(self.project_out(C))
             values = s**2
+            floor = float(total) * (self.dim * EPS) ** 2  # the same rounding floor on s
         if total <= 0:
             return 0
-        captured = float((total - values.sum()) / total)  # energy already protected
-        ratios = (values / total).tolist()
-        r = 0
-        while captured < threshold and r < len(ratios) and r < self.dim - self.protected_dims:
-            captured += ratios[r]
-            r += 1
+        available = min(int((values > floor).sum()), self.dim - self.protected_dims)
+        ratios = (values[:available] / total).tolist()
+        if first_task == "below" and self.protected_dims == 0:
+            r = min(available, max(1, sum(c < threshold for c in accumulate(ratios))))
+        else:
+            captured = float((total - values.sum()) / total)  # energy already protected
+            r = 0
+            while captured < threshold and r < available:
+                captured += ratios[r]
+                r += 1
         if r == 0:
             return 0
         new = vectors[:, :r]

@@ -90,13 +90,26 @@ class InfLoRA(ContinualMethod):
     def prepare(self, backbone, stream) -> None:
         super().prepare(backbone, stream)
         base = self.base_model()
-        self.memories = nn.ModuleDict({
-            _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.layers})
+        self.groups = shared_inputs(base, self.layers, lambda: self.features(
+            backbone.tokenize(["an input"], 8)))
+        self.memories = nn.ModuleDict({  # one memory per distinct input (key and value share)
+            _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.groups})
         self.branches: list[str] = []  # kept branches (merge=False)
         self._mask: torch.Tensor | None = None
 
+    def memory(self, layer: str) -> SubspaceMemory:
+        """The memory of the input that ``layer`` reads (shared within its group)."""
+        group = next(g for g, members in self.groups.items() if layer in members)
+        return self.memories[_key(group)]
+
     def base_model(self) -> nn.Module:
         return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
+
+    def train(self, mode: bool = True) -> InfLoRA:
+        super().train(mode)
+        if mode and not self.config.dropout:  # the official code trains in eval mode
+            self.model.eval()
+        return self
 
     # --- input statistics ------------------------------------------------------------------
     def features(self, batch: Batch) -> torch.Tensor:
@@ -108,26 +121,31 @@ class InfLoRA(ContinualMethod):
 
     @contextmanager
     def _collect(self) -> Iterator[dict[str, list]]:
-        """Accumulate ``sum x x^T`` and the token count at each targeted layer's input,
-        over non-padding tokens only."""
-        stats = {n: [0.0, 0] for n in self.layers}
+        """Accumulate ``sum x x^T`` and the token count at the input of each group of targeted
+        layers, over non-padding tokens only. Once every group has its input, the rest of the
+        forward is skipped (``_Enough``)."""
+        stats = {n: [0.0, 0] for n in self.groups}
         base = self.base_model()
-        last: dict = {"input": None}  # layers fed the same tensor (key, value) share the product
+        seen: set[str] = set()
+        batch = {"mask": None}
 
         def hook(name):
             def fn(module, args):
-                if args[0] is not last["input"]:
-                    x = args[0]
-                    if self._mask is not None and x.dim() == 3 and x.shape[:2] == \
-                            self._mask.shape:
-                        x = x[self._mask.bool()]
-                    x = x.reshape(-1, x.shape[-1]).double()
-                    last.update(input=args[0], xtx=x.T @ x, n=x.shape[0])
-                stats[name][0] = stats[name][0] + last["xtx"]
-                stats[name][1] += last["n"]
+                if self._mask is not batch["mask"]:  # a new batch
+                    seen.clear()
+                    batch["mask"] = self._mask
+                x = args[0]
+                if self._mask is not None and x.dim() == 3 and x.shape[:2] == self._mask.shape:
+                    x = x[self._mask.bool()]
+                x = x.reshape(-1, x.shape[-1]).double()
+                stats[name][0] = stats[name][0] + x.T @ x
+                stats[name][1] += x.shape[0]
+                seen.add(name)
+                if len(seen) == len(stats):
+                    raise _Enough
             return fn
 
-        handles = [base.get_submodule(n).register_forward_pre_hook(hook(n)) for n in self.layers]
+        handles = [base.get_submodule(n).register_forward_pre_hook(hook(n)) for n in self.groups]
         try:
             yield stats
         finally:
@@ -136,11 +154,15 @@ class InfLoRA(ContinualMethod):
 
     @torch.no_grad()
     def input_covariances(self, batches: Batches) -> dict[str, torch.Tensor]:
-        """``C = (1/n) sum x x^T`` over all tokens of the task's training data, summed across
-        processes before dividing (two processes give the same ``C`` as one)."""
+        """``C = (1/n) sum x x^T`` over all tokens of the task's training data, one per group of
+        layers fed the same input, summed across processes before dividing (two processes give
+        the same ``C`` as one)."""
         with self._collect() as stats:
             for batch in batches():
-                self.features(batch)
+                try:
+                    self.features(batch)
+                except _Enough:
+                    pass
         covs = {}
         for name, (total, count) in stats.items():
             dim = self.memories[_key(name)].dim
@@ -152,25 +174,27 @@ class InfLoRA(ContinualMethod):
     # --- lifecycle -------------------------------------------------------------------------
     def begin_task(self, task: Task, batches: Batches) -> None:
         super().begin_task(task, batches)  # the task's head
-        covs = self.input_covariances(batches)
-        designs = {n: self.memories[_key(n)].design(c, self.config.rank)
-                   for n, c in covs.items()}
-        if self.config.scale_b:
-            designs = {n: d / math.sqrt(3) for n, d in designs.items()}
+        scale = 1 / math.sqrt(3) if self.config.scale_b else 1.0
+        designs = {}
+        for group, cov in self.input_covariances(batches).items():
+            design = self.memories[_key(group)].design(cov, self.config.rank) * scale
+            designs.update({n: design for n in self.groups[group]})
         self.model = add_branch(self.model, _branch(task.index), designs, self.branches,
                                 list(self.config.qkv_parts))
 
     def end_task(self, task: Task, batches: Batches) -> None:
         super().end_task(task, batches)
         branch = _branch(task.index)
-        if self.config.merge:
-            self.model = self.model.merge_and_unload()  # W <- W + A_t B_t
+        if self.config.merge:  # W <- W + A_t B_t, formed in fp32 even under mixed precision
+            with torch.autocast(next(self.model.parameters()).device.type, enabled=False):
+                self.model = self.model.merge_and_unload()
         else:
             self.branches.append(branch)
             self.model.requires_grad_(False)
         threshold = self.config.lambda_b + (1 - self.config.lambda_b) * task.index / self.num_tasks
         for name, cov in self.input_covariances(batches).items():
-            self.memories[_key(name)].update(cov, threshold, self.config.energy)
+            self.memories[_key(name)].update(cov, threshold, self.config.energy,
+                                             self.config.first_task)
 
     # --- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -189,6 +213,39 @@ class InfLoRA(ContinualMethod):
             self.branches.append(branch)
         if self.branches:
             self.model.requires_grad_(False)
+
+
+class _Enough(Exception):
+    """Raised inside a statistics pass once every targeted input is seen."""
+
+
+def shared_inputs(model: nn.Module, layers: list[str], forward) -> dict[str, list[str]]:
+    """Group ``layers`` by the input they receive in one ``forward()`` (key and value of an
+    attention block read the same tensor): the first layer of each group names it. Layers whose
+    inputs are merely equal, not the same tensor, stay apart (always correct, just not shared)."""
+    inputs: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(module, args):
+            inputs.setdefault(name, args[0])
+        return fn
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in layers]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            forward()
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        leader = next((g for g in groups if name in inputs and inputs.get(g) is inputs[name]),
+                      name)
+        groups.setdefault(leader, []).append(name)
+    return groups
 
 
 def _key(name: str) -> str:
