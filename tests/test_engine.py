@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retain import RunConfig, run
-from retain.engine import build_method
+from retain.engine import build_method, train_stream
 from retain.errors import RetainError
 from retain.methods import REGISTRY, get_method_class
 from tests.conftest import crash_on_task
@@ -34,11 +34,48 @@ def test_results_hold_everything_the_issue_lists(tiny_config):
         assert r["ratio"] == pytest.approx(r["score"] / r["untouched"])
 
 
+def recompute_last_rows(method, cfg, bf16: bool = False) -> tuple[list[float], list[float]]:
+    """The last row of the class- and task-incremental accuracy matrices, recomputed outside the
+    engine from ``method.predict`` on each task's test items (argmax over all classes; over the
+    task's own classes), in the engine's batches and precision."""
+    from retain.data import build_stream
+
+    cfg = cfg.resolved()
+    method.eval()
+    cil, til = [], []
+    for task in build_stream(cfg).tasks:
+        texts, labels = list(task.test.texts), torch.as_tensor(task.test.labels)
+        classes = torch.as_tensor(task.classes)
+        hits = torch.zeros(2)
+        for i in range(0, len(texts), cfg.batch_size):
+            batch = method.backbone.tokenize(texts[i:i + cfg.batch_size], cfg.max_length)
+            y = labels[i:i + cfg.batch_size]
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                logits = method.predict(batch).float()
+                own = (method.predict(batch, task_id=task.index).float()
+                       if method.task_aware_prediction else logits)
+            hits += torch.tensor([(logits.argmax(-1) == y).sum().item(),
+                                  (classes[own[:, classes].argmax(-1)] == y).sum().item()])
+        cil.append(float(hits[0]) / len(texts))
+        til.append(float(hits[1]) / len(texts))
+    return cil, til
+
+
 @pytest.mark.parametrize("method", sorted(REGISTRY))
 def test_every_method_runs(tiny_config, method):
-    res = run(tiny_config(method=method), progress=False)
-    assert all(0.0 <= a <= 1.0 for row in res["accuracy_matrix"] for a in row)
+    """The matrices the engine reports are the ones its trained method gives: the last rows
+    recomputed independently match, and the headline figures follow from the matrices."""
+    cfg = tiny_config(method=method)
+    res, trained = train_stream(cfg, progress=False)
     assert res["method"] == method
+    assert [len(r) for r in res["accuracy_matrix"]] == [1, 2, 3]
+    cil, til = recompute_last_rows(trained, cfg)
+    assert res["accuracy_matrix"][-1] == cil
+    assert res["task_incremental_accuracy_matrix"][-1] == til
+    assert res["metrics"]["final_accuracy"] == pytest.approx(sum(cil) / 3)
+    diagonal = [res["accuracy_matrix"][t][t] for t in range(3)]
+    if trained.continual:
+        assert res["metrics"]["plasticity"] == pytest.approx(sum(diagonal) / 3)
 
 
 def test_frozen_ncm_trains_nothing_and_keeps_the_backbone(tiny_config):
@@ -165,9 +202,12 @@ def test_two_processes_match_one_on_prototypes(tiny_bert, tmp_path):
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in make_rows(11)))  # 9 train / 2 test a class
+    # mean pooling: the random tiny BERT's CLS state barely depends on the text, so its cosines
+    # to the prototypes tie within float noise (margins 0 to 6e-8) and a 1e-7 difference in the
+    # summed prototypes flipped a prediction; mean-pooled margins are about 1e-3
     args = ["-m", "retain.cli", "run", "--method", "frozen-ncm", "--data", str(data),
             "--classes-per-task", "3", "--backbone", tiny_bert, "--profile", "smoke",
-            "--no-retention", "--quiet"]
+            "--no-retention", "--quiet", "--pooling", "mean"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     outs = {}
     for n in (1, 2):
@@ -202,10 +242,31 @@ def test_domain_incremental_stream_end_to_end(tiny_config, tmp_path):
         assert res["tasks"][0]["classes"] == [0, 1]
 
 
-def test_bf16_mixed_precision_runs(tiny_config):
-    res = run(tiny_config(mixed_precision="bf16"), progress=False)
+def test_bf16_mixed_precision_runs(tiny_config, monkeypatch):
+    """Under bf16 the backbone computes in bf16 while training, the trained parameters stay
+    fp32, and the reported matrix is the one bf16 prediction gives."""
+    from retain.methods.base import ContinualMethod
+
+    dtypes = set()
+    original = ContinualMethod.loss
+
+    def loss(self, batch):  # the dtype every linear layer of the backbone computes in
+        hooks = [m.register_forward_hook(lambda mod, a, y: dtypes.add(y.dtype))
+                 for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        try:
+            return original(self, batch)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    monkeypatch.setattr(ContinualMethod, "loss", loss)
+    cfg = tiny_config(mixed_precision="bf16")
+    res, trained = train_stream(cfg, progress=False)
     assert res["config"]["mixed_precision"] == "bf16"
-    assert all(0.0 <= a <= 1.0 for row in res["accuracy_matrix"] for a in row)
+    assert dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trained.parameters() if p.requires_grad)
+    cil, _ = recompute_last_rows(trained, cfg, bf16=True)
+    assert res["accuracy_matrix"][-1] == cil
 
 
 def test_joint_refuses_heads_that_train_one_task(tiny_config):

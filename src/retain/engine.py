@@ -111,7 +111,8 @@ class Engine:
         for _ in range(self.cfg.epochs):
             for batch in data:
                 t0 = time.perf_counter()
-                loss = model(batch)
+                with self.acc.autocast():  # prepare() wraps forward only the first time a
+                    loss = model(batch)    # single-process model is prepared
                 self.acc.backward(loss)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
