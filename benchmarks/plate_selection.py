@@ -1,5 +1,7 @@
-"""Time to compute PLATE's B and Q for every targeted layer of a backbone, and how closely the
-anchored neuron ranking (used above ``exact_limit`` rows) agrees with the exact one.
+"""Time to compute PLATE's B and Q for every targeted layer of a backbone, how closely the
+anchored neuron ranking (used above ``exact_limit`` rows) agrees with the exact one, and what the
+authors' selection (``selection=official``) picks instead: its neurons' overlap with the exact
+ones, its k and its leak ``||W_f Q||^2 / ||W_f||^2``.
 
     python benchmarks/plate_selection.py --r 32 --tau 0.9
 
@@ -19,7 +21,12 @@ from torch import nn
 
 from retain.backbones import load_backbone
 from retain.methods.plate import PlateConfig, PlateLinear
-from retain.methods.plate.selection import protected_subspace, select_neurons
+from retain.methods.plate.selection import (
+    official_neurons,
+    official_subspace,
+    protected_subspace,
+    select_neurons,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -48,9 +55,18 @@ def main() -> None:
         picked = set(index.tolist())
         overlap = {a: len(picked & set(select_neurons(w, args.r, exact_limit=0, anchors=a)
                                        .tolist())) / len(index) for a in (256, 1024)}
+        t0 = time.perf_counter()
+        theirs = official_neurons(w, args.r)
+        kept = torch.ones(w.shape[0], dtype=torch.bool)
+        kept[theirs] = False
+        official = official_subspace(w[kept], args.tau, 512)
         per_layer[name] = {"shape": list(w.shape), "b_seconds": t1 - t0, "q_seconds": t2 - t1,
                            "k": sub.basis.shape[1], "leak": sub.leak,
-                           "anchored_overlap": overlap}
+                           "anchored_overlap": overlap,
+                           "official": {"seconds": time.perf_counter() - t0,
+                                        "k": official.basis.shape[1], "leak": official.leak,
+                                        "overlap_with_exact": len(picked & set(theirs.tolist()))
+                                        / len(index)}}
     totals = []
     for _ in range(args.repeats):  # the whole injection, as get_peft_model does it
         t0 = time.perf_counter()
@@ -70,12 +86,27 @@ def main() -> None:
                   v["anchored_overlap"][1024] for v in big),
               "anchored_overlap_1024_min_layers_over_1024_rows": min(
                   v["anchored_overlap"][1024] for v in big),
+              "official_by_layer_kind": _by_kind(per_layer),
               "torch_threads": torch.get_num_threads(),
               "per_layer": per_layer}
     dest = ROOT / "results" / f"plate_selection_{args.backbone}.json"
     dest.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "per_layer"}, indent=1))
     print(f"saved {dest}")
+
+
+def _by_kind(per_layer: dict) -> dict:
+    """Means over the layers of each kind (the name after the block index)."""
+    kinds: dict[str, list[dict]] = {}
+    for name, v in per_layer.items():
+        kinds.setdefault(name.split(".", 3)[-1], []).append(v)
+    return {kind: {"exact_k": statistics.mean(v["k"] for v in vs),
+                   "exact_leak": statistics.mean(v["leak"] for v in vs),
+                   "official_k": statistics.mean(v["official"]["k"] for v in vs),
+                   "official_leak": statistics.mean(v["official"]["leak"] for v in vs),
+                   "neuron_overlap": statistics.mean(v["official"]["overlap_with_exact"]
+                                                     for v in vs)}
+            for kind, vs in kinds.items()}
 
 
 if __name__ == "__main__":

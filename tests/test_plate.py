@@ -15,7 +15,14 @@ from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.plate import Plate, PlateConfig, PlateLinear, PlateOptions
-from retain.methods.plate.selection import protected_subspace, redundancy, select_neurons
+from retain.methods.plate.selection import (
+    hadamard_transform,
+    official_neurons,
+    official_subspace,
+    protected_subspace,
+    redundancy,
+    select_neurons,
+)
 from tests.conftest import check_exact_resume
 
 
@@ -49,8 +56,56 @@ def test_anchored_ranking_of_large_layers_agrees_with_the_exact_one():
     assert torch.allclose(redundancy(w, exact_limit=0, anchors=599), redundancy(w), atol=2e-3)
 
 
-def test_r_is_capped_at_ninety_percent_of_the_rows():
-    assert select_neurons(torch.randn(10, 4), 50).numel() == 9
+def test_r_is_capped_at_ninety_percent_of_the_rows_and_says_so_once():
+    with pytest.warns(UserWarning, match="r=50 exceeds 90% of a layer's 10 outputs: 9 rows"):
+        assert select_neurons(torch.randn(10, 4), 50).numel() == 9
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert official_neurons(torch.randn(10, 4), 50).numel() == 9  # said once already
+        assert select_neurons(torch.randn(10, 4), 5).numel() == 5  # not capped: no word
+
+
+def test_official_sketch_sees_only_clusters_among_its_strided_anchors():
+    """600 rows, 256 anchors at stride 2 from row 0 (rows 0..510): a cluster of near-duplicates
+    inside that range is found, one beyond it is not (it has no anchor to be close to), where
+    the exact ranking finds both."""
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(600, 256, generator=g)
+    w[100:130] = w[100] + 0.05 * torch.randn(30, 256, generator=g)
+    w[550:580] = w[550] + 0.05 * torch.randn(30, 256, generator=g)
+    inside, beyond = set(range(100, 130)), set(range(550, 580))
+    official = set(official_neurons(w, 30).tolist())
+    assert len(official & inside) >= 27 and not official & beyond
+    assert set(select_neurons(w, 60).tolist()) == inside | beyond
+
+
+def test_official_transform_is_orthogonal_only_at_powers_of_two():
+    for d in (64, 128):
+        F = hadamard_transform(d)
+        assert torch.allclose(F.T @ F, torch.eye(d), atol=1e-5)
+    s = torch.linalg.svdvals(hadamard_transform(96))
+    assert s.max() <= 1 + 1e-5 and s.min() < 0.9  # a truncated block: not orthogonal
+
+
+def test_official_q_reproduces_the_authors_defect_where_k_reaches_the_frozen_rows():
+    """With fewer frozen rows than k, the reduced SVD returns the frozen rows' own row space:
+    on a power-of-two width (a grouped-query k_proj) Q holds all of W_f's energy; the exact
+    path holds none (the null space). Where k stays below the frozen rows both protect."""
+    g = torch.Generator().manual_seed(0)
+    few = torch.randn(6, 128, generator=g)
+    official, exact = official_subspace(few, 0.9, 512), protected_subspace(few, 0.9, 512)
+    assert official.basis.shape[1] == 6 and official.leak > 0.999
+    assert exact.leak < 1e-9 and exact.basis.shape[1] >= 122
+    # a width that is not a power of two bends the row space partly out of itself
+    assert 0.3 < official_subspace(torch.randn(6, 96, generator=g), 0.9, 512).leak < 0.999
+    # enough frozen rows: the official Q is orthonormal and avoids most of the energy
+    decaying = torch.randn(200, 128, generator=g) * torch.logspace(0, -2, 128)
+    sub = official_subspace(decaying, 0.9, 512)
+    q = sub.basis
+    assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=q.dtype), atol=1e-5)
+    assert q.shape[1] < 128 and sub.leak < 0.1
 
 
 def test_q_spans_the_lowest_energy_right_singular_directions():
@@ -77,11 +132,31 @@ def test_fewer_frozen_rows_than_inputs_include_the_null_space():
     assert (w @ q).pow(2).sum() / w.pow(2).sum() <= 1 - 0.8 + 1e-6
 
 
+def test_wide_layers_take_the_null_space_without_the_full_decomposition():
+    """Above ``wide_limit`` inputs, a layer whose null space alone holds k directions gets Q from
+    it directly: the same invariant (no frozen-row energy), the same n_high and k."""
+    v = _orthogonal(64, seed=4)
+    w = torch.diag(torch.linspace(3.0, 0.5, 10, dtype=torch.float64)) @ v[:, :10].T
+    exact = protected_subspace(w, tau=0.9, max_rank=20)
+    wide = protected_subspace(w, tau=0.9, max_rank=20, wide_limit=32)
+    assert (wide.n_high, wide.basis.shape) == (exact.n_high, exact.basis.shape) == (
+        exact.n_high, (64, 20))
+    q = wide.basis
+    assert torch.allclose(q.T @ q, torch.eye(20, dtype=torch.float64), atol=1e-10)
+    assert wide.leak < 1e-20 and (w @ q).abs().max() < 1e-10
+    assert not torch.allclose(wide.basis, exact.basis)  # not the exact path in disguise
+    # a null space too small for k: the exact decomposition, as below the limit
+    tall = protected_subspace(w, tau=0.9, max_rank=60, wide_limit=32)
+    assert torch.equal(tall.basis, protected_subspace(w, tau=0.9, max_rank=60).basis)
+
+
 def test_bad_knobs_give_clear_errors():
     with pytest.raises(RetainError, match="tau"):
         PlateOptions(tau=1.0)
     with pytest.raises(RetainError, match="recompute"):
         PlateOptions(recompute="never")
+    with pytest.raises(RetainError, match="selection"):
+        PlateOptions(selection="random")
     with pytest.raises(RetainError, match="r must be"):
         PlateConfig(r=0, target_modules=["query"])
 
@@ -208,8 +283,10 @@ def test_a_saved_adapter_of_another_shape_loads(tmp_path):
     assert torch.equal(loaded(input_ids=x).last_hidden_state, expected)
 
 
-@pytest.mark.parametrize("recompute", ["merged", "original"])
-def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, monkeypatch):
+@pytest.mark.parametrize("recompute,selection", [("merged", "exact"), ("original", "exact"),
+                                                 ("original", "official")])
+def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, selection,
+                                           monkeypatch):
     from retain.backbones import load_backbone
 
     selected: dict[str, set[int]] = {}
@@ -224,7 +301,7 @@ def test_stream_changes_only_selected_rows(tiny_config, tiny_bert, recompute, mo
 
     monkeypatch.setattr(Plate, "begin_task", record)
     res, method = train_stream(tiny_config(method="plate", lr=1e-2, method_options={
-        "r": 3, "recompute": recompute}), progress=False)
+        "r": 3, "recompute": recompute, "selection": selection}), progress=False)
     before = load_backbone(tiny_bert).model.state_dict()
     after = {k.removeprefix("base_model.model."): v for k, v in
              method.model.state_dict().items() if "plate_" not in k}

@@ -23,6 +23,10 @@ HELP = {
                    "to all other rows; larger ones by the mean over random anchor rows",
     "anchors": "anchor rows for the neuron ranking of layers above exact_limit",
     "seed": "seed drawing the anchor rows (the exact ranking is deterministic)",
+    "selection": "how B and Q are chosen: 'exact' (exact cosines, exact eigendecomposition, "
+                 "null space included) or 'official' (the authors' code: a 128-column bf16 "
+                 "sketch with 256 strided anchors for B, a randomised Hadamard path for Q whose "
+                 "reduced SVD returns high-energy directions when k reaches the frozen rows)",
     "recompute": "after each task of a stream the update is merged into W; 'merged' recomputes B "
                  "and Q from the merged weights, 'original' keeps the first task's B and Q",
 }
@@ -30,7 +34,7 @@ HELP = {
 PEFT_TYPE = "PLATE"
 
 
-def _check(r: int, tau: float, alpha: float, max_rank: int) -> None:
+def _check(r: int, tau: float, alpha: float, max_rank: int, selection: str) -> None:
     if r < 1:
         raise RetainError(f"plate r must be at least 1, got {r}")
     if not 0.0 <= tau < 1.0:
@@ -38,6 +42,8 @@ def _check(r: int, tau: float, alpha: float, max_rank: int) -> None:
                           f"train), got {tau}")
     if max_rank < 1:
         raise RetainError(f"plate max_rank must be at least 1, got {max_rank}")
+    if selection not in ("exact", "official"):
+        raise RetainError(f"plate selection must be 'exact' or 'official', got '{selection}'")
     if alpha == 0:
         raise RetainError("plate alpha must be non-zero (the update would vanish)")
 
@@ -56,6 +62,8 @@ class PlateConfig(PeftConfig):
         "help": HELP["target_modules"]})
     exclude_modules: list[str] | str | None = field(default=None, metadata={
         "help": "modules not to adapt (names or a regex)"})
+    selection: Literal["exact", "official"] = field(default="exact", metadata={
+        "help": HELP["selection"]})
     exact_limit: int = field(default=4096, metadata={"help": HELP["exact_limit"]})
     anchors: int = field(default=1024, metadata={"help": HELP["anchors"]})
     seed: int = field(default=0, metadata={"help": HELP["seed"]})
@@ -73,7 +81,7 @@ class PlateConfig(PeftConfig):
         self.peft_type = PeftType(PEFT_TYPE)
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
-        _check(self.r, self.tau, self.alpha, self.max_rank)
+        _check(self.r, self.tau, self.alpha, self.max_rank, self.selection)
 
 
 @dataclass
@@ -88,9 +96,11 @@ class PlateOptions(MethodConfig):
         "help": HELP["target_modules"]})
     recompute: Literal["merged", "original"] = field(default="original", metadata={
         "help": HELP["recompute"]})
+    selection: Literal["exact", "official"] = field(default="exact", metadata={
+        "help": HELP["selection"]})
 
     def __post_init__(self) -> None:
-        _check(self.r, self.tau, self.alpha, self.max_rank)
+        _check(self.r, self.tau, self.alpha, self.max_rank, self.selection)
         if self.recompute not in ("merged", "original"):
             raise RetainError(f"plate recompute must be 'merged' or 'original', got "
                               f"'{self.recompute}'")
@@ -99,5 +109,6 @@ class PlateOptions(MethodConfig):
         from retain.methods.baselines import peft_targets
 
         return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
+                           selection=self.selection,
                            target_modules=peft_targets(self.target_modules))
 

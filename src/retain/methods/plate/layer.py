@@ -18,7 +18,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from retain.methods.plate.config import PlateConfig
-from retain.methods.plate.selection import protected_subspace, select_neurons
+from retain.methods.plate.selection import choose
 
 
 class PlateLayer(BaseTunerLayer):
@@ -43,11 +43,8 @@ class PlateLayer(BaseTunerLayer):
     def update_layer(self, adapter_name: str, config: PlateConfig, **kwargs: Any) -> None:
         """Choose ``B`` and ``Q`` from the current weight and add a zero ``A``."""
         weight = self.get_base_layer().weight
-        index = select_neurons(weight, config.r, exact_limit=config.exact_limit,
-                               anchors=config.anchors, seed=config.seed)
-        frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
-        frozen[index] = False
-        q = protected_subspace(weight[frozen], config.tau, config.max_rank).basis
+        index, subspace = choose(weight, config)
+        q = subspace.basis
         self.plate_index[adapter_name] = index
         self.plate_Q[adapter_name] = q.to(torch.float32)
         self.plate_A[adapter_name] = nn.Parameter(

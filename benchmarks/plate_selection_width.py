@@ -1,0 +1,60 @@
+"""PLATE's selection time against layer width, on random weights: ``B`` (neuron ranking) and ``Q``
+(the protected subspace), by the exact ``d_in x d_in`` decomposition and, where the null space
+alone holds ``k`` directions, by the wide-layer path; with the leak ``||W_f Q||^2 / ||W_f||^2``.
+
+    python benchmarks/plate_selection_width.py
+
+Saves ``benchmarks/results/plate_selection_width.json``. Run nothing beside it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from retain.methods.plate.selection import protected_subspace, select_neurons
+
+ROOT = Path(__file__).resolve().parent
+# (d_out, d_in): square layers, then a 7B model's MLP (up/gate: 4096 -> 11008, down: back)
+SHAPES = [(1024, 1024), (2048, 2048), (4096, 4096), (11008, 4096), (4096, 11008)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--tau", type=float, default=0.9)
+    p.add_argument("--max-rank", type=int, default=512)
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+    rows = []
+    for d_out, d_in in SHAPES:
+        w = torch.randn(d_out, d_in, generator=torch.Generator().manual_seed(0)) / d_in**0.5
+        t0 = time.perf_counter()
+        index = select_neurons(w, args.r)
+        b_seconds = time.perf_counter() - t0
+        frozen = torch.ones(d_out, dtype=torch.bool)
+        frozen[index] = False
+        row = {"shape": [d_out, d_in], "b_seconds": b_seconds}
+        paths = {"exact": d_in + 1}
+        if d_in - int(frozen.sum()) >= args.max_rank:
+            paths["wide"] = 0  # wide_limit below d_in: the null-space path
+        for path, limit in paths.items():
+            t0 = time.perf_counter()
+            sub = protected_subspace(w[frozen], args.tau, args.max_rank, wide_limit=limit)
+            row[f"q_seconds_{path}"] = time.perf_counter() - t0
+            row[f"leak_{path}"] = sub.leak
+            row["k"] = sub.basis.shape[1]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    report = {"r": args.r, "tau": args.tau, "max_rank": args.max_rank,
+              "torch_threads": torch.get_num_threads(), "rows": rows}
+    dest = ROOT / "results" / "plate_selection_width.json"
+    dest.write_text(json.dumps(report, indent=1))
+    print(f"saved {dest}")
+
+
+if __name__ == "__main__":
+    main()
