@@ -65,14 +65,21 @@ def test_plate_invariants_on_every_minilm_layer(minilm, tau=0.9):
 
 
 def test_plate_drift_shrinks_as_tau_rises_with_no_old_data(minilm):
+    """Drift falls strictly as tau rises, in the mean over three seeds (data order and head),
+    and the lowest tau drifts more than the highest for every seed alone."""
+    from statistics import mean
+
     from retain.data import build_stream
     from retain.methods.plate import PlateConfig
-    from retain.methods.plate.drift import drift_after_training
+    from retain.methods.plate.drift import drifts_after_training
     from retain.retention import neutral_sentences
 
     task = build_stream(RunConfig(method="plate", profile="smoke").resolved()).tasks[0]
     texts, labels = list(task.train.texts), [int(y) for y in task.train.labels]
-    drifts = [drift_after_training(minilm, PlateConfig(r=32, tau=tau, target_modules="all-linear"),
-                                   texts, labels, list(neutral_sentences()), steps=10)
-              for tau in (0.5, 0.8, 0.95)]
-    assert drifts[0] > drifts[1] > drifts[2] > 0.0
+    taus = (0.5, 0.8, 0.95)
+    drifts = {tau: drifts_after_training(
+        minilm, PlateConfig(r=32, tau=tau, target_modules="all-linear"), texts, labels,
+        list(neutral_sentences()), steps=10, seeds=(0, 1, 2)) for tau in taus}
+    means = [mean(drifts[tau]) for tau in taus]
+    assert means[0] > means[1] > means[2] > 0.0, drifts
+    assert all(low > high for low, high in zip(drifts[0.5], drifts[0.95], strict=True)), drifts
