@@ -1,6 +1,6 @@
 """PLATE's selection time against layer width, on random weights: ``B`` (neuron ranking) and ``Q``
-(the protected subspace), by the exact ``d_in x d_in`` decomposition and, where the null space
-alone holds ``k`` directions, by the wide-layer path; with the leak ``||W_f Q||^2 / ||W_f||^2``.
+(the protected subspace), by the full ``d_in x d_in`` decomposition and, where the null space
+alone holds ``k`` directions, by the null-space path; with the leak ``||W_f Q||^2 / ||W_f||^2``.
 
     python benchmarks/plate_selection_width.py
 
@@ -38,12 +38,12 @@ def main() -> None:
         frozen = torch.ones(d_out, dtype=torch.bool)
         frozen[index] = False
         row = {"shape": [d_out, d_in], "b_seconds": b_seconds}
-        paths = {"exact": d_in + 1}
+        paths = {"full": True}
         if d_in - int(frozen.sum()) >= args.max_rank:
-            paths["wide"] = 0  # wide_limit below d_in: the null-space path
-        for path, limit in paths.items():
+            paths["null"] = False  # the default path takes the null space
+        for path, full in paths.items():
             t0 = time.perf_counter()
-            sub = protected_subspace(w[frozen], args.tau, args.max_rank, wide_limit=limit)
+            sub = protected_subspace(w[frozen], args.tau, args.max_rank, full=full)
             row[f"q_seconds_{path}"] = time.perf_counter() - t0
             row[f"leak_{path}"] = sub.leak
             row["k"] = sub.basis.shape[1]

@@ -87,21 +87,25 @@ class Subspace:
 
 
 @torch.no_grad()
-def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int,
-                       wide_limit: int = 4096) -> Subspace:
+def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int, full: bool = False
+                       ) -> Subspace:
     """The ``k`` right singular directions of ``frozen`` (``W_f``) with the smallest singular
-    values, from an exact eigendecomposition of ``W_f^T W_f`` (``d_in x d_in``), so the null space
-    is included when ``W_f`` has fewer rows than inputs. ``k = min(d_in - n_high, max_rank)``.
+    values, ``k = min(d_in - n_high, max_rank)``, from an exact eigendecomposition of
+    ``W_f^T W_f`` (``d_in x d_in``), so the null space is included when ``W_f`` has fewer rows
+    than inputs.
 
-    Inputs wider than ``wide_limit`` whose null space alone holds ``k`` directions (a 7B model's
-    ``down_proj``: 4,088 frozen rows, 11,008 inputs) skip the ``d_in x d_in`` decomposition: the
-    spectrum comes from the smaller ``W_f W_f^T`` and ``Q`` from random directions with the row
-    space projected out, which carry no energy either (``benchmarks/plate_selection_width.py``)."""
+    When that null space alone holds ``k`` directions (MiniLM's ``output.dense``: 376 frozen
+    rows, 1,536 inputs; a 7B model's ``down_proj``), any ``k`` of its directions carry no
+    energy, and an eigensolver's pick among them changes with the machine and the thread count.
+    Then ``Q`` is a seeded random draw with the row space projected out, which is the same
+    everywhere, and the spectrum comes from the smaller ``W_f W_f^T``, which is also faster on
+    wide layers (``benchmarks/plate_selection_width.py``). ``full=True`` always decomposes the
+    ``d_in x d_in`` matrix (the reference in tests and benchmarks)."""
     w = frozen.detach().double()
     n_f, d_in = w.shape
-    null_fills_k = d_in - n_f >= max_rank
-    if d_in > wide_limit and null_fills_k:
-        evals = torch.linalg.eigvalsh(w @ w.T)
+    small = n_f < d_in and not full
+    if small:
+        evals = torch.linalg.eigvalsh(w @ w.T)  # the nonzero spectrum; the rest is zero
     else:
         evals, evecs = torch.linalg.eigh(w.T @ w)  # ascending
     evals = evals.clamp_min(0.0)
@@ -118,11 +122,13 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int,
     if k < 1:
         raise RetainError(f"tau={tau} leaves no input direction to train in a layer of input "
                          f"width {d_in}; lower tau")
-    if d_in > wide_limit and null_fills_k:
+    if small and d_in - n_f >= k:
         basis = _null_directions(w, k)
         leak = float((w @ basis).pow(2).sum() / total) if total > 0 else 0.0
         return Subspace(basis, n_high, leak)
-    leak = float(evals[:k].sum() / total) if total > 0 else 0.0
+    if small:
+        evals, evecs = torch.linalg.eigh(w.T @ w)
+    leak = float(evals[:k].clamp_min(0.0).sum() / total) if total > 0 else 0.0
     return Subspace(evecs[:, :k].contiguous(), n_high, leak)
 
 
