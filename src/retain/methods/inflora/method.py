@@ -126,14 +126,10 @@ class InfLoRA(ContinualMethod):
         forward is skipped (``_Enough``)."""
         stats = {n: [0.0, 0] for n in self.groups}
         base = self.base_model()
-        seen: set[str] = set()
-        batch = {"mask": None}
+        seen: set[str] = set()  # groups that have their input in this forward
 
         def hook(name):
             def fn(module, args):
-                if self._mask is not batch["mask"]:  # a new batch
-                    seen.clear()
-                    batch["mask"] = self._mask
                 x = args[0]
                 if self._mask is not None and x.dim() == 3 and x.shape[:2] == self._mask.shape:
                     x = x[self._mask.bool()]
@@ -142,6 +138,7 @@ class InfLoRA(ContinualMethod):
                 stats[name][1] += x.shape[0]
                 seen.add(name)
                 if len(seen) == len(stats):
+                    seen.clear()
                     raise _Enough
             return fn
 
