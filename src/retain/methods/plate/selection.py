@@ -97,8 +97,8 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int, full: bo
     When that null space alone holds ``k`` directions (MiniLM's ``output.dense``: 376 frozen
     rows, 1,536 inputs; a 7B model's ``down_proj``), any ``k`` of its directions carry no
     energy, and an eigensolver's pick among them changes with the machine and the thread count.
-    Then ``Q`` is a seeded random draw with the row space projected out, which is the same
-    everywhere, and the spectrum comes from the smaller ``W_f W_f^T``, which is also faster on
+    Then ``Q`` is a seeded random draw with the row space projected out, the same everywhere up
+    to rounding, and the spectrum comes from the smaller ``W_f W_f^T``, which is also faster on
     wide layers (``benchmarks/plate_selection_width.py``). ``full=True`` always decomposes the
     ``d_in x d_in`` matrix (the reference in tests and benchmarks)."""
     w = frozen.detach().double()
