@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from retain import RunConfig
-from retain.config import PROFILES
 from retain.data import build_stream
 from retain.data.wordnet import load_wordnet, parse_gloss, wordnet45
 from retain.errors import RetainError
+from retain.profiles import PROFILES
 from tests.conftest import make_rows
 
 

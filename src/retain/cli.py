@@ -10,8 +10,9 @@ import sys
 import warnings
 from typing import Any
 
-from retain.config import HEADS, PROFILES, SCENARIOS, RunConfig
+from retain.config import HEADS, SCENARIOS, RunConfig
 from retain.errors import RetainError
+from retain.profiles import PROFILES
 from retain.summary import format_table, format_value
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -157,8 +158,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, cls in REGISTRY.items():
         print(f"  {name:<14} {cls.description} [head: {cls.default_head}]")
     print("benchmarks:")
-    for name, text in BENCHMARKS.items():
-        print(f"  {name:<14} {text}")
+    for name, benchmark in BENCHMARKS.items():
+        print(f"  {name:<14} {benchmark.description}")
     print("profiles: " + ", ".join(PROFILES))
     return 0
 

@@ -1,4 +1,4 @@
-"""Run configuration: profiles, the run config dataclass, and resolving it for saving."""
+"""Run configuration: the run config dataclass, and resolving it for saving."""
 
 from __future__ import annotations
 
@@ -7,38 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retain.errors import RetainError
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How much of a benchmark to use and how long to train on each task."""
-
-    name: str
-    cap: int | None = field(metadata={"help": "items kept per class before the split (None: all)"})
-    groups: int | None = field(metadata={"help": "number of tasks kept (None: all)"})
-    classes_per_task: int | None = field(metadata={"help": "override of the benchmark's value"})
-    max_length: int = field(metadata={"help": "tokens per text after truncation"})
-    epochs: int = field(metadata={"help": "passes over each task's training data"})
-    batch_size: int = field(metadata={"help": "training and evaluation batch size"})
-
-
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", cap=20, groups=3, classes_per_task=3, max_length=32, epochs=1,
-                     batch_size=8),
-    "quick": Profile("quick", cap=300, groups=None, classes_per_task=None, max_length=48,
-                     epochs=3, batch_size=32),
-    "full": Profile("full", cap=2500, groups=None, classes_per_task=None, max_length=48,
-                    epochs=5, batch_size=32),
-}
+from retain.profiles import get_profile
 
 SCENARIOS = ("class", "task", "domain")
 HEADS = ("task-heads", "growing", "prototypes")
-
-
-def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise RetainError(f"unknown profile '{name}': choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
 
 
 @dataclass

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from retain import checkpoint, metrics
 from retain.backbones import Backbone, load_backbone
 from retain.config import RunConfig
-from retain.data.stream import Split, Stream, Task, build_stream
+from retain.data import build_stream
+from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from retain.config import Profile
 from retain.data.stream import (
     Stream,
     class_incremental,
@@ -23,6 +22,7 @@ from retain.data.stream import (
     split_per_class,
 )
 from retain.errors import RetainError
+from retain.profiles import Profile
 
 
 def read_records(path: str | Path) -> list[dict]:

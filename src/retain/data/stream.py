@@ -9,11 +9,14 @@ uses its first ``num_classes`` entries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from retain.errors import RetainError
+from retain.profiles import Profile
 
 
 @dataclass
@@ -135,25 +138,21 @@ def _check_task(task: Task) -> None:
                               "more data per class, fewer classes per task, or a `split` column")
 
 
-def build_stream(config) -> Stream:
-    """The stream a resolved :class:`~retain.config.RunConfig` names."""
-    from retain.config import get_profile
+@dataclass(frozen=True)
+class Benchmark:
+    """A built-in benchmark: what it is, and its stream for a resolved config and profile."""
 
-    profile = get_profile(config.profile)
-    if config.data:
-        from retain.data.files import file_stream
+    name: str
+    description: str
+    build: Callable[[Any, Profile], Stream]
 
-        stream = file_stream(config, profile)
-    elif config.benchmark == "wordnet45":
-        from retain.data.wordnet import wordnet45
 
-        stream = wordnet45(profile, scenario=config.scenario, order_seed=config.class_order_seed,
-                           order=config.class_order, classes_per_task=config.classes_per_task)
-    else:
-        from retain.data import BENCHMARKS
+BENCHMARKS: dict[str, Benchmark] = {}
 
-        raise RetainError(f"unknown benchmark '{config.benchmark}': choose one of "
-                          f"{', '.join(BENCHMARKS)} or give --data FILE")
-    if not stream.tasks:
-        raise RetainError(f"the stream {stream.name} has no tasks")
-    return stream
+
+def register_benchmark(name: str, description: str):
+    """Decorator: register ``build(config, profile) -> Stream`` as the benchmark ``name``."""
+    def decorate(build: Callable[[Any, Profile], Stream]) -> Callable[[Any, Profile], Stream]:
+        BENCHMARKS[name] = Benchmark(name, description, build)
+        return build
+    return decorate

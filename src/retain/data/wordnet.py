@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from retain.backbones import package_dir
-from retain.config import Profile
-from retain.data.stream import Stream, class_incremental, class_order_for, split_per_class
+from retain.data.stream import (
+    Stream,
+    class_incremental,
+    class_order_for,
+    register_benchmark,
+    split_per_class,
+)
 from retain.errors import RetainError
+from retain.profiles import Profile
 
 POS_FILES = ("adj", "adv", "noun", "verb")
 DEFAULT_ORDER_SEED = 1993
@@ -64,3 +70,11 @@ def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None 
         f"wordnet45/{profile.name}", [texts[i] for i in idx], labels[idx], names, class_order,
         classes_per_task or profile.classes_per_task or 5, is_train, groups=profile.groups,
         scenario=scenario)
+
+
+@register_benchmark("wordnet45", "WordNet 3.0 glosses by supersense: 45 classes in 9 tasks of 5 "
+                    "(text, offline)")
+def wordnet45_stream(config, profile: Profile) -> Stream:
+    """wordnet45 for a resolved run config."""
+    return wordnet45(profile, scenario=config.scenario, order_seed=config.class_order_seed,
+                     order=config.class_order, classes_per_task=config.classes_per_task)
