@@ -22,6 +22,7 @@ from torch import nn
 from retain.backbones import load_backbone
 from retain.methods.plate import PlateConfig, PlateLinear
 from retain.methods.plate.selection import (
+    frozen_rows,
     official_neurons,
     official_subspace,
     protected_subspace,
@@ -48,18 +49,14 @@ def main() -> None:
         t0 = time.perf_counter()
         index = select_neurons(w, args.r)
         t1 = time.perf_counter()
-        frozen = torch.ones(w.shape[0], dtype=torch.bool)
-        frozen[index] = False
-        sub = protected_subspace(w[frozen], args.tau, 512)
+        sub = protected_subspace(frozen_rows(w, index), args.tau, 512)
         t2 = time.perf_counter()
         picked = set(index.tolist())
         overlap = {a: len(picked & set(select_neurons(w, args.r, exact_limit=0, anchors=a)
                                        .tolist())) / len(index) for a in (256, 1024)}
         t3 = time.perf_counter()
         theirs = official_neurons(w, args.r)
-        kept = torch.ones(w.shape[0], dtype=torch.bool)
-        kept[theirs] = False
-        official = official_subspace(w[kept], args.tau, 512)
+        official = official_subspace(frozen_rows(w, theirs), args.tau, 512)
         per_layer[name] = {"shape": list(w.shape), "b_seconds": t1 - t0, "q_seconds": t2 - t1,
                            "k": sub.basis.shape[1], "leak": sub.leak,
                            "anchored_overlap": overlap,

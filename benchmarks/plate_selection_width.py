@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from retain.methods.plate.selection import protected_subspace, select_neurons
+from retain.methods.plate.selection import frozen_rows, protected_subspace, select_neurons
 
 ROOT = Path(__file__).resolve().parent
 # (d_out, d_in): square layers, then a 7B model's MLP (up/gate: 4096 -> 11008, down: back)
@@ -35,15 +35,14 @@ def main() -> None:
         t0 = time.perf_counter()
         index = select_neurons(w, args.r)
         b_seconds = time.perf_counter() - t0
-        frozen = torch.ones(d_out, dtype=torch.bool)
-        frozen[index] = False
+        frozen = frozen_rows(w, index)
         row = {"shape": [d_out, d_in], "b_seconds": b_seconds}
         paths = {"full": True}
-        if d_in - int(frozen.sum()) >= args.max_rank:
+        if d_in - frozen.shape[0] >= args.max_rank:
             paths["null"] = False  # the default path takes the null space
         for path, full in paths.items():
             t0 = time.perf_counter()
-            sub = protected_subspace(w[frozen], args.tau, args.max_rank, full=full)
+            sub = protected_subspace(frozen, args.tau, args.max_rank, full=full)
             row[f"q_seconds_{path}"] = time.perf_counter() - t0
             row[f"leak_{path}"] = sub.leak
             row["k"] = sub.basis.shape[1]

@@ -71,10 +71,22 @@ def choose(weight: torch.Tensor, config: PlateConfig) -> tuple[torch.Tensor, Sub
     else:
         index = select_neurons(weight, config.r, exact_limit=config.exact_limit,
                                anchors=config.anchors, seed=config.seed)
-    frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
-    frozen[index] = False
     subspace = official_subspace if config.selection == "official" else protected_subspace
-    return index, subspace(weight[frozen], config.tau, config.max_rank)
+    return index, subspace(frozen_rows(weight, index), config.tau, config.max_rank)
+
+
+def frozen_rows(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``W_f``: the rows of ``weight`` outside ``B``'s selection ``index``."""
+    keep = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+    keep[index] = False
+    return weight[keep]
+
+
+def _leak(frozen: torch.Tensor, q: torch.Tensor) -> float:
+    """``||W_f Q||_F^2 / ||W_f||_F^2`` in float64 (0 for an all-zero ``W_f``)."""
+    w = frozen.double()
+    total = float(w.pow(2).sum())
+    return float((w @ q.double()).pow(2).sum()) / total if total > 0 else 0.0
 
 
 @dataclass
@@ -94,17 +106,17 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int, full: bo
     ``W_f^T W_f`` (``d_in x d_in``), so the null space is included when ``W_f`` has fewer rows
     than inputs.
 
-    When that null space alone holds ``k`` directions (MiniLM's ``output.dense``: 376 frozen
-    rows, 1,536 inputs; a 7B model's ``down_proj``), any ``k`` of its directions carry no
-    energy, and an eigensolver's pick among them changes with the machine and the thread count.
-    Then ``Q`` is a seeded random draw with the row space projected out, the same everywhere up
-    to rounding, and the spectrum comes from the smaller ``W_f W_f^T``, which is also faster on
-    wide layers (``benchmarks/plate_selection_width.py``). ``full=True`` always decomposes the
-    ``d_in x d_in`` matrix (the reference in tests and benchmarks)."""
+    When the null space alone holds ``max_rank`` directions (MiniLM's ``output.dense``: 376
+    frozen rows, 1,536 inputs; a 7B model's ``down_proj``), ``Q`` is ``k = max_rank`` of them,
+    which carry no energy, and an eigensolver's pick among them changes with the machine and the
+    thread count. Then ``Q`` is a seeded random draw with the row space projected out, the same
+    everywhere up to rounding, and the spectrum comes from the smaller ``W_f W_f^T``, which is
+    also faster on wide layers (``benchmarks/plate_selection_width.py``). ``full=True`` always
+    decomposes the ``d_in x d_in`` matrix (the reference in tests and benchmarks)."""
     w = frozen.detach().double()
     n_f, d_in = w.shape
-    small = n_f < d_in and not full
-    if small:
+    null_space = not full and d_in - n_f >= max_rank
+    if null_space:
         evals = torch.linalg.eigvalsh(w @ w.T)  # the nonzero spectrum; the rest is zero
     else:
         evals, evecs = torch.linalg.eigh(w.T @ w)  # ascending
@@ -118,17 +130,14 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int, full: bo
         n_high = min(n_high, d_in)
         if tau == 0.0:
             n_high = 0
-    k = min(d_in - n_high, max_rank)
+    k = min(d_in - n_high, max_rank)  # max_rank on the null-space path (n_high <= n_f)
     if k < 1:
         raise RetainError(f"tau={tau} leaves no input direction to train in a layer of input "
                          f"width {d_in}; lower tau")
-    if small and d_in - n_f >= k:
+    if null_space:
         basis = _null_directions(w, k)
-        leak = float((w @ basis).pow(2).sum() / total) if total > 0 else 0.0
-        return Subspace(basis, n_high, leak)
-    if small:
-        evals, evecs = torch.linalg.eigh(w.T @ w)
-    leak = float(evals[:k].clamp_min(0.0).sum() / total) if total > 0 else 0.0
+        return Subspace(basis, n_high, _leak(w, basis))
+    leak = float(evals[:k].sum() / total) if total > 0 else 0.0
     return Subspace(evecs[:, :k].contiguous(), n_high, leak)
 
 
@@ -218,10 +227,8 @@ def official_subspace(frozen: torch.Tensor, tau: float, max_rank: int,
         basis = h_c @ v[:, -k:].flip(1)
     q, rr = torch.linalg.qr(basis)
     q = q * torch.where(rr.diagonal() < 0, -1.0, 1.0)  # signs fixed: a positive R diagonal
-    q = q.double().to(frozen.device)
-    total = float(frozen.double().pow(2).sum())
-    leak = float((frozen.double() @ q).pow(2).sum()) / total if total > 0 else 0.0
-    return Subspace(q.contiguous(), n_high, leak)
+    q = q.double().to(frozen.device).contiguous()
+    return Subspace(q, n_high, _leak(frozen.detach(), q))
 
 
 def _first_reaching(energies: torch.Tensor, tau: float, otherwise: int) -> int:

@@ -1,0 +1,68 @@
+"""Where InfLoRA's task-boundary time goes: the statistics passes over the task's training data
+against the decompositions (design of ``B_t``, memory update), for the first tasks of a profile,
+without training in between.
+
+    python benchmarks/inflora_boundary.py --profile quick --tasks 2
+
+Saves ``benchmarks/results/inflora_boundary_<profile>.json``. Run nothing beside it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from retain import RunConfig
+from retain.backbones import load_backbone
+from retain.data import build_stream
+from retain.engine import Engine, build_method
+from retain.methods.inflora import InfLoRA, SubspaceMemory
+
+ROOT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--tasks", type=int, default=2)
+    args = p.parse_args()
+    seconds = {"statistics_passes": 0.0, "design": 0.0, "update": 0.0}
+
+    def timed(fn, key):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                seconds[key] += time.perf_counter() - t0
+        return wrapper
+
+    for cls, name, key in ((InfLoRA, "input_covariances", "statistics_passes"),
+                           (SubspaceMemory, "design", "design"),
+                           (SubspaceMemory, "update", "update")):
+        setattr(cls, name, timed(getattr(cls, name), key))
+    cfg = RunConfig(method="inflora", profile=args.profile, retention=False,
+                    out="runs/inflora_boundary").resolved()
+    stream = build_stream(cfg)
+    backbone = load_backbone(cfg.backbone)
+    method = build_method(cfg)
+    method.prepare(backbone, stream)
+    engine = Engine(cfg, stream, backbone, method, Accelerator(cpu=True), progress=False)
+    boundary = 0.0
+    for task in stream.tasks[:args.tasks]:
+        boundary += engine.boundary(method.begin_task, task)
+        boundary += engine.boundary(method.end_task, task)
+    report = {"profile": args.profile, "tasks": args.tasks, "boundary_seconds": boundary,
+              **{f"{k}_seconds": v for k, v in seconds.items()},
+              "memories": len(method.memories), "targeted_layers": len(method.layers)}
+    dest = ROOT / "results" / f"inflora_boundary_{args.profile}.json"
+    dest.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"saved {dest}")
+
+
+if __name__ == "__main__":
+    main()
