@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
     backbone = load_backbone("minilm")
     task = build_stream(RunConfig(method="plate", profile=args.profile).resolved()).tasks[0]
-    texts, labels = list(task.train.texts), [int(y) for y in task.train.labels]
+    texts, labels = [it["text"] for it in task.train.items], [int(y) for y in task.train.labels]
     rows = []
     for r in (int(x) for x in args.r.split(",")):
         for tau in (float(x) for x in args.tau.split(",")):

@@ -56,7 +56,7 @@ def main() -> None:
     backbone = load_backbone("minilm")
     task = build_stream(RunConfig(method="plate", profile="quick").resolved()).tasks[0]
     samples = {"shakespeare": list(neutral_sentences()),
-               "wordnet45 task 1": list(task.train.texts[:64])}
+               "wordnet45 task 1": [it["text"] for it in task.train.items[:64]]}
     report = {"r": args.r, "max_rank": args.max_rank, "taus": {}}
     for tau in (float(t) for t in args.tau.split(",")):
         config = PlateConfig(r=args.r, tau=tau, max_rank=args.max_rank,

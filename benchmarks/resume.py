@@ -62,9 +62,9 @@ def main() -> None:
     subprocess.run([*cmd, "--resume"], check=True)
     res = json.loads((out / "results.json").read_text())
     report = {"method": ref["method"], "killed_after_task": killed_at,
-              "equal": res["accuracy_matrix"] == ref["accuracy_matrix"],
-              "resumed_accuracy_matrix": res["accuracy_matrix"],
-              "reference_accuracy_matrix": ref["accuracy_matrix"],
+              "equal": res["matrix"] == ref["matrix"],
+              "resumed_accuracy_matrix": res["matrix"],
+              "reference_accuracy_matrix": ref["matrix"],
               "command": " ".join(sys.argv)}
     dest = ROOT / "results" / f"resume_{ref['method']}.json"
     dest.write_text(json.dumps(report, indent=1))

@@ -49,7 +49,7 @@ def setup(method: str, opts: dict[str, str], profile: str):
 
 def _batches(m, task, cfg):
     for i in range(0, len(task.train), cfg.batch_size):
-        batch = m.backbone.tokenize(task.train.texts[i:i + cfg.batch_size], cfg.max_length)
+        batch = m.backbone.batch(task.train.items[i:i + cfg.batch_size], cfg.max_length)
         batch["labels"] = torch.as_tensor(task.train.labels[i:i + cfg.batch_size])
         yield batch
 

@@ -60,4 +60,9 @@ def test_a_decoder_pools_the_last_token_and_takes_lora(tmp_path, tiny_config):
     assert res["cost"]["trainable_parameters"] > 0
     with pytest.raises(RetainError, match="linear layers are: .*k_proj"):
         run(tiny_config(backbone=str(tmp_path / "llama"), out=str(tmp_path / "o2"),
-                        method_options={"target_modules": ["query"]}), progress=False)
+                        method_options={"target_modules": ["c_attn"]}), progress=False)
+    # BERT's names find their Llama counterparts (the defaults serve both families)
+    res = run(tiny_config(backbone=str(tmp_path / "llama"), out=str(tmp_path / "o3"),
+                          method_options={"target_modules": ["query", "value"]}), progress=False)
+    # q_proj 32 -> 32 and v_proj 32 -> 16 in 2 layers at rank 8, and the growing head (6 x 33)
+    assert res["cost"]["trainable_parameters"] == 2 * (8 * 32 + 32 * 8 + 8 * 32 + 16 * 8) + 198

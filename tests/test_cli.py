@@ -46,4 +46,4 @@ def test_run_prints_the_summary_table(capsys, tiny_bert, jsonl_file, tmp_path):
     assert code == 0
     assert "final accuracy" in out and "forgetting" in out
     res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert res["config"]["classes_per_task"] == 3 and len(res["accuracy_matrix"]) == 2
+    assert res["config"]["classes_per_task"] == 3 and len(res["matrix"]) == 2

@@ -75,7 +75,7 @@ def test_plate_drift_shrinks_as_tau_rises_with_no_old_data(minilm):
     from retain.retention import neutral_sentences
 
     task = build_stream(RunConfig(method="plate", profile="smoke").resolved()).tasks[0]
-    texts, labels = list(task.train.texts), [int(y) for y in task.train.labels]
+    texts, labels = [it["text"] for it in task.train.items], [int(y) for y in task.train.labels]
     taus = (0.5, 0.8, 0.95)
     drifts = {tau: drifts_after_training(
         minilm, PlateConfig(r=32, tau=tau, target_modules="all-linear"), texts, labels,

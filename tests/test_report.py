@@ -41,7 +41,7 @@ def test_every_method_and_seed_ran_on_the_same_stream(compared):
             assert results["class_order"] == stream.class_order
             assert comparison["class_orders"][str(seed)] == stream.class_order
         saved = json.loads((cfg_dir(cfg) / "runs" / name / "seed1" / "results.json").read_text())
-        assert saved["accuracy_matrix"] == entry["runs"][1]["accuracy_matrix"]
+        assert saved["matrix"] == entry["runs"][1]["matrix"]
 
 
 def cfg_dir(cfg):

@@ -9,7 +9,7 @@ from retain import RunConfig
 from retain.data import build_stream
 from retain.data.wordnet import load_wordnet, parse_gloss, wordnet45
 from retain.errors import RetainError
-from retain.profiles import PROFILES
+from retain.profiles import CLASSIFICATION_PROFILES as PROFILES
 from tests.conftest import make_rows
 
 

@@ -1,7 +1,7 @@
 """Atomic writes: a checkpoint is complete or absent, never half-written.
 
-A checkpoint is ``weights-NNN.safetensors`` (the tensors the method stores beyond the untouched
-backbone: adapters, heads, prototypes, and backbone tensors that changed) and ``state.json``
+A checkpoint is ``weights-NNN.safetensors`` (the tensors the method declares it stores beyond the
+untouched backbone: adapters, heads, prototypes, and backbone tensors it changes) and ``state.json``
 (structure, records, the config). ``state.json`` is written last and names its weights file, so
 a crash between the two leaves the previous checkpoint in force. Resuming rebuilds the untouched
 backbone from its source and loads the stored tensors on top.
@@ -80,22 +80,21 @@ def read_state(directory: Path) -> dict[str, Any] | None:
                           "checkpoint directory to start over") from None
 
 
-def load_weights(directory: Path, model: torch.nn.Module, state: dict[str, Any],
-                 untouched: set[str]) -> None:
-    """Load stored tensors into ``model``; every tensor not in the file must be in
-    ``untouched`` (backbone tensors, rebuilt from the backbone's source)."""
+def load_weights(directory: Path, method, state: dict[str, Any]) -> None:
+    """Load the stored tensors into ``method``: exactly the names its ``stored_tensors()``
+    declares (the rest of the model comes from the untouched backbone)."""
     path = directory / state["weights"]
     if not path.is_file():
         raise RetainError(f"checkpoint weights {path} are missing; remove {directory} to start "
                           "over")
     tensors = load_file(str(path))
-    expected = set(model.state_dict())
-    unknown = sorted(set(tensors) - expected)
-    missing = sorted(expected - set(tensors) - untouched)
+    declared = set(method.stored_tensors())
+    unknown = sorted(set(tensors) - declared)
+    missing = sorted(declared - set(tensors))
     try:
         if unknown or missing:
             raise RuntimeError(f"unexpected tensors {unknown[:3]}, missing tensors {missing[:3]}")
-        model.load_state_dict(tensors, strict=False)
+        method.load_state_dict(tensors, strict=False)
     except RuntimeError as e:
         raise RetainError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}"
                           "); it was written by another backbone or method") from None

@@ -12,7 +12,7 @@ from typing import Any
 
 from retain.config import HEADS, SCENARIOS, RunConfig
 from retain.errors import RetainError
-from retain.profiles import PROFILES
+from retain.profiles import PROFILE_NAMES
 from retain.summary import format_table, format_value
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -44,9 +44,12 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--benchmark", default="wordnet45", help=_help("benchmark"))
     src.add_argument("--data", help=_help("data"))
-    p.add_argument("--profile", default="quick", choices=list(PROFILES), help=_help("profile"))
+    p.add_argument("--profile", default="quick", choices=PROFILE_NAMES, help=_help("profile"))
+    p.add_argument("--kind", choices=("classification", "lm"), help=_help("kind"))
     p.add_argument("--scenario", default="class", choices=SCENARIOS, help=_help("scenario"))
     p.add_argument("--classes-per-task", type=int, help=_help("classes_per_task"))
+    for name in ("cap", "test_cap", "tasks", "steps"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, help=_help(name))
     p.add_argument("--class-order", type=_ints, help=_help("class_order") + ", e.g. 3,0,2,1")
     p.add_argument("--class-order-seed", type=int, help=_help("class_order_seed"))
     p.add_argument("--backbone", help=_help("backbone") + " (default minilm)")
@@ -151,16 +154,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from retain.backbones import PACKAGED, TINY
     from retain.data import BENCHMARKS
     from retain.methods import REGISTRY
 
     print("methods:")
     for name, cls in REGISTRY.items():
-        print(f"  {name:<14} {cls.description} [head: {cls.default_head}]")
+        print(f"  {name:<14} {cls.description} [head: {cls.default_head}; "
+              f"{', '.join(cls.kinds)}]")
     print("benchmarks:")
     for name, benchmark in BENCHMARKS.items():
-        print(f"  {name:<14} {benchmark.description}")
-    print("profiles: " + ", ".join(PROFILES))
+        print(f"  {name:<14} {benchmark.description} [{benchmark.kind}]")
+    print("backbones:")
+    for name, (_, description) in PACKAGED.items():
+        print(f"  {name:<14} {description}")
+    for name, description in TINY.items():
+        print(f"  {name:<14} {description}")
+    print("profiles: " + ", ".join(PROFILE_NAMES))
     return 0
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from retain.errors import RetainError
-from retain.profiles import get_profile
+from retain.profiles import pick_profile
 
 SCENARIOS = ("class", "task", "domain")
 HEADS = ("task-heads", "growing", "prototypes")
@@ -23,9 +24,21 @@ class RunConfig:
     data: str | None = field(
         default=None, metadata={"help": "CSV or JSON Lines file with `text` and `label` columns"})
     profile: str = field(default="quick", metadata={"help": "smoke, quick or full"})
-    scenario: str = field(default="class", metadata={"help": "class, task or domain incremental"})
+    scenario: str = field(default="class", metadata={
+        "help": "class, task or domain incremental (classification streams)"})
+    kind: str | None = field(default=None, metadata={
+        "help": "task kind: classification or lm (default: the benchmark's; user files: "
+                "classification, lm for a text file with a `task` column)"})
     classes_per_task: int | None = field(
-        default=None, metadata={"help": "classes per task for user data (default 5)"})
+        default=None, metadata={"help": "classes per task (default: the benchmark's or the "
+                                        "profile's, else 5)"})
+    cap: int | None = field(default=None, metadata={
+        "help": "items kept per class (lm: training sequences per task); default: the "
+                "profile's; 0 keeps all"})
+    test_cap: int | None = field(default=None, metadata={
+        "help": "lm: test sequences kept per task (default: the profile's; 0 keeps all)"})
+    tasks: int | None = field(default=None, metadata={
+        "help": "number of tasks kept (default: the profile's, else all)"})
     class_order: list[int] | None = field(
         default=None, metadata={"help": "explicit class order (indices of the sorted labels)"})
     class_order_seed: int | None = field(
@@ -37,6 +50,9 @@ class RunConfig:
     head: str | None = field(
         default=None, metadata={"help": "task-heads, growing or prototypes (default: method's)"})
     epochs: int | None = field(default=None, metadata={"help": "override of the profile's epochs"})
+    steps: int | None = field(default=None, metadata={
+        "help": "optimiser steps per task in place of epochs (default: the profile's; 0: "
+                "epochs decide)"})
     batch_size: int | None = field(default=None, metadata={"help": "override of the profile"})
     max_length: int | None = field(default=None, metadata={"help": "override of the profile"})
     lr: float | None = field(default=None, metadata={"help": "learning rate (default: method's)"})
@@ -54,46 +70,87 @@ class RunConfig:
     out: str = field(default="runs/latest", metadata={"help": "output directory"})
 
     def resolved(self) -> RunConfig:
-        """Fill every default that depends on the profile, benchmark or method."""
+        """Fill every default that depends on the benchmark, the task kind, the profile or the
+        method, here and nowhere else; the result is what ``results.json`` saves."""
+        from retain.data import BENCHMARKS
+        from retain.kinds import get_kind
         from retain.methods import get_method_class
 
         cls = get_method_class(self.method)
-        prof = get_profile(self.profile)
-        if self.scenario not in SCENARIOS:
-            raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
-                              f"{', '.join(SCENARIOS)}")
         if self.data is None and self.benchmark is None:
             raise RetainError("nothing to run on: give --benchmark NAME or --data FILE")
-        head = self.head or cls.default_head
-        if head not in HEADS:
-            raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
+        bench = None
+        if self.data is None:
+            if self.benchmark not in BENCHMARKS:
+                raise RetainError(f"unknown benchmark '{self.benchmark}': choose one of "
+                                  f"{', '.join(BENCHMARKS)} or give --data FILE")
+            bench = BENCHMARKS[self.benchmark]
+            if self.kind not in (None, bench.kind):
+                raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
+                                  f"{self.kind}")
+        kind = get_kind(bench.kind if bench else self.kind or "classification")
+        if kind.name not in cls.kinds:
+            raise RetainError(f"method {cls.name} cannot serve '{kind.name}' streams ("
+                              f"{cls.kinds_reason}); choose another --method (`retain list`)")
+        prof = bench.profile(self.profile) if bench else pick_profile(kind.profiles,
+                                                                      self.profile)
+        lm = kind.name == "lm"
+        if lm:
+            if self.head not in (None, "none"):
+                raise RetainError(f"language-modelling streams have no head; drop --head "
+                                  f"{self.head}")
+            head = "none"
+        else:
+            head = self.head or cls.default_head
+            if head not in HEADS:
+                raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
+            if self.scenario not in SCENARIOS:
+                raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
+                                  f"{', '.join(SCENARIOS)}")
         method_config = cls.config_class.from_options(self.method_options)
         lr = self.lr if self.lr is not None else cls.default_lr
+        image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(
             self,
             benchmark=None if self.data else self.benchmark,
-            backbone=self.backbone or "minilm",
+            kind=kind.name,
+            scenario="lm" if lm else self.scenario,
+            backbone=self.backbone or ("tiny-vit" if image_folder else prof.backbone),
             head=head,
+            classes_per_task=None if lm else (self.classes_per_task or prof.classes_per_task
+                                              or (bench and bench.classes_per_task) or 5),
+            cap=_cap(self.cap, prof.cap),
+            test_cap=_cap(self.test_cap, prof.test_cap),
+            tasks=_cap(self.tasks, prof.groups),
+            steps=_cap(self.steps, prof.steps),
             epochs=self.epochs if self.epochs is not None else prof.epochs,
             batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
             head_lr=self.head_lr if self.head_lr is not None else lr,
-            class_order_seed=self._order_seed(),
+            class_order_seed=None if lm else self._order_seed(bench),
             retention_limit=(self.retention_limit if self.retention_limit is not None
                              else 60 if self.profile == "smoke" else None),
             method_options=dataclasses.asdict(method_config),
         )
 
-    def _order_seed(self) -> int:
+    def _order_seed(self, bench) -> int:
         if self.class_order_seed is not None:
             return self.class_order_seed
-        if self.data:
-            return self.seed
-        from retain.data.wordnet import DEFAULT_ORDER_SEED
-
-        return DEFAULT_ORDER_SEED
+        if bench is not None and bench.class_order_seed is not None:
+            return bench.class_order_seed
+        return self.seed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+
+def _cap(value: int | None, default: int | None) -> int | None:
+    """A count option: the profile's default when not given, and 0 meaning none (all)."""
+    if value is None:
+        return default
+    if value < 0:
+        raise RetainError(f"counts (--cap, --test-cap, --tasks, --steps) must be 0 or more, got "
+                          f"{value}")
+    return value or None

@@ -27,32 +27,36 @@ from retain.config import RunConfig
 from retain.data import build_stream
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
+from retain.kinds import get_kind, perplexity
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod
-from retain.retention import probe, retention
+from retain.retention import retention_after, retention_probe
 
 
 class _Items(Dataset):
     def __init__(self, splits: list[Split]):
-        self.texts = [t for s in splits for t in s.texts]
+        self.items = [t for s in splits for t in s.items]
         self.labels = np.concatenate([s.labels for s in splits]) if splits else np.zeros(0, int)
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[str, int]:
-        return self.texts[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[dict, int]:
+        return self.items[i], int(self.labels[i])
 
 
 @dataclass
 class _Collate:
+    """The backbone batches the items (tokenizer, image processor); classification adds the
+    class labels (token sequences carry their own)."""
+
     backbone: Backbone
     max_length: int
 
-    def __call__(self, items: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
-        texts, labels = zip(*items, strict=True)
-        batch = self.backbone.tokenize(list(texts), self.max_length)
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    def __call__(self, items: list[tuple[dict, int]]) -> dict[str, torch.Tensor]:
+        things, labels = zip(*items, strict=True)
+        batch = self.backbone.batch(list(things), self.max_length)
+        batch.setdefault("labels", torch.tensor(labels, dtype=torch.long))
         return batch
 
 
@@ -74,6 +78,7 @@ class Engine:
     def __init__(self, cfg: RunConfig, stream: Stream, backbone: Backbone,
                  method: ContinualMethod, accelerator: Accelerator, progress: bool):
         self.cfg, self.stream, self.backbone, self.method = cfg, stream, backbone, method
+        self.kind = get_kind(stream.kind)
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
 
@@ -96,35 +101,62 @@ class Engine:
         self.method.to(self.acc.device)  # hooks may add modules (heads, branches)
         return time.perf_counter() - start
 
-    def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
+    def optimiser(self) -> tuple[torch.optim.Optimizer | None, int]:
+        """AdamW over the method's trainable parameters: the backbone group at ``lr``, the head
+        group at ``head_lr``; and how many numbers it trains."""
         groups = self.method.trainable_parameters()
-        n_params = sum(p.numel() for g in groups for p in g["params"])
+        n_params = sum(p.numel() for params in groups.values() for p in params)
+        lrs = {"backbone": self.cfg.lr, "head": self.cfg.head_lr}
+        unknown = set(groups) - set(lrs)
+        if unknown:
+            raise TypeError(f"trainable_parameters() groups are 'backbone' and 'head', got "
+                            f"{sorted(unknown)}")
+        if not n_params:
+            return None, 0
+        return torch.optim.AdamW([{"params": p, "lr": lrs[g]} for g, p in groups.items()],
+                                 lr=self.cfg.lr, weight_decay=self.cfg.weight_decay), n_params
+
+    def batches(self, data: DataLoader, task: Task):
+        """``epochs`` passes over the data, or exactly ``steps`` batches (reshuffled each pass)."""
+        if self.cfg.steps is None:
+            for _ in range(self.cfg.epochs):
+                yield from data
+            return
+        done = 0
+        while True:
+            for batch in data:
+                yield batch
+                done += 1
+                if done == self.cfg.steps:
+                    return
+
+    def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
+        opt, n_params = self.optimiser()
         record.trainable_parameters = max(record.trainable_parameters, n_params)
-        if not splits or n_params == 0:
+        if not splits or opt is None:
             return {"steps": 0, "train_seconds": 0.0, "last_loss": None}
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         model, opt = self.acc.prepare(self.method, opt)
         data = self.loader(splits, shuffle=True, seed=self.cfg.seed * 100_003 + task.index)
         model.train()
         steps, loss_value, start = 0, float("nan"), time.perf_counter()
-        bar = tqdm(total=self.cfg.epochs * len(data), disable=not self.progress, leave=False,
+        total = self.cfg.steps or self.cfg.epochs * len(data)
+        bar = tqdm(total=total, disable=not self.progress, leave=False,
                    desc=f"task {task.index + 1}/{len(self.stream)}", unit="step")
-        for _ in range(self.cfg.epochs):
-            for batch in data:
-                t0 = time.perf_counter()
-                with self.acc.autocast():  # prepare() wraps forward only the first time a
-                    loss = model(batch)    # single-process model is prepared
-                self.acc.backward(loss)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                loss_value = float(loss.detach())
-                if not np.isfinite(loss_value):
-                    raise RetainError(f"the loss became {loss_value} on task {task.index + 1}: "
-                                      "lower the learning rate (--lr) or use --mixed-precision no")
-                record.step_seconds.append(time.perf_counter() - t0)
-                steps += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss_value:.3f}")
+        for batch in self.batches(data, task):
+            t0 = time.perf_counter()
+            with self.acc.autocast():  # prepare() wraps forward only the first time a
+                loss = model(batch)    # single-process model is prepared
+            self.acc.backward(loss)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss_value = float(loss.detach())
+            if not np.isfinite(loss_value):
+                raise RetainError(f"the loss became {loss_value} on task {task.index + 1}: "
+                                  "lower the learning rate (--lr) or use --mixed-precision no")
+            record.step_seconds.append(time.perf_counter() - t0)
+            steps += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3f}")
         bar.close()
         seconds = time.perf_counter() - start
         self.acc.unwrap_model(model, keep_fp32_wrapper=False)
@@ -132,9 +164,17 @@ class Engine:
         return {"steps": steps, "train_seconds": seconds, "last_loss": loss_value}
 
     @torch.no_grad()
-    def evaluate(self, tasks: list[Task]) -> tuple[list[float], list[float]]:
-        """Class-incremental and task-incremental accuracy on each task's test set."""
+    def evaluate(self, tasks: list[Task]) -> dict[str, list[float]]:
+        """One row of each score matrix of the task kind: ``matrix`` (class-incremental
+        accuracy, or perplexity) and, for classification, ``task_incremental``."""
         self.method.eval()
+        if self.kind.name == "lm":
+            rows = []
+            for task in tasks:
+                with self.acc.autocast():
+                    rows.append(perplexity(self.loader([task.test], even=False),
+                                           self.method.predict))
+            return {"matrix": rows}
         cil, til = [], []
         for task in tasks:
             correct = np.zeros(2)
@@ -155,7 +195,7 @@ class Engine:
                 total += len(labels)
             cil.append(correct[0] / total)
             til.append(correct[1] / total)
-        return cil, til
+        return {"matrix": cil, "task_incremental": til}
 
     def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
@@ -165,17 +205,20 @@ class Engine:
         fit = self.train(task, [t.train for t in self.method.training_tasks(task, seen)], record)
         boundary += self.boundary(self.method.end_task, task)
         t0 = time.perf_counter()
-        cil, til = self.evaluate(seen)
-        record.rows.append(cil)
-        record.til_rows.append(til)
+        rows = self.evaluate(seen)
+        record.rows.append(rows["matrix"])
+        if "task_incremental" in rows:
+            record.til_rows.append(rows["task_incremental"])
+        score = float(np.mean(rows["matrix"]))
         record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
                                 "boundary_seconds": boundary,
                                 "eval_seconds": time.perf_counter() - t0,
-                                "accuracy": float(np.mean(cil))})
+                                self.kind.score: score})
         record.wall_seconds += time.perf_counter() - start
         if self.progress:
-            tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): accuracy "
-                       f"{np.mean(cil):.3f}, {fit['steps']} steps in {fit['train_seconds']:.1f}s")
+            tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): "
+                       f"{self.kind.score} {score:.3f}, {fit['steps']} steps in "
+                       f"{fit['train_seconds']:.1f}s")
 
 
 def _versions() -> dict[str, str]:
@@ -219,8 +262,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def build_method(cfg: RunConfig) -> ContinualMethod:
     cls = get_method_class(cfg.method)
-    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head, lr=cfg.lr,
-               head_lr=cfg.head_lr)
+    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head)
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -273,15 +315,19 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
-    stream = build_stream(cfg)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
-    untouched = probe(backbone.embed, cfg.retention_limit) if cfg.retention else None
+    if cfg.kind == "lm" and backbone.modality != "causal-lm":
+        raise RetainError(f"a language-modelling stream needs a causal LM backbone; "
+                          f"'{cfg.backbone}' is a {backbone.modality} model (try --backbone "
+                          "smollm2 or tiny-llama)")
+    stream = build_stream(cfg, backbone)
+    untouched = retention_probe(backbone, cfg) if cfg.retention else None
     method = build_method(cfg)
     method.prepare(backbone, stream)
     record, start = Record(), 0
     if saved:
         method.load_state(saved["method_state"])
-        checkpoint.load_weights(ckpt_dir, method, saved, method.backbone_tensor_names())
+        checkpoint.load_weights(ckpt_dir, method, saved)
         record, start = Record(**saved["record"]), saved["tasks_done"]
     method.to(accelerator.device)
     engine = Engine(cfg, stream, backbone, method, accelerator, progress)
@@ -294,8 +340,9 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         accelerator.wait_for_everyone()
     ret = None
     if untouched is not None:
-        adapted = probe(lambda texts: backbone.embed(texts, method.model), cfg.retention_limit)
-        ret = retention(untouched, adapted)
+        method.eval()
+        with accelerator.autocast():
+            ret = retention_after(untouched, backbone, method, cfg)
     results = _results(cfg, stream, method, record, ret, accelerator)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -305,13 +352,18 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
 
 def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,
              ret: dict | None, accelerator: Accelerator) -> dict[str, Any]:
+    """``results.json``: one schema for every task kind; ``score`` names the matrix and its
+    direction."""
+    kind = get_kind(stream.kind)
     sizes = [len(t.test) for t in stream.tasks]
 
     def summary(matrix: list[list[float]]) -> dict[str, Any]:
-        out = metrics.summary(matrix, sizes)
+        out = metrics.summary(matrix, sizes, kind.score, kind.higher_is_better)
         if not method.continual:  # rows before the last are the untrained model
-            for key in ("average_incremental_accuracy", "forgetting", "bwt", "plasticity"):
-                out[key] = float("nan")
+            for key in (f"average_incremental_{kind.score}", "forgetting", "bwt", "plasticity",
+                        "relative_forgetting"):
+                if key in out:
+                    out[key] = float("nan")
         return out
 
     task_il = cfg.scenario == "task"
@@ -323,20 +375,22 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "method": cfg.method,
         "head": cfg.head,
         "scenario": cfg.scenario,
+        "kind": kind.name,
         "stream": stream.name,
         "config": cfg.to_dict(),
         "class_order": stream.class_order,
         "class_names": stream.class_names,
         "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
                    "test": len(t.test)} for t in stream.tasks],
-        "accuracy_matrix": rows,
+        "score": {"name": kind.score, "direction": kind.direction},
+        "matrix": rows,
         "metrics": summary(rows),
     }
-    if cfg.scenario != "domain":
-        results["task_incremental_accuracy_matrix"] = record.til_rows
+    if kind.name == "classification" and cfg.scenario != "domain":
+        results["task_incremental_matrix"] = record.til_rows
         results["task_incremental_metrics"] = summary(record.til_rows)
         if task_il:
-            results["class_incremental_accuracy_matrix"] = record.rows
+            results["class_incremental_matrix"] = record.rows
     results["retention"] = ret
     steps = record.step_seconds
     results["cost"] = {

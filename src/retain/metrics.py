@@ -1,8 +1,13 @@
-"""Continual-learning metrics: pure functions of the accuracy matrix (``specs/metrics.md``).
+"""Continual-learning metrics: pure functions of a score matrix and its direction
+(``specs/metrics.md``).
 
-``R[t][i]`` is the accuracy on task ``i`` after training through task ``t`` (0-based here; the
-spec counts from 1). ``R`` is given as a list of rows, row ``t`` holding ``t + 1`` entries, or as a
-square array whose entries above the diagonal are ignored.
+``R[t][i]`` is the score on task ``i`` after training through task ``t`` (0-based here; the spec
+counts from 1): accuracy (higher is better) or perplexity (lower is better). ``R`` is given as a
+list of rows, row ``t`` holding ``t + 1`` entries, or as a square array whose entries above the
+diagonal are ignored. With ``higher_is_better=False`` the summary figures keep their names and
+read the matrix with the direction reversed, so that a positive forgetting still means something
+was lost: forgetting ``mean_i (P[T][i] - min_{t in [i, T-1]} P[t][i])`` and BWT
+``mean_i (P[i][i] - P[T][i])``.
 """
 
 from __future__ import annotations
@@ -45,27 +50,46 @@ def average_incremental_accuracy(R: Matrix) -> float:
     return float(np.mean(accuracy_per_task(R)))
 
 
-def forgetting(R: Matrix) -> float:
-    """Chaudhry et al.: mean over old tasks of (best accuracy before the last task - final)."""
-    M = as_square(R)
+def _sign(higher_is_better: bool) -> float:
+    return 1.0 if higher_is_better else -1.0
+
+
+def forgetting(R: Matrix, higher_is_better: bool = True) -> float:
+    """Chaudhry et al.: mean over old tasks of (best score before the last task - final),
+    signed so that a positive value means lost (for perplexity: final - lowest)."""
+    M, s = as_square(R), _sign(higher_is_better)
     T = len(M)
     if T < 2:
         return float("nan")  # undefined with one task
-    return float(np.mean([np.max(M[i:T - 1, i]) - M[T - 1, i] for i in range(T - 1)]))
+    best = np.max if higher_is_better else np.min
+    return float(np.mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) for i in range(T - 1)]))
 
 
-def forgetting_from_first(R: Matrix) -> float:
-    """Avalanche's stream forgetting: mean of (accuracy just after learning - final)."""
-    M = as_square(R)
+def relative_forgetting(R: Matrix, higher_is_better: bool = True) -> float:
+    """:func:`forgetting` with each term divided by the best score before the last task."""
+    M, s = as_square(R), _sign(higher_is_better)
     T = len(M)
     if T < 2:
         return float("nan")
-    return float(np.mean([M[i, i] - M[T - 1, i] for i in range(T - 1)]))
+    best = np.max if higher_is_better else np.min
+    return float(np.mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) / best(M[i:T - 1, i])
+                          for i in range(T - 1)]))
 
 
-def bwt(R: Matrix) -> float:
-    """GEM backward transfer: mean of (final - just after learning); negative = forgot."""
-    return -forgetting_from_first(R)
+def forgetting_from_first(R: Matrix, higher_is_better: bool = True) -> float:
+    """Avalanche's stream forgetting: mean of (score just after learning - final), signed so
+    that positive = lost."""
+    M, s = as_square(R), _sign(higher_is_better)
+    T = len(M)
+    if T < 2:
+        return float("nan")
+    return float(np.mean([s * (M[i, i] - M[T - 1, i]) for i in range(T - 1)]))
+
+
+def bwt(R: Matrix, higher_is_better: bool = True) -> float:
+    """GEM backward transfer: mean of (final - just after learning) for accuracy, (just after
+    - final) for perplexity; negative = forgot."""
+    return -forgetting_from_first(R, higher_is_better)
 
 
 def fwt(R_full: Matrix, baseline: Sequence[float]) -> float:
@@ -87,16 +111,22 @@ def plasticity(R: Matrix) -> float:
     return float(np.mean(np.diag(M)))
 
 
-def summary(R: Matrix, test_sizes: Sequence[int] | None = None) -> dict[str, float]:
+def summary(R: Matrix, test_sizes: Sequence[int] | None = None, score: str = "accuracy",
+            higher_is_better: bool = True) -> dict[str, float]:
+    """The summary figures of a score matrix, named after the score (``final_accuracy``,
+    ``final_perplexity``, ...)."""
     out = {
-        "final_accuracy": final_accuracy(R),
-        "average_incremental_accuracy": average_incremental_accuracy(R),
-        "forgetting": forgetting(R),
-        "bwt": bwt(R),
+        f"final_{score}": final_accuracy(R),
+        f"average_incremental_{score}": average_incremental_accuracy(R),
+        "forgetting": forgetting(R, higher_is_better),
+        "bwt": bwt(R, higher_is_better),
         "plasticity": plasticity(R),
-        "accuracy_per_task": accuracy_per_task(R),
+        f"{score}_per_task": accuracy_per_task(R),
     }
-    if test_sizes is not None:
+    if not higher_is_better:
+        out["relative_forgetting"] = relative_forgetting(R, higher_is_better)
+        out[f"final_{score}_geometric"] = float(np.exp(np.mean(np.log(as_square(R)[-1]))))
+    if test_sizes is not None and higher_is_better:
         sw = sample_weighted_accuracy_per_task(R, test_sizes)
-        out["final_accuracy_sample_weighted"] = sw[-1]
+        out[f"final_{score}_sample_weighted"] = sw[-1]
     return out

@@ -1,4 +1,5 @@
-"""Profiles: how much of a benchmark to use and how long to train on each task. Data and
+"""Profiles: how much of a stream to use and how long to train on each task. Every benchmark
+registers its own table; the user's files use the table of their task kind. Data and
 configuration both read them; this module imports nothing of the package but its errors."""
 
 from __future__ import annotations
@@ -10,18 +11,26 @@ from retain.errors import RetainError
 
 @dataclass(frozen=True)
 class Profile:
-    """How much of a benchmark to use and how long to train on each task."""
+    """How much of a stream to use and how long to train on each task."""
 
     name: str
-    cap: int | None = field(metadata={"help": "items kept per class before the split (None: all)"})
+    cap: int | None = field(metadata={
+        "help": "classification: items kept per class before the split; language modelling: "
+                "training sequences kept per task (None: all)"})
     groups: int | None = field(metadata={"help": "number of tasks kept (None: all)"})
     classes_per_task: int | None = field(metadata={"help": "override of the benchmark's value"})
-    max_length: int = field(metadata={"help": "tokens per text after truncation"})
+    max_length: int = field(metadata={"help": "tokens per text after truncation (LM: sequence "
+                                              "length)"})
     epochs: int = field(metadata={"help": "passes over each task's training data"})
     batch_size: int = field(metadata={"help": "training and evaluation batch size"})
+    steps: int | None = field(default=None, metadata={
+        "help": "optimiser steps per task, in place of epochs (None: epochs decide)"})
+    test_cap: int | None = field(default=None, metadata={
+        "help": "language modelling: test sequences kept per task (None: all)"})
+    backbone: str = field(default="minilm", metadata={"help": "default backbone"})
 
 
-PROFILES: dict[str, Profile] = {
+CLASSIFICATION_PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", cap=20, groups=3, classes_per_task=3, max_length=32, epochs=1,
                      batch_size=8),
     "quick": Profile("quick", cap=300, groups=None, classes_per_task=None, max_length=48,
@@ -30,8 +39,21 @@ PROFILES: dict[str, Profile] = {
                     epochs=5, batch_size=32),
 }
 
+# language modelling (lm3 and the user's text files with a `task` column): 64-token sequences
+LM_PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", cap=16, groups=None, classes_per_task=None, max_length=64,
+                     epochs=1, batch_size=4, steps=4, test_cap=8, backbone="tiny-llama"),
+    "quick": Profile("quick", cap=400, groups=None, classes_per_task=None, max_length=64,
+                     epochs=1, batch_size=8, steps=60, test_cap=64, backbone="smollm2"),
+    "full": Profile("full", cap=None, groups=None, classes_per_task=None, max_length=64,
+                    epochs=1, batch_size=8, test_cap=None, backbone="smollm2"),
+}
 
-def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise RetainError(f"unknown profile '{name}': choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+PROFILE_NAMES = ("smoke", "quick", "full")
+
+
+def pick_profile(table: dict[str, Profile], name: str, owner: str = "") -> Profile:
+    if name not in table:
+        where = f" of {owner}" if owner else ""
+        raise RetainError(f"unknown profile '{name}'{where}: choose one of {', '.join(table)}")
+    return table[name]

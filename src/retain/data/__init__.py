@@ -1,20 +1,23 @@
 """Continual streams: built-in benchmarks (each registers itself) and the user's own files."""
 
-from retain.data import wordnet  # noqa: F401  (registers wordnet45)
+from retain.data import lm3, wordnet  # noqa: F401  (register wordnet45 and lm3)
 from retain.data.files import file_stream
 from retain.data.stream import BENCHMARKS, Split, Stream, Task
 from retain.errors import RetainError
-from retain.profiles import get_profile
+from retain.profiles import pick_profile
 
 
-def build_stream(config) -> Stream:
-    """The stream a resolved :class:`~retain.config.RunConfig` names: the user's file, or a
-    registered benchmark."""
-    profile = get_profile(config.profile)
+def build_stream(config, backbone=None) -> Stream:
+    """The stream a resolved :class:`~retain.config.RunConfig` names: the user's file or image
+    folder, or a registered benchmark. Token streams (lm) need the backbone's tokenizer."""
+    from retain.kinds import get_kind
+
     if config.data:
-        stream = file_stream(config, profile)
+        stream = file_stream(config, pick_profile(get_kind(config.kind).profiles,
+                                                  config.profile), backbone)
     elif config.benchmark in BENCHMARKS:
-        stream = BENCHMARKS[config.benchmark].build(config, profile)
+        bench = BENCHMARKS[config.benchmark]
+        stream = bench.build(config, bench.profile(config.profile), backbone)
     else:
         raise RetainError(f"unknown benchmark '{config.benchmark}': choose one of "
                           f"{', '.join(BENCHMARKS)} or give --data FILE")

@@ -1,9 +1,16 @@
-"""The user's own labelled data: CSV or JSON Lines with ``text`` and ``label`` columns.
+"""The user's own data.
 
-Optional columns: ``split`` (``train`` / ``test``; otherwise 80/20 per class) and ``domain``
-(required for ``--scenario domain``: one task per domain, in order of first appearance).
-Labels are strings or integers; classes are the sorted distinct labels, and class order indices
-refer to that sorted list.
+- Classification: CSV or JSON Lines with ``text`` and ``label`` columns. Optional columns:
+  ``split`` (``train`` / ``test``; otherwise 80/20 per class) and ``domain`` (required for
+  ``--scenario domain``: one task per domain, in order of first appearance). Labels are strings
+  or integers; classes are the sorted distinct labels, and class order indices refer to that
+  sorted list.
+- Language modelling (``--kind lm``): CSV or JSON Lines with ``text`` and ``task`` columns; one
+  task per distinct ``task`` value, in order of first appearance, its texts made into sequences
+  as lm3 does (``retain.data.lm3``).
+- Images: a directory (``retain.data.images``).
+
+The profile's caps apply to the user's data as to a benchmark's.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from retain.data.stream import (
     class_incremental,
     class_order_for,
     domain_incremental,
+    resolved_profile,
     split_per_class,
 )
 from retain.errors import RetainError
@@ -35,6 +43,9 @@ def read_records(path: str | Path) -> list[dict]:
 
 def _read_records(path: str | Path) -> list[dict]:
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise RetainError(f"'{path}' is a directory: --data takes a CSV / JSON Lines file, or "
+                          "an image folder with one sub-folder per class")
     if not p.is_file():
         raise RetainError(f"data file '{path}' does not exist")
     suffix = p.suffix.lower()
@@ -70,7 +81,41 @@ def _label_key(value) -> tuple:
     raise ValueError
 
 
-def file_stream(config, profile: Profile) -> Stream:
+def file_stream(config, profile: Profile, backbone=None) -> Stream:
+    """The stream of ``config.data`` (a file, or an image directory)."""
+    profile = resolved_profile(config, profile)
+    if Path(config.data).expanduser().is_dir():
+        from retain.data.images import image_stream
+
+        return image_stream(config, profile)
+    if config.kind == "lm":
+        return lm_file_stream(config, profile, backbone)
+    return classification_file_stream(config, profile)
+
+
+def lm_file_stream(config, profile: Profile, backbone) -> Stream:
+    from retain.data.lm3 import lm_stream
+
+    path = config.data
+    rows = read_records(path)
+    if not rows:
+        raise RetainError(f"data file '{path}' has no rows")
+    for col in ("text", "task"):
+        if col not in rows[0]:
+            raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
+                              f"{', '.join(rows[0])}); a language-modelling stream needs 'text' "
+                              "and 'task' (one task per distinct value)")
+    domains: dict[str, list[str]] = {}
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise RetainError(f"{path}: row {n}: empty or missing text")
+        if row.get("task") in (None, ""):
+            raise RetainError(f"{path}: row {n}: empty or missing task")
+        domains.setdefault(str(row["task"]), []).append(row["text"])
+    return lm_stream(Path(path).name, domains, backbone.tokenizer, profile)
+
+
+def classification_file_stream(config, profile: Profile) -> Stream:
     path = config.data
     rows = read_records(path)
     if not rows:
@@ -92,6 +137,8 @@ def file_stream(config, profile: Profile) -> Stream:
     index = {k: i for i, k in enumerate(classes)}
     names = [str(k[1]) if k[0] == 0 else k[2] for k in classes]
     labels = np.asarray([index[k] for k in keys])
+    keep = capped(labels, profile.cap)  # the profile's cap: first items of each class
+    rows, labels = [rows[i] for i in keep], labels[keep]
     texts = [r["text"] for r in rows]
     domains = None
     if config.scenario == "domain":
@@ -112,10 +159,18 @@ def file_stream(config, profile: Profile) -> Stream:
         train_idx, _ = split_per_class(groups, None)
         is_train = np.isin(np.arange(len(rows)), train_idx)
     name = Path(path).name
+    items = [{"text": t} for t in texts]
     if domains is not None:
         order = list(dict.fromkeys(domains))
-        return domain_incremental(name, texts, labels, names, domains, order, is_train)
-    k = 5 if config.classes_per_task is None else config.classes_per_task
+        return domain_incremental(name, items, labels, names, domains, order, is_train)
     order = class_order_for(len(classes), config.class_order_seed, config.class_order)
-    return class_incremental(name, texts, labels, names, order, k, is_train,
-                             scenario=config.scenario)
+    return class_incremental(name, items, labels, names, order, profile.classes_per_task,
+                             is_train, groups=profile.groups, scenario=config.scenario)
+
+
+def capped(labels: np.ndarray, cap: int | None) -> np.ndarray:
+    """Indices that keep the first ``cap`` items of each class in file order (all: None)."""
+    if cap is None:
+        return np.arange(len(labels))
+    keep = np.concatenate([np.flatnonzero(labels == c)[:cap] for c in np.unique(labels)])
+    return np.sort(keep)

@@ -9,6 +9,7 @@ uses its first ``num_classes`` entries.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,18 +17,23 @@ from typing import Any
 import numpy as np
 
 from retain.errors import RetainError
-from retain.profiles import Profile
+from retain.profiles import CLASSIFICATION_PROFILES, Profile, pick_profile
 
 
 @dataclass
 class Split:
-    """Texts and their (stream-position) labels."""
+    """Items (dicts: ``{"text": ...}``, ``{"image": path}`` or ``{"input_ids": [...]}``) and
+    their stream-position labels (zeros in a language-modelling stream)."""
 
-    texts: list[str]
+    items: list[dict[str, Any]]
     labels: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.items)
+
+    @classmethod
+    def of_texts(cls, texts: list[str], labels: np.ndarray) -> Split:
+        return cls([{"text": t} for t in texts], np.asarray(labels))
 
 
 @dataclass
@@ -46,10 +52,11 @@ class Task:
 @dataclass
 class Stream:
     name: str
-    scenario: str
+    scenario: str  # class, task or domain; "lm" for a language-modelling stream
     class_names: list[str]
     class_order: list[int]
     tasks: list[Task] = field(default_factory=list)
+    kind: str = "classification"  # or "lm" (see retain.kinds)
 
     @property
     def num_classes(self) -> int:
@@ -87,11 +94,11 @@ def class_order_for(num_classes: int, seed: int | None, order: list[int] | None)
     return [int(c) for c in np.random.RandomState(seed).permutation(num_classes)]
 
 
-def _subset(texts: list[str], labels: np.ndarray, idx: np.ndarray) -> Split:
-    return Split([texts[i] for i in idx], labels[idx])
+def _subset(items: list[dict], labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split([items[i] for i in idx], labels[idx])
 
 
-def class_incremental(name: str, texts: list[str], labels: np.ndarray, class_names: list[str],
+def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_names: list[str],
                       order: list[int], classes_per_task: int, is_train: np.ndarray,
                       groups: int | None = None, scenario: str = "class") -> Stream:
     """Tasks are consecutive groups of ``classes_per_task`` classes of ``order``."""
@@ -109,14 +116,14 @@ def class_incremental(name: str, texts: list[str], labels: np.ndarray, class_nam
         classes = list(range(t * classes_per_task, min((t + 1) * classes_per_task, len(used))))
         member = np.isin(pos_labels, classes)
         tr, te = np.flatnonzero(member & is_train), np.flatnonzero(member & ~is_train)
-        task = Task(t, classes, _subset(texts, pos_labels, tr), _subset(texts, pos_labels, te),
+        task = Task(t, classes, _subset(items, pos_labels, tr), _subset(items, pos_labels, te),
                     name="+".join(class_names[order[c]] for c in classes))
         _check_task(task)
         stream.tasks.append(task)
     return stream
 
 
-def domain_incremental(name: str, texts: list[str], labels: np.ndarray, class_names: list[str],
+def domain_incremental(name: str, items: list[dict], labels: np.ndarray, class_names: list[str],
                        domains: list[str], domain_order: list[str], is_train: np.ndarray) -> Stream:
     """One task per domain; every task has the same classes (all of them)."""
     dom = np.asarray(domains)
@@ -124,8 +131,8 @@ def domain_incremental(name: str, texts: list[str], labels: np.ndarray, class_na
     for t, d in enumerate(domain_order):
         member = dom == d
         tr, te = np.flatnonzero(member & is_train), np.flatnonzero(member & ~is_train)
-        task = Task(t, list(range(len(class_names))), _subset(texts, labels, tr),
-                    _subset(texts, labels, te), name=str(d))
+        task = Task(t, list(range(len(class_names))), _subset(items, labels, tr),
+                    _subset(items, labels, te), name=str(d))
         _check_task(task)
         stream.tasks.append(task)
     return stream
@@ -140,19 +147,40 @@ def _check_task(task: Task) -> None:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A built-in benchmark: what it is, and its stream for a resolved config and profile."""
+    """A built-in benchmark: what it is, its task kind, its profiles and defaults, and its
+    stream for a resolved config, profile and backbone (token streams need the tokenizer)."""
 
     name: str
     description: str
-    build: Callable[[Any, Profile], Stream]
+    build: Callable[[Any, Profile, Any], Stream]
+    kind: str = "classification"
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    class_order_seed: int | None = None
+    classes_per_task: int | None = None
+
+    def profile(self, name: str) -> Profile:
+        return pick_profile(self.profiles, name, self.name)
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def register_benchmark(name: str, description: str):
-    """Decorator: register ``build(config, profile) -> Stream`` as the benchmark ``name``."""
-    def decorate(build: Callable[[Any, Profile], Stream]) -> Callable[[Any, Profile], Stream]:
-        BENCHMARKS[name] = Benchmark(name, description, build)
+def resolved_profile(config, profile: Profile) -> Profile:
+    """The profile with the resolved config's own values (the caps, task count and classes
+    per task that ``RunConfig.resolved`` saved) in place of the table's."""
+    return dataclasses.replace(profile, cap=config.cap, groups=config.tasks,
+                               classes_per_task=config.classes_per_task,
+                               max_length=config.max_length, test_cap=config.test_cap)
+
+
+def register_benchmark(name: str, description: str, kind: str = "classification",
+                       profiles: dict[str, Profile] | None = None,
+                       class_order_seed: int | None = None, classes_per_task: int | None = None):
+    """Decorator: register ``build(config, profile, backbone) -> Stream`` as ``name``, with its
+    profiles and the defaults the run config resolves from it."""
+    def decorate(build):
+        BENCHMARKS[name] = Benchmark(name, description, build, kind,
+                                     dict(profiles or CLASSIFICATION_PROFILES), class_order_seed,
+                                     classes_per_task)
         return build
     return decorate

@@ -18,6 +18,7 @@ from retain.data.stream import (
     class_incremental,
     class_order_for,
     register_benchmark,
+    resolved_profile,
     split_per_class,
 )
 from retain.errors import RetainError
@@ -67,14 +68,16 @@ def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None 
     idx = np.sort(np.concatenate([train_idx, test_idx]))
     is_train = np.isin(idx, train_idx)
     return class_incremental(
-        f"wordnet45/{profile.name}", [texts[i] for i in idx], labels[idx], names, class_order,
-        classes_per_task or profile.classes_per_task or 5, is_train, groups=profile.groups,
-        scenario=scenario)
+        f"wordnet45/{profile.name}", [{"text": texts[i]} for i in idx], labels[idx], names,
+        class_order, classes_per_task or profile.classes_per_task or 5, is_train,
+        groups=profile.groups, scenario=scenario)
 
 
 @register_benchmark("wordnet45", "WordNet 3.0 glosses by supersense: 45 classes in 9 tasks of 5 "
-                    "(text, offline)")
-def wordnet45_stream(config, profile: Profile) -> Stream:
-    """wordnet45 for a resolved run config."""
-    return wordnet45(profile, scenario=config.scenario, order_seed=config.class_order_seed,
-                     order=config.class_order, classes_per_task=config.classes_per_task)
+                    "(text classification, offline)", class_order_seed=DEFAULT_ORDER_SEED,
+                    classes_per_task=5)
+def wordnet45_stream(config, profile: Profile, backbone=None) -> Stream:
+    """wordnet45 for a resolved run config (its cap, task count and classes per task)."""
+    return wordnet45(resolved_profile(config, profile), scenario=config.scenario,
+                     order_seed=config.class_order_seed, order=config.class_order,
+                     classes_per_task=config.classes_per_task)

@@ -1,23 +1,33 @@
 """The lifecycle every continual method implements, its config base class, and the registry.
 
-One task, as the engine runs it::
+One run, as the engine drives it::
 
-    method.begin_task(task, batches)      # may read the task's training data (no labels needed)
-    for batch in training data:           # of method.training_tasks(task, seen)
-        loss = method(batch)              # == method.loss(batch); optimises trainable_parameters()
-    method.end_task(task, batches)        # merging, basis updates, prototypes
-    method.predict(batch)                 # logits over all classes seen so far (-inf elsewhere)
+    method.prepare(backbone, stream)      # once: adapt the backbone's model in place, the head
+    for task in stream:
+        method.begin_task(task, batches)  # may read the task's training data (no labels needed)
+        for batch in training data:       # of method.training_tasks(task, seen)
+            loss = method(batch)          # == method.loss(batch); the engine's optimiser steps
+                                          # method.trainable_parameters()
+        method.end_task(task, batches)    # merging, basis updates, prototypes
+        method.predict(batch, task_id)    # scores for the task kind (class logits, token logits)
+    method.represent(batch)               # what retention compares with the untouched backbone
 
-``prepare(backbone, stream)`` runs once before the first task; ``state()`` / ``load_state()``
-carry the structure a checkpoint needs beyond the tensors of ``state_dict()``. What a method
-stores beyond the untouched backbone (``stored_tensors()``: new tensors and backbone tensors whose
-values changed) is what checkpoints hold and what ``stored_parameters()`` counts.
+A method keeps one model object for the whole run (``self.model``, the backbone's own model):
+adapters are injected into it and merged inside it with ``peft`` tuners, never rebound.
+``model_tensors()`` declares which of its tensors the method changes or adds; with the method's
+own modules (head, memories) they are exactly what a checkpoint holds (``stored_tensors()``) and
+what ``stored_parameters()`` counts. ``state()`` / ``load_state()`` carry the structure a
+checkpoint needs beyond tensors.
+
+A new method must write ``wrap`` (or ``prepare``) and ``model_tensors``; it may write
+``begin_task``, ``end_task``, ``training_tasks``, ``loss``, ``predict``, ``represent``,
+``state`` / ``load_state`` and ``stored_parameters``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -71,7 +81,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 
 class ContinualMethod(nn.Module):
-    """A backbone (possibly wrapped with adapters), a head, and the lifecycle hooks."""
+    """A backbone (adapted in place), a head, and the lifecycle hooks."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -80,30 +90,39 @@ class ContinualMethod(nn.Module):
     default_lr: ClassVar[float] = 5e-4
     continual: ClassVar[bool] = True  # False: only the final row is meaningful (joint)
     task_aware_prediction: ClassVar[bool] = False  # predict() uses task_id when given
+    kinds: ClassVar[tuple[str, ...]] = ("classification", "lm")  # task kinds it serves
+    kinds_reason: ClassVar[str] = ""  # why not the others (for the error message)
     # parts of tensor names recomputed from the pretrained weights without data: checkpoints
     # keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: MethodConfig, head: str, lr: float, head_lr: float):
+    def __init__(self, config: MethodConfig, head: str):
         super().__init__()
         self.config = config
         self.head_scheme = head
-        self.lr, self.head_lr = lr, head_lr
+        self.tuner = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "tuner":  # a peft tuner wraps self.model: not a second registered module
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # --- lifecycle -------------------------------------------------------------------------
     def prepare(self, backbone: Backbone, stream: Stream) -> None:
-        """Wrap the backbone (adapters, freezing) and build the head; once, before task 1."""
+        """Adapt the backbone's model in place (adapters, freezing) and build the head; once,
+        before task 1."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
         self.num_tasks = len(stream)
-        tensors = backbone.model.state_dict(keep_vars=True).values()
-        self._original = {id(t): _fingerprint(t) for t in tensors}
-        self._original_rows = {id(t): _row_fingerprints(t) for t in tensors if t.dim() == 2}
-        self.model = self.wrap(backbone.model)
-        self.head = make_head(self.head_scheme, backbone.hidden_size, stream.num_classes)
+        self.kind = stream.kind
+        self.model = backbone.model  # the one model object of the run
+        self.wrap(self.model)
+        self.head = make_head(self.head_scheme if stream.kind == "classification" else "none",
+                              backbone.hidden_size, stream.num_classes)
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """Return the model to train (inject adapters, set ``requires_grad``)."""
-        return model
+    def wrap(self, model: nn.Module) -> None:
+        """Adapt ``model`` in place: inject adapters (keep the tuner in ``self.tuner``), set
+        ``requires_grad``."""
 
     def begin_task(self, task: Task, batches: Batches) -> None:
         self.head.begin_task(task)
@@ -116,30 +135,40 @@ class ContinualMethod(nn.Module):
         return self.backbone.features(batch, self.model)
 
     def loss(self, batch: Batch) -> torch.Tensor:
+        if self.kind == "lm":  # the model's own next-token loss (padding labelled -100)
+            return self.model(**batch).loss
         return self.head.loss(self.features(batch), batch["labels"])
 
     def forward(self, batch: Batch) -> torch.Tensor:  # what accelerate / DDP wrap
         return self.loss(batch)
 
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p in self.model.parameters() if p.requires_grad)
-
-    def trainable_parameters(self) -> list[dict[str, Any]]:
-        """Optimiser parameter groups: the backbone's trainable part, then the head."""
-        backbone = list(self.backbone_parameters())
+    def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """What a training step optimises, as ``{"backbone": [...], "head": [...]}``; the engine
+        owns the optimiser and gives each group its learning rate (``lr``, ``head_lr``)."""
+        backbone = [p for p in self.model.parameters() if p.requires_grad]
         head = [p for p in self.head.parameters() if p.requires_grad]
         if not backbone and not self.head.learns_alone:
-            return []
-        groups = [{"params": backbone, "lr": self.lr}, {"params": head, "lr": self.head_lr}]
-        return [g for g in groups if g["params"]]
+            return {}
+        return {k: v for k, v in (("backbone", backbone), ("head", head)) if v}
 
     def end_task(self, task: Task, batches: Batches) -> None:
         self.head.end_task(task, batches, self.features)
 
     def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
-        """Logits over every class of the stream (``-inf`` for unseen ones). Methods that set
-        ``task_aware_prediction`` use ``task_id`` (task-incremental evaluation)."""
+        """Classification: logits over every class of the stream (``-inf`` for unseen ones);
+        methods that set ``task_aware_prediction`` use ``task_id``. Language modelling:
+        next-token logits ``[B, L, V]``."""
+        if self.kind == "lm":
+            return self.backbone.token_logits(batch, self.model)
         return self.head.logits(self.features(batch))
+
+    def represent(self, batch: Batch) -> torch.Tensor:
+        """What retention compares with the untouched backbone: next-token logits of a causal
+        LM, pooled features of an encoder. A method whose modules sit beside the backbone
+        overrides this one hook."""
+        if self.backbone.modality == "causal-lm":
+            return self.backbone.token_logits(batch, self.model)
+        return self.features(batch)
 
     # --- checkpoints and costs -------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -148,48 +177,34 @@ class ContinualMethod(nn.Module):
     def load_state(self, state: dict[str, Any]) -> None:
         self.head.load_state(state["head"])
 
-    def _changed(self) -> Iterator[tuple[str, torch.Tensor]]:
-        for name, t in self.state_dict(keep_vars=True).items():
-            fp = self._original.get(id(t))
-            if fp is None or fp != _fingerprint(t):
-                yield name, t
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors of ``self.model`` this method changed or added (names as in
+        ``self.model.state_dict()``); the rest is rebuilt from the untouched backbone."""
+        return {}
 
     def stored_tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors needed beyond the untouched backbone to rebuild this method: new ones
-        (adapters, heads, prototypes) and backbone tensors whose values changed."""
-        return {name: t.detach() for name, t in self._changed()}
-
-    def backbone_tensor_names(self) -> set[str]:
-        """Names (in ``state_dict``) of the tensors that come from the pretrained backbone."""
-        return {n for n, t in self.state_dict(keep_vars=True).items() if id(t) in self._original}
+        """Exactly what a checkpoint holds (names as in ``self.state_dict()``): the method's own
+        modules (head, statistics) and the model tensors it declares."""
+        out = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        out.update({f"model.{k}": v for k, v in self.model_tensors().items()})
+        return out
 
     def stored_parameters(self) -> int:
-        """Numbers needed beyond the untouched backbone: new tensors in full and, of a changed
-        backbone matrix, its changed rows plus one index per row where that is smaller (a
-        row-sparse difference: PLATE changes ``r`` rows of each targeted matrix). Tensors named
-        in ``recomputed_tensors`` are not counted."""
-        total = 0
-        for name, t in self._changed():
-            if any(part in name for part in self.recomputed_tensors):
-                continue
-            rows = self._original_rows.get(id(t))
-            changed = 0 if rows is None else int((rows != _row_fingerprints(t)).any(1).sum())
-            total += t.numel() if rows is None else min(t.numel(), changed * (t.shape[1] + 1))
-        return total
+        """Numbers stored beyond the untouched backbone: every stored tensor once (tied tensors
+        count once), except those named in ``recomputed_tensors``."""
+        return count_unique(t for n, t in self.stored_tensors().items()
+                            if not any(part in n for part in self.recomputed_tensors))
 
 
-@torch.no_grad()
-def _fingerprint(t: torch.Tensor) -> tuple[float, ...]:
-    """Cheap summary that any training step or merge changes (sums in float64)."""
-    x = t.detach().flatten().double()
-    return (float(x.sum()), float((x * x).sum()), float(x[::7].sum()), float(x[1::3].sum()))
-
-
-@torch.no_grad()
-def _row_fingerprints(t: torch.Tensor) -> torch.Tensor:
-    """Per-row summary of a matrix (float64 sums), to count the rows a method changed."""
-    x = t.detach().double()
-    return torch.stack([x.sum(1), (x * x).sum(1), x[:, ::7].sum(1)], 1)
+def count_unique(tensors: Iterable[torch.Tensor]) -> int:
+    """Total size of tensors, each storage counted once (tied embeddings)."""
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel()
+    return total
 
 
 REGISTRY: dict[str, type[ContinualMethod]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from retain.data.stream import Task
@@ -43,19 +44,36 @@ def unknown_targets(model: nn.Module, targets: list[str]) -> RetainError:
                        f"layers are: {', '.join(linear_module_names(model))}")
 
 
-def peft_targets(targets: list[str]) -> list[str] | str:
-    """A method option's target list as ``peft`` takes it (``'all-linear'`` is a string)."""
+# the same projection under the names of BERT / ViT and of Llama-style decoders
+ALIASES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "attention.output.dense":
+           "o_proj", "intermediate.dense": "up_proj", "output.dense": "down_proj"}
+ALIASES.update({v: k for k, v in ALIASES.items()})
+
+
+def _matches(model: nn.Module, suffix: str) -> bool:
+    return any(isinstance(m, nn.Linear) and (n == suffix or n.endswith("." + suffix))
+               for n, m in model.named_modules())
+
+
+def peft_targets(targets: list[str], model: nn.Module | None = None) -> list[str] | str:
+    """A method option's target list as ``peft`` takes it (``'all-linear'`` is a string). With
+    ``model``, a name that matches no linear layer is replaced by its alias from the other
+    naming family when that one matches (``query`` -> ``q_proj`` on a Llama model, and back),
+    so the defaults serve encoders and decoders alike."""
     targets = list(targets)
-    return "all-linear" if targets == ["all-linear"] else targets
+    if targets == ["all-linear"]:
+        return "all-linear"
+    if model is None:
+        return targets
+    return [ALIASES[t] if not _matches(model, t) and t in ALIASES and _matches(model, ALIASES[t])
+            else t for t in targets]
 
 
-def get_peft_model_or_explain(model: nn.Module, config) -> nn.Module:
-    """``peft.get_peft_model``, with unknown target modules reported as a ``RetainError`` that
-    lists the model's linear layers."""
-    from peft import get_peft_model
-
+def make_tuner(tuner_cls, model: nn.Module, config, adapter: str = "default"):
+    """A ``peft`` tuner (``LoraModel``, ``PlateModel``, ...) injected into ``model`` in place,
+    with unknown target modules reported as a ``RetainError`` that lists the linear layers."""
     try:
-        return get_peft_model(model, config)
+        return tuner_cls(model, config, adapter)
     except ValueError as e:
         if "not found" not in str(e) and "Target modules" not in str(e):
             raise
@@ -64,13 +82,18 @@ def get_peft_model_or_explain(model: nn.Module, config) -> nn.Module:
                               ) from None
 
 
-def inject_lora(model: nn.Module, cfg: LoraOptions) -> nn.Module:
-    """A ``peft`` LoRA on ``cfg.target_modules``; only the adapters train."""
-    from peft import LoraConfig
+def inject_lora(model: nn.Module, cfg: LoraOptions):
+    """A ``peft`` LoRA on ``cfg.target_modules``, in place; only the adapters train."""
+    from peft import LoraConfig, LoraModel
 
-    return get_peft_model_or_explain(model, LoraConfig(
+    tuner = make_tuner(LoraModel, model, LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=peft_targets(cfg.target_modules)))
+        target_modules=peft_targets(cfg.target_modules, model)))
+    return tuner  # peft marks the adapters alone as trainable
+
+
+def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if "lora_" in k}
 
 
 @register
@@ -80,8 +103,16 @@ class SeqFT(ContinualMethod):
     config_class = NoConfig
     default_lr = 2e-5
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return model.requires_grad_(True)
+    def wrap(self, model: nn.Module) -> None:
+        model.requires_grad_(True)
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        out, seen = {}, set()
+        for k, v in self.model.state_dict().items():  # tied weights once
+            if v.untyped_storage().data_ptr() not in seen:
+                seen.add(v.untyped_storage().data_ptr())
+                out[k] = v
+        return out
 
 
 @register
@@ -91,8 +122,11 @@ class SeqLoRA(ContinualMethod):
     config_class = LoraOptions
     default_lr = 5e-4
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return inject_lora(model, self.config)
+    def wrap(self, model: nn.Module) -> None:
+        self.tuner = inject_lora(model, self.config)
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        return lora_tensors(self.model)
 
 
 @register
@@ -101,9 +135,11 @@ class FrozenNCM(ContinualMethod):
     description = "no training: cosine to per-class mean features of the frozen backbone"
     config_class = NoConfig
     default_head = "prototypes"
+    kinds = ("classification",)
+    kinds_reason = "it classifies by class means and trains nothing"
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return model.requires_grad_(False)
+    def wrap(self, model: nn.Module) -> None:
+        model.requires_grad_(False)
 
 
 @register
@@ -117,7 +153,7 @@ class Joint(SeqLoRA):
         return list(seen) if task.index == self.num_tasks - 1 else []
 
     def prepare(self, backbone, stream) -> None:
-        if self.head_scheme != "growing":
+        if stream.kind == "classification" and self.head_scheme != "growing":
             raise RetainError(f"joint trains all tasks at once and needs --head growing (a "
                               f"'{self.head_scheme}' head trains on one task's classes)")
         super().prepare(backbone, stream)

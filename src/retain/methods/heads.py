@@ -7,7 +7,10 @@
 - ``prototypes``: cosine similarity to per-class mean features computed when the class's task
   ends; while a task trains, a temporary task-local linear classifier provides the loss.
 
-All return logits over every class of the stream with ``-inf`` where a class is not yet seen.
+- ``none``: language-modelling streams (the model's own LM head scores).
+
+All classification heads return logits over every class of the stream with ``-inf`` where a
+class is not yet seen.
 In a domain-incremental stream, where tasks share classes, a class's logit is the max over the
 heads that cover it and its prototype is the running mean over the tasks that had it.
 """
@@ -125,7 +128,27 @@ class Prototypes(nn.Module):
         pass
 
 
+class NoHead(nn.Module):
+    """Language modelling: the model's own LM head scores; nothing to build or train here."""
+
+    learns_alone = False
+
+    def begin_task(self, task) -> None:
+        pass
+
+    def end_task(self, task, batches, featurize) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def make_head(scheme: str, dim: int, num_classes: int) -> nn.Module:
+    if scheme == "none":
+        return NoHead()
     if scheme == "prototypes":
         return Prototypes(dim, num_classes)
     return LinearHeads(dim, num_classes, per_task=scheme == "task-heads")

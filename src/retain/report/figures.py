@@ -75,7 +75,8 @@ def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
     for ax, (name, entry) in zip(axes.flat, methods.items(), strict=False):
-        m = np.mean([as_square(r["accuracy_matrix"]) for r in entry["runs"]], axis=0)
+        m = np.mean([as_square(r.get("matrix", r.get("accuracy_matrix")))  # older results
+                     for r in entry["runs"]], axis=0)
         im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
         t = len(m)
         for i in range(t):

@@ -15,19 +15,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, LoraModel
 from torch import nn
 
 from retain.data.stream import Task
 from retain.dist import all_reduce_sum
 from retain.methods.base import Batch, Batches, ContinualMethod, register
-from retain.methods.baselines import unknown_targets
+from retain.methods.baselines import make_tuner, peft_targets, unknown_targets
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
 
 
 def target_layers(model: nn.Module, suffixes: list[str]) -> list[str]:
     """Full names of the ``nn.Linear`` modules whose names end with one of ``suffixes``."""
+    suffixes = peft_targets(suffixes, model)
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
              and any(n == s or n.endswith("." + s) for s in suffixes)]
     if not names:
@@ -47,22 +48,24 @@ def qkv_row_mask(name: str, layer: nn.Linear, parts: list[str]) -> torch.Tensor 
     return mask
 
 
-def add_branch(model: nn.Module, adapter: str, designs: dict[str, torch.Tensor],
-               keep: list[str], qkv_parts: list[str]) -> nn.Module:
-    """Add a LoRA branch with frozen, designed ``lora_A`` rows and a zero, trainable ``lora_B``
-    on the layers of ``designs``; ``keep`` names earlier branches that stay active (frozen)."""
+def add_branch(model: nn.Module, tuner: LoraModel | None, adapter: str,
+               designs: dict[str, torch.Tensor], keep: list[str], qkv_parts: list[str]
+               ) -> LoraModel:
+    """Add a LoRA branch, in place, with frozen, designed ``lora_A`` rows and a zero, trainable
+    ``lora_B`` on the layers of ``designs``; ``keep`` names earlier branches that stay active
+    (frozen). Returns the tuner that holds the branches."""
     rank = next(iter(designs.values())).shape[0]
     cfg = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=list(designs),
                      init_lora_weights=True)  # lora_B = 0; lora_A is overwritten below
-    if isinstance(model, PeftModel):
-        model.add_adapter(adapter, cfg)
+    if tuner is None:
+        tuner = make_tuner(LoraModel, model, cfg, adapter)
     else:
-        model = get_peft_model(model, cfg, adapter_name=adapter)
-    model.base_model.set_adapter([*keep, adapter])  # the sum of all active branches
+        tuner.peft_config[adapter] = cfg
+        tuner.inject_adapter(model, adapter)
+    tuner.set_adapter([*keep, adapter])  # the sum of all active branches
     model.requires_grad_(False)
-    base = model.base_model.model
     for name, design in designs.items():
-        layer = base.get_submodule(name)
+        layer = model.get_submodule(name)
         down, up = layer.lora_A[adapter], layer.lora_B[adapter]
         with torch.no_grad():
             down.weight.copy_(design.to(down.weight))
@@ -70,7 +73,7 @@ def add_branch(model: nn.Module, adapter: str, designs: dict[str, torch.Tensor],
         mask = qkv_row_mask(name, layer.base_layer, qkv_parts)
         if mask is not None:  # only the chosen thirds of a fused qkv output are adapted
             up.weight.register_hook(lambda g, m=mask: g * m.to(g))
-    return model
+    return tuner
 
 
 @register
@@ -83,15 +86,15 @@ class InfLoRA(ContinualMethod):
     default_lr = 5e-4
     config: InfLoRAConfig
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module) -> None:
         self.layers = target_layers(model, list(self.config.target_modules))
-        return model.requires_grad_(False)
+        model.requires_grad_(False)
 
     def prepare(self, backbone, stream) -> None:
         super().prepare(backbone, stream)
-        base = self.base_model()
+        base = self.model
         self.groups = shared_inputs(base, self.layers, lambda: self.features(
-            backbone.tokenize(["an input"], 8)))
+            backbone.batch([probe_item(stream)], 8)))
         self.memories = nn.ModuleDict({  # one memory per distinct input (key and value share)
             _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.groups})
         self.branches: list[str] = []  # kept branches (merge=False)
@@ -102,9 +105,6 @@ class InfLoRA(ContinualMethod):
         group = next(g for g, members in self.groups.items() if layer in members)
         return self.memories[_key(group)]
 
-    def base_model(self) -> nn.Module:
-        return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
-
     def train(self, mode: bool = True) -> InfLoRA:
         super().train(mode)
         if mode and not self.config.dropout:  # the official code trains in eval mode
@@ -113,8 +113,10 @@ class InfLoRA(ContinualMethod):
 
     # --- input statistics ------------------------------------------------------------------
     def features(self, batch: Batch) -> torch.Tensor:
-        self._mask = batch["attention_mask"]
+        self._mask = batch.get("attention_mask")
         try:
+            if self.kind == "lm":  # the statistics pass needs the inputs, not the LM head
+                return self.backbone.features(batch, self.model)
             return super().features(batch)
         finally:
             self._mask = None
@@ -125,7 +127,7 @@ class InfLoRA(ContinualMethod):
         layers, over non-padding tokens only. Once every group has its input, the rest of the
         forward is skipped (``_Enough``)."""
         stats = {n: [0.0, 0] for n in self.groups}
-        base = self.base_model()
+        base = self.model
         seen: set[str] = set()  # groups that have their input in this forward
 
         def hook(name):
@@ -176,15 +178,16 @@ class InfLoRA(ContinualMethod):
         for group, cov in self.input_covariances(batches).items():
             design = self.memories[_key(group)].design(cov, self.config.rank) * scale
             designs.update({n: design for n in self.groups[group]})
-        self.model = add_branch(self.model, _branch(task.index), designs, self.branches,
-                                list(self.config.qkv_parts))
+        self.tuner = add_branch(self.model, self.tuner, _branch(task.index), designs,
+                                self.branches, list(self.config.qkv_parts))
 
     def end_task(self, task: Task, batches: Batches) -> None:
         super().end_task(task, batches)
         branch = _branch(task.index)
         if self.config.merge:  # W <- W + A_t B_t, formed in fp32 even under mixed precision
             with torch.autocast(next(self.model.parameters()).device.type, enabled=False):
-                self.model = self.model.merge_and_unload()
+                self.tuner.merge_and_unload()  # in place: self.model is the same object
+            self.tuner = None
         else:
             self.branches.append(branch)
             self.model.requires_grad_(False)
@@ -194,6 +197,15 @@ class InfLoRA(ContinualMethod):
                                              self.config.first_task)
 
     # --- checkpoints -----------------------------------------------------------------------
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        """The targeted weights (merged branches changed them) and kept branches' tensors."""
+        sd = self.model.state_dict()
+        out = {k: v for k, v in sd.items() if "lora_" in k}
+        for n in self.layers if self.config.merge else ():
+            key = f"{n}.base_layer.weight" if f"{n}.base_layer.weight" in sd else f"{n}.weight"
+            out[key] = sd[key]
+        return out
+
     def state(self) -> dict:
         return {**super().state(), "branches": self.branches,
                 "memories": {k: m.state() for k, m in self.memories.items()}}
@@ -202,10 +214,10 @@ class InfLoRA(ContinualMethod):
         super().load_state(state)
         for key, mem in state["memories"].items():
             self.memories[key].load_state(mem)
-        dims = {n: self.base_model().get_submodule(n).in_features for n in self.layers}
+        dims = {n: self.model.get_submodule(n).in_features for n in self.layers}
         for branch in state["branches"]:  # rebuilt with placeholder designs, then loaded
             designs = {n: torch.zeros(self.config.rank, d) for n, d in dims.items()}
-            self.model = add_branch(self.model, branch, designs, self.branches,
+            self.tuner = add_branch(self.model, self.tuner, branch, designs, self.branches,
                                     list(self.config.qkv_parts))
             self.branches.append(branch)
         if self.branches:
@@ -243,6 +255,11 @@ def shared_inputs(model: nn.Module, layers: list[str], forward) -> dict[str, lis
                       name)
         groups.setdefault(leader, []).append(name)
     return groups
+
+
+def probe_item(stream) -> dict:
+    """One small item of the stream's own kind, for a probe forward."""
+    return stream.tasks[0].train.items[0]
 
 
 def _key(name: str) -> str:

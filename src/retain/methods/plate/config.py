@@ -105,10 +105,10 @@ class PlateOptions(MethodConfig):
             raise RetainError(f"plate recompute must be 'merged' or 'original', got "
                               f"'{self.recompute}'")
 
-    def peft_config(self) -> PlateConfig:
+    def peft_config(self, model=None) -> PlateConfig:
         from retain.methods.baselines import peft_targets
 
         return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
                            selection=self.selection,
-                           target_modules=peft_targets(self.target_modules))
+                           target_modules=peft_targets(self.target_modules, model))
 

@@ -1,20 +1,26 @@
 """PLATE for a stream of tasks: before each task a PLATE adapter (``B`` and ``Q`` from the
-weights, no data) is injected with ``peft``; after it, ``s B A Q^T`` is merged into ``W``.
+weights, no data) is injected in place with a ``peft`` tuner; after it, ``s B A Q^T`` is merged
+into ``W``.
 
 ``recompute='original'`` (default): the first task's ``B`` and ``Q`` stay, and ``A`` restarts
 from zero after each merge. ``recompute='merged'``: the next task's ``B`` and ``Q`` come from the
-merged weights (a fresh adapter each task)."""
+merged weights (a fresh adapter each task).
+
+What it stores: the ``A`` matrices and, of each targeted ``W``, the rows that merges changed
+(``B``'s rows, recorded per layer) with one index each; ``Q`` and the indices of the live adapter
+are recomputed from the weights (checkpoints keep them for an exact resume)."""
 
 from __future__ import annotations
 
-from peft import PeftModel
-from torch import nn
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from retain.data.stream import Task
-from retain.methods.base import Batches, ContinualMethod, register
-from retain.methods.baselines import get_peft_model_or_explain
+from retain.methods.base import Batches, ContinualMethod, count_unique, register
+from retain.methods.baselines import make_tuner
 from retain.methods.plate.config import PlateOptions
 from retain.methods.plate.layer import PlateLinear
+from retain.methods.plate.model import PlateModel, register_with_peft
 
 
 @register
@@ -28,33 +34,60 @@ class Plate(ContinualMethod):
     recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return model.requires_grad_(False)
+    def wrap(self, model) -> None:
+        model.requires_grad_(False)
+        self.touched: dict[str, list[int]] = {}  # layer -> rows of W changed by merges
 
     def inject(self) -> None:
         """A fresh adapter whose ``B`` and ``Q`` come from the current weights."""
-        self.model = get_peft_model_or_explain(self.model, self.config.peft_config())
+        register_with_peft()
+        self.tuner = make_tuner(PlateModel, self.model, self.config.peft_config(self.model))
 
-    def plate_layers(self) -> list[PlateLinear]:
-        return [m for m in self.model.modules() if isinstance(m, PlateLinear)]
+    def plate_layers(self) -> dict[str, PlateLinear]:
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, PlateLinear)}
 
     def begin_task(self, task: Task, batches: Batches) -> None:
         super().begin_task(task, batches)
-        if not isinstance(self.model, PeftModel):
+        if self.tuner is None:
             self.inject()
 
     def end_task(self, task: Task, batches: Batches) -> None:
         super().end_task(task, batches)
+        for name, layer in self.plate_layers().items():
+            rows = set(self.touched.get(name, [])) | set(layer.plate_index["default"].tolist())
+            self.touched[name] = sorted(rows)
         if self.config.recompute == "merged":
-            self.model = self.model.merge_and_unload()
+            self.tuner.merge_and_unload()
+            self.tuner = None
         else:
-            for layer in self.plate_layers():
+            for layer in self.plate_layers().values():
                 layer.absorb("default")
 
+    def _weight_name(self, layer: str) -> str:
+        module = self.model.get_submodule(layer)
+        return f"{layer}.base_layer.weight" if isinstance(module, BaseTunerLayer) else \
+            f"{layer}.weight"
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        sd = self.model.state_dict()
+        out = {k: v for k, v in sd.items() if ".plate_" in k}
+        out.update({w: sd[w] for w in map(self._weight_name, self.touched)})
+        return out
+
+    def stored_parameters(self) -> int:
+        """The ``A`` matrices, the head, and ``r`` changed rows (plus an index) per layer and
+        ``B`` drawn: not the full ``W`` the checkpoint keeps for resuming."""
+        weights = {f"model.{self._weight_name(n)}" for n in self.touched}
+        rest = count_unique(t for n, t in self.stored_tensors().items() if n not in weights
+                            and not any(part in n for part in self.recomputed_tensors))
+        in_features = {n: self.model.get_submodule(n).in_features for n in self.touched}
+        return rest + sum(len(rows) * (in_features[n] + 1) for n, rows in self.touched.items())
+
     def state(self) -> dict:
-        return {**super().state(), "adapter": isinstance(self.model, PeftModel)}
+        return {**super().state(), "adapter": self.tuner is not None, "touched": self.touched}
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
+        self.touched = {k: list(v) for k, v in state["touched"].items()}
         if state["adapter"]:  # recompute='original': the adapter lives on (weights load next)
             self.inject()

@@ -1,0 +1,161 @@
+"""lm3: continual language modelling over three text domains from packaged data
+(``shared/specs/benchmarks.md``).
+
+Tasks in order: ``definitions`` (WordNet noun synsets as ``WORD: definition`` lines, the first
+lemma with underscores as spaces, the gloss cut at the first ``; "`` as in wordnet45), ``news``
+(the Lee background corpus in the gensim wheel, one article a line) and ``encyclopedia`` (the
+shortened English Wikipedia dump in the same folder, markup, templates and tables removed).
+Each domain's documents are tokenised in file order (no special tokens), each followed by the
+end-of-sequence token, concatenated and cut into sequences of ``max_length`` (64) tokens; the
+sequences are shuffled with ``RandomState(0)``, the first 20% are test and the rest train, and
+the profile keeps the first ``cap`` / ``test_cap`` of each.
+"""
+
+from __future__ import annotations
+
+import bz2
+import re
+import xml.etree.ElementTree as ET
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from retain.backbones import package_dir
+from retain.data.stream import Split, Stream, Task, register_benchmark, resolved_profile
+from retain.data.wordnet import parse_gloss, wordnet_dir
+from retain.errors import RetainError
+from retain.profiles import LM_PROFILES, Profile
+
+WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+TEST_FRACTION = 0.2
+
+
+def _gensim_data() -> Path:
+    return package_dir("gensim") / "test" / "test_data"
+
+
+@lru_cache(maxsize=1)
+def definitions() -> tuple[str, ...]:
+    docs = []
+    with open(wordnet_dir() / "data.noun", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("  "):  # licence header
+                continue
+            word = line.split(" ", 5)[4].replace("_", " ")
+            docs.append(f"{word}: {parse_gloss(line)[1]}")
+    return tuple(docs)
+
+
+@lru_cache(maxsize=1)
+def news() -> tuple[str, ...]:
+    text = (_gensim_data() / "lee_background.cor").read_text(encoding="utf-8", errors="replace")
+    return tuple(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
+_WIKI_PATTERNS = [
+    (re.compile(r"<!--.*?-->", re.S), ""),
+    (re.compile(r"<ref[^>]*/>"), ""),
+    (re.compile(r"<ref[^>]*>.*?</ref>", re.S), ""),
+    (re.compile(r"<[^>]+>"), ""),
+    (re.compile(r"\[\[(?:File|Image|Category|[a-z]{2,3}(?:-[a-z]+)?):[^\[\]]*"
+                r"(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", re.I), ""),
+    (re.compile(r"\[\[(?:[^\]|]*\|)?([^\]]*)\]\]"), r"\1"),
+    (re.compile(r"\[https?://[^\s\]]+\s*([^\]]*)\]"), r"\1"),
+    (re.compile(r"'{2,}"), ""),
+    (re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M), r"\1"),
+    (re.compile(r"^[*#:;]+\s*", re.M), ""),
+    (re.compile(r"&nbsp;|&ndash;|&mdash;"), " "),
+]
+
+
+def _strip_nested(text: str, open_: str, close: str) -> str:
+    """Remove nested ``open_ ... close`` spans (templates, tables)."""
+    out, depth, i = [], 0, 0
+    while i < len(text):
+        if text.startswith(open_, i):
+            depth, i = depth + 1, i + len(open_)
+        elif depth and text.startswith(close, i):
+            depth, i = depth - 1, i + len(close)
+        else:
+            if not depth:
+                out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def clean_wiki(text: str) -> str:
+    """Article text from wiki markup: templates, tables, references, files and categories
+    removed, links reduced to their labels, one paragraph a line."""
+    text = _strip_nested(_strip_nested(text, "{{", "}}"), "{|", "|}")
+    for pattern, repl in _WIKI_PATTERNS:
+        text = pattern.sub(repl, text)
+    lines = [" ".join(ln.split()) for ln in text.splitlines()]
+    return "\n".join(ln for ln in lines if len(ln) > 1)
+
+
+@lru_cache(maxsize=1)
+def encyclopedia() -> tuple[str, ...]:
+    docs = []
+    with bz2.open(_gensim_data() / WIKI) as f:
+        for _, el in ET.iterparse(f):
+            if el.tag.rsplit("}", 1)[-1] != "page":
+                continue
+            ns = next((c.text for c in el.iter() if c.tag.endswith("}ns")), "0")
+            text = next((c.text or "" for c in el.iter() if c.tag.endswith("}text")), "")
+            if ns == "0" and not text.lstrip().upper().startswith("#REDIRECT"):
+                article = clean_wiki(text)
+                if article:
+                    docs.append(article)
+            el.clear()
+    return tuple(docs)
+
+
+DOMAINS = {"definitions": definitions, "news": news, "encyclopedia": encyclopedia}
+
+
+def token_sequences(docs: list[str] | tuple[str, ...], tokenizer, length: int) -> np.ndarray:
+    """Documents tokenised in order, each followed by EOS, concatenated and cut into rows of
+    ``length`` tokens (the incomplete last row dropped)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise RetainError("the tokenizer has no end-of-sequence token; lm streams need one")
+    ids = tokenizer(list(docs), add_special_tokens=False)["input_ids"]
+    flat = np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=np.int64)
+    n = len(flat) // length
+    return flat[: n * length].reshape(n, length)
+
+
+def split_sequences(seqs: np.ndarray, cap: int | None, test_cap: int | None,
+                    seed: int = 0) -> tuple[Split, Split]:
+    """Shuffle with ``RandomState(seed)``; the first 20% test, the rest train; then the caps."""
+    seqs = seqs[np.random.RandomState(seed).permutation(len(seqs))]
+    n_test = int(round(TEST_FRACTION * len(seqs)))
+    test, train = seqs[:n_test][:test_cap], seqs[n_test:][:cap]
+
+    def split(rows: np.ndarray) -> Split:
+        return Split([{"input_ids": r.tolist()} for r in rows], np.zeros(len(rows), int))
+    return split(train), split(test)
+
+
+def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokenizer,
+              profile: Profile) -> Stream:
+    """One language-modelling task per domain, in the given order."""
+    stream = Stream(name, "lm", [], [], kind="lm")
+    for index, (domain, docs) in enumerate(list(domains.items())[: profile.groups]):
+        train, test = split_sequences(token_sequences(docs, tokenizer, profile.max_length),
+                                      profile.cap, profile.test_cap)
+        if not len(train) or not len(test):
+            raise RetainError(f"task {index + 1} ({domain}) has too little text for one train "
+                              f"and one test sequence of {profile.max_length} tokens")
+        stream.tasks.append(Task(index, [], train, test, name=domain))
+    return stream
+
+
+@register_benchmark("lm3", "three text domains (definitions, news, encyclopedia) for continual "
+                    "language modelling, 64-token sequences (offline)", kind="lm",
+                    profiles=LM_PROFILES)
+def lm3_stream(config, profile: Profile, backbone) -> Stream:
+    profile = resolved_profile(config, profile)
+    return lm_stream(f"lm3/{profile.name}", {d: load() for d, load in DOMAINS.items()},
+                     backbone.tokenizer, profile)
