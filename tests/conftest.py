@@ -99,3 +99,33 @@ def check_exact_resume(tiny_config, monkeypatch, tmp_path, cls, **kw) -> None:
     assert resumed["matrix"] == full["matrix"]
     assert [p["last_loss"] for p in resumed["per_task"]] == [p["last_loss"] for p in
                                                             full["per_task"]]
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> str:
+    """Four classes of 10 small PNGs each (a colour and a stripe per class), in class folders."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.RandomState(0)
+    for c, name in enumerate(["circle", "cross", "square", "stripe"]):
+        (root / name).mkdir()
+        for i in range(10):
+            img = rng.randint(0, 60, (20, 20, 3)).astype(np.uint8)
+            img[:, 5 * c:5 * c + 5, c % 3] = 255
+            Image.fromarray(img).save(root / name / f"{i:02d}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def lm_file(tmp_path_factory) -> str:
+    """A JSON Lines file with `text` and `task` columns: two tasks of 40 sentences."""
+    path = tmp_path_factory.mktemp("lm") / "texts.jsonl"
+    rows = []
+    for task, label in (("animals", "animal"), ("food", "food")):
+        words = WORDS[label].split()
+        rows += [{"text": f"the {words[i % 10]} is near the {words[(7 * i + 3) % 10]} today.",
+                  "task": task} for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)

@@ -58,9 +58,6 @@ _WIKI_PATTERNS = [
     (re.compile(r"<ref[^>]*/>"), ""),
     (re.compile(r"<ref[^>]*>.*?</ref>", re.S), ""),
     (re.compile(r"<[^>]+>"), ""),
-    (re.compile(r"\[\[(?:File|Image|Category|[a-z]{2,3}(?:-[a-z]+)?):[^\[\]]*"
-                r"(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", re.I), ""),
-    (re.compile(r"\[\[(?:[^\]|]*\|)?([^\]]*)\]\]"), r"\1"),
     (re.compile(r"\[https?://[^\s\]]+\s*([^\]]*)\]"), r"\1"),
     (re.compile(r"'{2,}"), ""),
     (re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M), r"\1"),
@@ -84,10 +81,39 @@ def _strip_nested(text: str, open_: str, close: str) -> str:
     return "".join(out)
 
 
+_DROPPED_LINK = re.compile(r"(?:File|Image|Category|Wikipedia|[a-z]{2,3}(?:-[a-z]+)?):", re.I)
+
+
+def _links(text: str) -> str:
+    """``[[target|label]]`` -> ``label`` (nested links inside labels too); links to files,
+    images, categories and other languages dropped with their captions."""
+    out, i = [], 0
+    while True:
+        start = text.find("[[", i)
+        if start < 0:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:start])
+        depth, j = 0, start
+        while j < len(text):
+            if text.startswith("[[", j):
+                depth, j = depth + 1, j + 2
+            elif text.startswith("]]", j):
+                depth, j = depth - 1, j + 2
+                if not depth:
+                    break
+            else:
+                j += 1
+        inner = text[start + 2: j - 2]
+        if not _DROPPED_LINK.match(inner):
+            out.append(_links(inner.split("|", 1)[-1]))
+        i = j
+
+
 def clean_wiki(text: str) -> str:
     """Article text from wiki markup: templates, tables, references, files and categories
     removed, links reduced to their labels, one paragraph a line."""
-    text = _strip_nested(_strip_nested(text, "{{", "}}"), "{|", "|}")
+    text = _links(_strip_nested(_strip_nested(text, "{{", "}}"), "{|", "|}"))
     for pattern, repl in _WIKI_PATTERNS:
         text = pattern.sub(repl, text)
     lines = [" ".join(ln.split()) for ln in text.splitlines()]
@@ -114,9 +140,19 @@ def encyclopedia() -> tuple[str, ...]:
 DOMAINS = {"definitions": definitions, "news": news, "encyclopedia": encyclopedia}
 
 
+_SEQUENCES: dict[tuple, np.ndarray] = {}  # per process: (domain, tokenizer, length) -> rows
+
+
 def token_sequences(docs: list[str] | tuple[str, ...], tokenizer, length: int) -> np.ndarray:
     """Documents tokenised in order, each followed by EOS, concatenated and cut into rows of
     ``length`` tokens (the incomplete last row dropped)."""
+    key = (hash(tuple(docs)), tokenizer.name_or_path, len(tokenizer), length)
+    if key not in _SEQUENCES:
+        _SEQUENCES[key] = _token_sequences(docs, tokenizer, length)
+    return _SEQUENCES[key]
+
+
+def _token_sequences(docs, tokenizer, length: int) -> np.ndarray:
     eos = tokenizer.eos_token_id
     if eos is None:
         raise RetainError("the tokenizer has no end-of-sequence token; lm streams need one")
