@@ -132,7 +132,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from retain.compare import compare, method_names
     from retain.report import table
 
-    comparison = compare(config_from_args(args), method_names(args.methods), args.seeds,
+    config = config_from_args(args)
+    comparison = compare(config, method_names(args.methods, config.resolved().kind), args.seeds,
                          progress=not args.quiet)
     if PartialState().is_main_process:
         header, rows = table(comparison)

@@ -20,11 +20,13 @@ from retain.errors import RetainError
 from retain.summary import summary_row
 
 
-def method_names(spec: str) -> list[str]:
-    """``all`` (every registered method) or a comma-separated list of registered names."""
+def method_names(spec: str, kind: str | None = None) -> list[str]:
+    """``all`` (every registered method that serves ``kind``) or a comma-separated list of
+    registered names."""
     from retain.methods import REGISTRY, get_method_class
 
-    names = list(REGISTRY) if spec.strip() == "all" else [
+    names = [n for n, c in REGISTRY.items() if kind is None or kind in c.kinds] \
+        if spec.strip() == "all" else [
         m.strip() for m in spec.split(",") if m.strip()]
     if not names:
         raise RetainError("--methods needs at least one method name, or 'all'")

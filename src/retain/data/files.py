@@ -93,18 +93,24 @@ def file_stream(config, profile: Profile, backbone=None) -> Stream:
     return classification_file_stream(config, profile)
 
 
+def rows_with(path: str, columns: tuple[str, ...], need: str) -> list[dict]:
+    """The file's rows, refused with a one-line error when empty or missing a column."""
+    rows = read_records(path)
+    if not rows:
+        raise RetainError(f"data file '{path}' has no rows")
+    for col in columns:
+        if col not in rows[0]:
+            raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
+                              f"{', '.join(rows[0])}); {need}")
+    return rows
+
+
 def lm_file_stream(config, profile: Profile, backbone) -> Stream:
     from retain.data.lm3 import lm_stream
 
     path = config.data
-    rows = read_records(path)
-    if not rows:
-        raise RetainError(f"data file '{path}' has no rows")
-    for col in ("text", "task"):
-        if col not in rows[0]:
-            raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
-                              f"{', '.join(rows[0])}); a language-modelling stream needs 'text' "
-                              "and 'task' (one task per distinct value)")
+    rows = rows_with(path, ("text", "task"), "a language-modelling stream needs 'text' and "
+                     "'task' (one task per distinct value)")
     domains: dict[str, list[str]] = {}
     for n, row in enumerate(rows, 1):
         if not isinstance(row.get("text"), str) or not row["text"].strip():
@@ -117,13 +123,7 @@ def lm_file_stream(config, profile: Profile, backbone) -> Stream:
 
 def classification_file_stream(config, profile: Profile) -> Stream:
     path = config.data
-    rows = read_records(path)
-    if not rows:
-        raise RetainError(f"data file '{path}' has no rows")
-    for col in ("text", "label"):
-        if col not in rows[0]:
-            raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
-                              f"{', '.join(rows[0])}); it needs 'text' and 'label'")
+    rows = rows_with(path, ("text", "label"), "it needs 'text' and 'label'")
     keys = []
     for n, row in enumerate(rows, 1):
         try:

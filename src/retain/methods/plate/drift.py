@@ -56,7 +56,7 @@ def drifts_after_training(backbone: Backbone, config: PlateConfig, texts: list[s
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            after = backbone.embed(heldout, model)
+            after = backbone.embed(heldout, lambda b: backbone.features(b, model))
             drifts.append(float(1.0 - (before * after).sum(-1).mean()))
     finally:
         backbone.model = model.unload().train(was_training)

@@ -1,0 +1,60 @@
+"""lm3 for several methods, one after another: perplexity matrices, forgetting, Shakespeare
+perplexity ratio and KL, trainable and stored parameters, median step time (JSON).
+
+    python benchmarks/lm3.py --profile quick --methods seq-ft,seq-lora,inflora,plate
+
+Each run's results stay in ``runs/lm3/<profile>/<method>/results.json`` (a finished run of the
+same config is read, not run again); the rows go to ``benchmarks/results/lm3_<profile>.json``.
+Run nothing else beside it: two training processes on 2 cores slow each step 5 to 15 times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from retain import RunConfig
+from retain.engine import run_or_load
+
+ROOT = Path(__file__).resolve().parent
+
+
+def row(res: dict) -> dict:
+    m, c, ret = res["metrics"], res["cost"], res["retention"] or {}
+    shakes = ret.get("shakespeare_perplexity", {})
+    return {"method": res["method"], "perplexity_matrix": res["matrix"],
+            "final_perplexity": m["final_perplexity"], "forgetting": m["forgetting"],
+            "relative_forgetting": m["relative_forgetting"], "bwt": m["bwt"],
+            "plasticity": m["plasticity"],
+            "shakespeare_perplexity": shakes.get("score"),
+            "shakespeare_perplexity_untouched": shakes.get("untouched"),
+            "shakespeare_ratio": shakes.get("ratio"),
+            "kl_from_untouched": ret.get("kl_from_untouched", {}).get("score"),
+            **{k: c[k] for k in ("trainable_parameters", "stored_parameters",
+                                 "median_step_seconds", "steps", "train_seconds",
+                                 "boundary_seconds", "wall_seconds", "peak_memory_mb")},
+            "method_options": res["config"]["method_options"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--methods", default="seq-ft,seq-lora,inflora,plate")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    dest = ROOT / "results" / f"lm3_{args.profile}.json"
+    rows = json.loads(dest.read_text()) if dest.exists() else []
+    for method in args.methods.split(","):
+        cfg = RunConfig(method=method, benchmark="lm3", profile=args.profile, seed=args.seed,
+                        out=f"runs/lm3/{args.profile}/{method}")
+        rows = [r for r in rows if r["method"] != method] + [row(run_or_load(cfg,
+                                                                           progress=False))]
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "method_options"}),
+              flush=True)
+        dest.write_text(json.dumps(rows, indent=1))
+    print(f"saved {dest}")
+
+
+if __name__ == "__main__":
+    main()
