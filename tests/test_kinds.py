@@ -146,6 +146,8 @@ def test_every_method_runs_on_images(image_folder, tmp_path, method):
     assert res["retention"] is None  # no pretrained image backbone to compare with
     if method != "frozen-ncm":
         assert res["cost"]["trainable_parameters"] > 0
+    else:  # 4 class means of width 32 and their counts, nothing of the backbone
+        assert res["cost"]["stored_parameters"] == 4 * 32 + 4
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
