@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,23 +60,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RETAIN_CACHE", Path.home() / ".cache" / "retain")).expanduser()
 
 
+@contextmanager
 def _quiet():
     """Silence transformers' logging and progress bars while loading (restored after)."""
-    from contextlib import contextmanager
-
     from transformers.utils import logging as hf_logging
 
-    @contextmanager
-    def quiet():
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
-    return quiet()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def _atomic_dir(dest: Path, write) -> Path:

