@@ -2,16 +2,19 @@
 
     python benchmarks/smollm2_load.py
 
-The first call dequantises the GGUF file into the cache if it is not there yet (timed apart).
-Saved to ``benchmarks/results/smollm2_load.json``.
+A first process loads into an empty temporary cache (``RETAIN_CACHE``): the one-off
+dequantisation from GGUF; then three processes load from that cache. Saved to
+``benchmarks/results/smollm2_load.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -19,20 +22,18 @@ CHILD = ("import time; t = time.perf_counter(); from retain.backbones import loa
          "load_backbone('smollm2'); print(time.perf_counter() - t)")
 
 
-def timed(code: str) -> float:
+def timed(code: str, cache: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k in ("HOME", "PATH", "PYTHONPATH")}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                                         **{k: v for k, v in __import__("os").environ.items()
-                                            if k in ("HOME", "RETAIN_CACHE", "PYTHONPATH")}})
+                         text=True, env={**env, "HF_HUB_OFFLINE": "1", "RETAIN_CACHE": cache})
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    from retain.backbones import cache_dir
-
-    first = timed(CHILD)  # fills the cache when it is empty
-    loads = [timed(CHILD) for _ in range(3)]
-    result = {"cache": str(cache_dir()), "first_load_seconds": first,
+    with tempfile.TemporaryDirectory() as cache:
+        first = timed(CHILD, cache)  # an empty cache: dequantise from GGUF and save
+        loads = [timed(CHILD, cache) for _ in range(3)]
+    result = {"first_load_seconds": first,
               "cached_load_seconds": loads, "median_cached_load_seconds": statistics.median(loads),
               "note": "seconds inside a fresh process, from before importing retain.backbones to "
                       "the loaded model and tokenizer (imports of torch and transformers "
