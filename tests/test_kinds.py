@@ -220,3 +220,19 @@ def test_smollm2_loads_from_its_cached_safetensors():
     with torch.no_grad():
         logits = b.model(**ids).logits
     assert torch.isfinite(logits).all()
+
+
+def test_a_local_vit_folder_loads_with_its_image_processor(tmp_path, image_folder):
+    from retain.backbones import load_backbone, tiny
+
+    model, processor = tiny("tiny-vit")
+    model.save_pretrained(tmp_path / "vit")
+    processor.save_pretrained(tmp_path / "vit")
+    b = load_backbone(str(tmp_path / "vit"))
+    assert (b.modality, b.pooling) == ("image", "cls")
+    image = next(Path(image_folder, "cross").iterdir())
+    batch = b.batch([{"image": str(image)}] * 2, 0)
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+    assert b.features(batch).shape == (2, 32)
+    reference = load_backbone("tiny-vit")
+    assert torch.allclose(reference.features(batch), b.features(batch), atol=1e-6)
