@@ -128,3 +128,17 @@ def test_summary_row_reports_the_lowest_retention_ratio():
     results = {"method": "m", "head": "growing", "metrics": {}, "cost": {}, "retention": {
         "wordsim353": {"ratio": 0.9}, "lee": {"ratio": 0.8}}}
     assert summary_row(results)["retention_min"] == 0.8
+
+
+def test_a_language_model_comparison_gets_its_report(tmp_path):
+    from retain import RunConfig
+    from retain.compare import compare, method_names
+
+    cfg = RunConfig(benchmark="lm3", profile="smoke", retention=True, out=str(tmp_path / "c"))
+    assert "frozen-ncm" not in method_names("all", "lm")
+    comparison = compare(cfg, ["seq-lora"], [0], progress=False)
+    assert comparison["methods"]["seq-lora"]["mean"]["final_perplexity"] > 1
+    for name in ("accuracy_matrices.png", "accuracy_curves.png", "accuracy_vs_retention.png",
+                 "cost_vs_accuracy.png", "report.md"):
+        assert (tmp_path / "c" / name).stat().st_size > 0
+    assert "final perplexity" in (tmp_path / "c" / "report.md").read_text()

@@ -138,7 +138,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:
         header, rows = table(comparison)
         keep = [0, 1] + [i for i, h in enumerate(header) if h in (
-            "final accuracy", "forgetting", "plasticity", "retention, lowest ratio",
+            "final accuracy", "final perplexity", "forgetting", "plasticity",
+            "retention, lowest ratio", "retention KL from untouched (nats/token)",
             "stored parameters", "wall seconds")]
         for cells in [[(h, False) for h in header]] + rows:
             print("  ".join(f"{cells[i][0]:>18}" for i in keep))

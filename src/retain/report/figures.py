@@ -68,32 +68,45 @@ def _title(comparison: dict[str, Any], what: str) -> str:
             f"seed{plural} {seeds}){mean}")
 
 
+def _score(comparison: dict[str, Any]) -> tuple[str, bool]:
+    """The score the comparison's matrices hold (accuracy or perplexity) and its direction."""
+    first = next(iter(comparison["methods"].values()))["runs"][0]
+    score = first.get("score", {"name": "accuracy", "direction": "higher"})
+    return score["name"], score["direction"] == "higher"
+
+
 def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
-    """One heatmap per method: accuracy on task i (column) after training task t (row)."""
+    """One heatmap per method: the score on task i (column) after training task t (row)."""
     methods = comparison["methods"]
+    score, higher = _score(comparison)
+    values = [as_square(r.get("matrix", r.get("accuracy_matrix")))  # older results
+              for e in methods.values() for r in e["runs"]]
+    lo, hi = (0.0, 1.0) if higher else (float(np.nanmin(values)), float(np.nanmax(values)))
     cols = min(3, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
     for ax, (name, entry) in zip(axes.flat, methods.items(), strict=False):
         m = np.mean([as_square(r.get("matrix", r.get("accuracy_matrix")))  # older results
                      for r in entry["runs"]], axis=0)
-        im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
+        im = ax.imshow(m, vmin=lo, vmax=hi, cmap="viridis" if higher else "viridis_r")
         t = len(m)
         for i in range(t):
             for j in range(i + 1):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if m[i, j] < 0.5 else "black")
+                dark = (m[i, j] - lo) / max(hi - lo, 1e-9) < 0.5
+                ax.text(j, i, f"{m[i, j]:.2f}" if higher else f"{m[i, j]:.1f}", ha="center",
+                        va="center", fontsize=6,
+                        color="white" if dark == higher else "black")
         ax.set_xticks(range(t), [str(i + 1) for i in range(t)])
         ax.set_yticks(range(t), [str(i + 1) for i in range(t)])
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task")
-        joint = math.isnan(_num(entry["mean"].get("average_incremental_accuracy")))
+        joint = math.isnan(_num(entry["mean"].get(f"average_incremental_{score}")))
         note = ", trains at the last task only" if joint else ""
         ax.set_title(f"{name} ({entry['head']}{note})", fontsize=10)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
-    fig.suptitle(_title(comparison, "Accuracy matrices"))
+    fig.colorbar(im, ax=axes, shrink=0.8, label=score)
+    fig.suptitle(_title(comparison, f"{score.capitalize()} matrices"))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -106,25 +119,27 @@ def _styles(comparison: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
-    """Mean accuracy over the tasks seen so far, after each task, for every method."""
+    """Mean score over the tasks seen so far, after each task, for every method."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     styles = _styles(comparison)
+    score, higher = _score(comparison)
     for name, entry in comparison["methods"].items():
-        curves = np.array([r["metrics"]["accuracy_per_task"] for r in entry["runs"]])
+        curves = np.array([r["metrics"][f"{score}_per_task"] for r in entry["runs"]])
         x = np.arange(1, curves.shape[1] + 1)
         mean = curves.mean(0)
         (line,) = ax.plot(x, mean, "-", label=f"{name} ({entry['head']})", markersize=4,
                           **styles[name])
         if len(curves) > 1:
             ax.fill_between(x, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
-        if math.isnan(_num(entry["mean"].get("average_incremental_accuracy"))):
+        if math.isnan(_num(entry["mean"].get(f"average_incremental_{score}"))):
             line.set_linestyle("--")  # not continual (joint): only the last point is trained
     ax.set_xlabel("tasks learned")
-    ax.set_ylabel("accuracy on all tasks seen so far")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"{score} on all tasks seen so far" + ("" if higher else " (lower is better)"))
+    if higher:
+        ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path, _title(comparison, "Accuracy after each task"))
+    _save(fig, path, _title(comparison, f"{score.capitalize()} after each task"))
 
 
 def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
@@ -143,24 +158,29 @@ def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
 
 
 def accuracy_vs_retention(comparison: dict[str, Any], path: Path) -> None:
-    """Final accuracy and plasticity against retention of pretrained capability."""
+    """Final score and plasticity against retention of pretrained capability."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key, label in ((axes[0], "final_accuracy", "final accuracy (all tasks)"),
-                           (axes[1], "plasticity", "plasticity (accuracy on the task just "
+    score, higher = _score(comparison)
+    x_key, x_label = ("retention_min", RETENTION_AXIS) if higher else (
+        "retention_kl_from_untouched", "KL(untouched || adapted) on Shakespeare, nats per token "
+        "(0 = unchanged)")
+    for ax, key, label in ((axes[0], f"final_{score}", f"final {score} (all tasks)"),
+                           (axes[1], "plasticity", f"plasticity ({score} on the task just "
                                                    "learned)")):
-        _scatter(ax, comparison, "retention_min", key)
-        ax.set_xlabel(RETENTION_AXIS, fontsize=8)
+        _scatter(ax, comparison, x_key, key)
+        ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel(label)
-    _save(fig, path, _title(comparison, "Accuracy against retention"))
+    _save(fig, path, _title(comparison, f"{score.capitalize()} against retention"))
 
 
 def cost_vs_accuracy(comparison: dict[str, Any], path: Path) -> None:
     """Final accuracy against stored parameters and against wall time."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    _scatter(axes[0], comparison, "stored_parameters", "final_accuracy")
+    score, _ = _score(comparison)
+    _scatter(axes[0], comparison, "stored_parameters", f"final_{score}")
     axes[0].set_xscale("symlog", linthresh=1e3)
     axes[0].set_xlabel("stored parameters beyond the untouched backbone (count, log scale)")
-    _scatter(axes[1], comparison, "wall_seconds", "final_accuracy")
+    _scatter(axes[1], comparison, "wall_seconds", f"final_{score}")
     axes[1].set_xlabel("wall time of the run (seconds)")
-    axes[0].set_ylabel("final accuracy (all tasks)")
+    axes[0].set_ylabel(f"final {score} (all tasks)")
     _save(fig, path, _title(comparison, "Cost against final accuracy"))
