@@ -82,7 +82,6 @@ def test_every_method_runs_on_lm3_smoke(tmp_path, method):
         "score"] >= 0
     if method != "joint":  # something trained: the model moved away from the untouched one
         assert ret["kl_from_untouched"]["score"] > 0
-        assert res["matrix"][0][0] < res["matrix"][0][0] * 1.5
     # stored parameters against a hand count on the tiny Llama (2 layers, width 32, GQA 32->16,
     # MLP 64): per layer, q 32x32, k and v 16x32, o 32x32, gate and up 64x32, down 32x64
     shapes = [(32, 32), (16, 32), (16, 32), (32, 32), (64, 32), (64, 32), (32, 64)]

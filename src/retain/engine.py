@@ -116,7 +116,7 @@ class Engine:
         return torch.optim.AdamW([{"params": p, "lr": lrs[g]} for g, p in groups.items()],
                                  lr=self.cfg.lr, weight_decay=self.cfg.weight_decay), n_params
 
-    def batches(self, data: DataLoader, task: Task):
+    def batches(self, data: DataLoader):
         """``epochs`` passes over the data, or exactly ``steps`` batches (reshuffled each pass)."""
         if self.cfg.steps is None:
             for _ in range(self.cfg.epochs):
@@ -142,7 +142,7 @@ class Engine:
         total = self.cfg.steps or self.cfg.epochs * len(data)
         bar = tqdm(total=total, disable=not self.progress, leave=False,
                    desc=f"task {task.index + 1}/{len(self.stream)}", unit="step")
-        for batch in self.batches(data, task):
+        for batch in self.batches(data):
             t0 = time.perf_counter()
             with self.acc.autocast():  # prepare() wraps forward only the first time a
                 loss = model(batch)    # single-process model is prepared
