@@ -339,7 +339,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
                 "method_state": method.state(), "record": record.__dict__}, task.index + 1)
         accelerator.wait_for_everyone()
     ret = None
-    if untouched is not None:
+    if cfg.retention:
         method.eval()
         with accelerator.autocast():
             ret = retention_after(untouched, backbone, method, cfg)

@@ -30,17 +30,14 @@ class Kind:
     score: str  # the matrix's name
     higher_is_better: bool
     profiles: dict[str, Profile]  # for the user's files of this kind
-    description: str
 
     @property
     def direction(self) -> str:
         return "higher" if self.higher_is_better else "lower"
 
 
-CLASSIFICATION = Kind("classification", "accuracy", True, CLASSIFICATION_PROFILES,
-                      "classes arrive in tasks; accuracy matrix")
-LM = Kind("lm", "perplexity", False, LM_PROFILES,
-          "text domains arrive in tasks; perplexity matrix (causal language modelling)")
+CLASSIFICATION = Kind("classification", "accuracy", True, CLASSIFICATION_PROFILES)
+LM = Kind("lm", "perplexity", False, LM_PROFILES)
 KINDS = {k.name: k for k in (CLASSIFICATION, LM)}
 
 

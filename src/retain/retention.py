@@ -138,20 +138,16 @@ def lm_retention(untouched, adapted, chunks: torch.Tensor, batch_size: int = 8
                                   "ratio": None}}
 
 
-def retention_probe(backbone, cfg):
+def retention_probe(backbone, cfg) -> Probe | None:
     """What retention needs of the untouched backbone before any task changes it: the
-    similarity probes of a text encoder; the source to reload for a causal LM; nothing for an
-    image encoder."""
-    if backbone.modality == "text":
-        return probe(backbone.embed, cfg.retention_limit)
-    if backbone.modality == "causal-lm":
-        return "reload"
-    return None
+    similarity probes of a text encoder (a causal LM is reloaded at the end instead)."""
+    return probe(backbone.embed, cfg.retention_limit) if backbone.modality == "text" else None
 
 
-def retention_after(untouched, backbone, method, cfg) -> dict | None:
-    """Retention of the trained method against the untouched backbone (see module docstring)."""
-    if untouched is None:
+def retention_after(untouched: Probe | None, backbone, method, cfg) -> dict | None:
+    """Retention of the trained method against the untouched backbone (see module docstring);
+    ``None`` for image encoders."""
+    if backbone.modality == "image":
         return None
     if backbone.modality == "causal-lm":
         from retain.backbones import load_backbone
