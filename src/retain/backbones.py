@@ -148,7 +148,7 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Te
     raise RetainError(f"unknown pooling '{mode}': choose one of {', '.join(POOLINGS)}")
 
 
-LABEL_KEYS = ("labels",)
+LABEL_KEYS = ("labels", "index")  # the engine's: class labels, item positions
 
 
 @dataclass

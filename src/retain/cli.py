@@ -73,6 +73,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=HEADS, help=_help("head"))
     p.add_argument("--lr", type=float, help=_help("lr"))
     p.add_argument("--head-lr", type=float, help=_help("head_lr"))
+    p.add_argument("--head-set", dest="head_options", type=_option, action="append",
+                   default=[], metavar="KEY=VALUE",
+                   help="a head option, e.g. --head-set projection=2000 (repeatable; "
+                        "`retain list` shows them)")
     p.add_argument("--set", dest="options", type=_option, action="append", default=[],
                    metavar="KEY=VALUE", help="a method option, e.g. --set rank=16 (repeatable)")
     p.add_argument("--resume", action="store_true",
@@ -83,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields}
     values["method_options"] = dict(getattr(args, "options", []))
+    values["head_options"] = dict(getattr(args, "head_options", []))
     if args.data:
         values["benchmark"] = None
     return RunConfig(**values)
@@ -164,6 +169,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, cls in REGISTRY.items():
         print(f"  {name:<14} {cls.description} [head: {cls.default_head}; "
               f"{', '.join(cls.kinds)}]")
+    from retain.config import HEADS
+    from retain.methods.heads import HEAD_CONFIGS
+
+    print("heads (--head NAME, options --head-set KEY=VALUE):")
+    for name in HEADS:
+        print(f"  {name}")
+        for line in HEAD_CONFIGS[name].describe() if name in HEAD_CONFIGS else ():
+            print(f"      {line}")
     print("benchmarks:")
     for name, benchmark in BENCHMARKS.items():
         print(f"  {name:<14} {benchmark.description} [{benchmark.kind}]")

@@ -11,7 +11,7 @@ from retain.errors import RetainError
 from retain.profiles import pick_profile
 
 SCENARIOS = ("class", "task", "domain")
-HEADS = ("task-heads", "growing", "prototypes")
+HEADS = ("task-heads", "growing", "prototypes", "analytic", "aligned")  # retain.methods.heads
 
 
 @dataclass
@@ -47,8 +47,10 @@ class RunConfig:
     backbone: str | None = field(
         default=None, metadata={"help": "packaged name (minilm), local path or hub id"})
     pooling: str = field(default="auto", metadata={"help": "auto, mean, cls or last"})
-    head: str | None = field(
-        default=None, metadata={"help": "task-heads, growing or prototypes (default: method's)"})
+    head: str | None = field(default=None, metadata={
+        "help": "task-heads, growing, prototypes, analytic or aligned (default: the method's)"})
+    head_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "overrides of the head's config fields (analytic, aligned)"})
     epochs: int | None = field(default=None, metadata={"help": "override of the profile's epochs"})
     steps: int | None = field(default=None, metadata={
         "help": "optimiser steps per task in place of epochs (default: the profile's; 0: "
@@ -75,6 +77,7 @@ class RunConfig:
         from retain.data import BENCHMARKS
         from retain.kinds import get_kind
         from retain.methods import get_method_class
+        from retain.methods.heads import head_options
 
         cls = get_method_class(self.method)
         if self.data is None and self.benchmark is None:
@@ -100,6 +103,8 @@ class RunConfig:
                 raise RetainError(f"language-modelling streams have no head; drop --head "
                                   f"{self.head}")
             head = "none"
+            if self.head_options:
+                raise RetainError("language-modelling streams have no head; drop --head-set")
         else:
             head = self.head or cls.default_head
             if head not in HEADS:
@@ -127,6 +132,7 @@ class RunConfig:
             batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
+            head_options=head_options(head, self.head_options),
             head_lr=self.head_lr if self.head_lr is not None else lr,
             class_order_seed=None if lm else self._order_seed(bench),
             retention_limit=(self.retention_limit if self.retention_limit is not None

@@ -41,22 +41,24 @@ class _Items(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[dict, int]:
-        return self.items[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[dict, int, int]:
+        return self.items[i], int(self.labels[i]), i
 
 
 @dataclass
 class _Collate:
     """The backbone batches the items (tokenizer, image processor); classification adds the
-    class labels (token sequences carry their own)."""
+    class labels (token sequences carry their own); ``index`` is each item's position in the
+    data (the same whatever the number of processes)."""
 
     backbone: Backbone
     max_length: int
 
-    def __call__(self, items: list[tuple[dict, int]]) -> dict[str, torch.Tensor]:
-        things, labels = zip(*items, strict=True)
+    def __call__(self, items: list[tuple[dict, int, int]]) -> dict[str, torch.Tensor]:
+        things, labels, index = zip(*items, strict=True)
         batch = self.backbone.batch(list(things), self.max_length)
         batch.setdefault("labels", torch.tensor(labels, dtype=torch.long))
+        batch["index"] = torch.tensor(index, dtype=torch.long)
         return batch
 
 
@@ -262,7 +264,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def build_method(cfg: RunConfig) -> ContinualMethod:
     cls = get_method_class(cfg.method)
-    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head)
+    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head,
+               head_options=cfg.head_options)
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -26,7 +26,6 @@ A new method must write ``wrap`` (or ``prepare``) and ``model_tensors``; it may 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -38,46 +37,15 @@ from retain.backbones import Backbone
 from retain.data.stream import Stream, Task
 from retain.errors import RetainError
 from retain.methods.heads import make_head
+from retain.options import Options
 
 Batch = dict[str, torch.Tensor]
 Batches = Callable[[], Iterable[Batch]]
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(Options):
     """Base of every method's config: a dataclass whose fields carry ``metadata['help']``."""
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> MethodConfig:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in options.items():
-            if key not in fields:
-                known = ", ".join(fields) or "none"
-                raise RetainError(f"unknown option '{key}' for {cls.__name__} (options: {known})")
-            default = cls().__getattribute__(key)
-            values[key] = _coerce(key, value, default)
-        return cls(**values)
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, list | tuple):
-            return [v.strip() for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise RetainError(f"option {key}={value!r} does not parse as {type(default).__name__}"
-                          ) from None
-    return value
 
 
 class ContinualMethod(nn.Module):
@@ -96,10 +64,12 @@ class ContinualMethod(nn.Module):
     # keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: MethodConfig, head: str):
+    def __init__(self, config: MethodConfig, head: str,
+                 head_options: dict[str, Any] | None = None):
         super().__init__()
         self.config = config
         self.head_scheme = head
+        self.head_options = head_options or {}
         self.tuner = None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -118,7 +88,7 @@ class ContinualMethod(nn.Module):
         self.model = backbone.model  # the one model object of the run
         self.wrap(self.model)
         self.head = make_head(self.head_scheme if stream.kind == "classification" else "none",
-                              backbone.hidden_size, stream.num_classes)
+                              backbone.hidden_size, stream.num_classes, self.head_options)
 
     def wrap(self, model: nn.Module) -> None:
         """Adapt ``model`` in place: inject adapters (keep the tuner in ``self.tuner``), set
@@ -136,7 +106,7 @@ class ContinualMethod(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         if self.kind == "lm":  # the model's own next-token loss (padding labelled -100)
-            return self.model(**batch).loss
+            return self.model(**self.backbone.inputs(batch), labels=batch["labels"]).loss
         return self.head.loss(self.features(batch), batch["labels"])
 
     def forward(self, batch: Batch) -> torch.Tensor:  # what accelerate / DDP wrap

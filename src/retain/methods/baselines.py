@@ -1,4 +1,4 @@
-"""The baselines every comparison needs: seq-ft, seq-lora, frozen-ncm, joint."""
+"""The baselines every comparison needs: seq-ft, seq-lora, first-session, frozen-ncm, joint."""
 
 from __future__ import annotations
 
@@ -127,6 +127,24 @@ class SeqLoRA(ContinualMethod):
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         return lora_tensors(self.model)
+
+
+@register
+class FirstSession(SeqLoRA):
+    name = "first-session"
+    description = ("a peft LoRA adapter trained on the first task only, then frozen (APER / "
+                   "RanPAC's first-session adaptation); later tasks only build the head")
+    default_head = "analytic"
+    kinds = ("classification",)
+    kinds_reason = "after the first task it only builds a classification head"
+
+    def end_task(self, task: Task, batches) -> None:
+        super().end_task(task, batches)
+        self.model.requires_grad_(False)  # the adapter is frozen from now on
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.model.requires_grad_(False)  # a checkpoint is written after a task ends
 
 
 @register

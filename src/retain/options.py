@@ -1,0 +1,56 @@
+"""Option dataclasses (method and head configs): every field carries ``metadata['help']``, and
+``from_options`` builds one from ``KEY=VALUE`` strings or Python values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from retain.errors import RetainError
+
+
+@dataclass
+class Options:
+    """Base of every method's and head's config."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Options:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in options.items():
+            if key not in fields:
+                known = ", ".join(fields) or "none"
+                raise RetainError(f"unknown option '{key}' for {cls.__name__} (options: {known})")
+            default = cls().__getattribute__(key)
+            values[key] = _coerce(key, value, default)
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[str]:
+        """One line per field: name, default and help text."""
+        return [f"{f.name}={getattr(cls(), f.name)!r}: {f.metadata.get('help', '')}"
+                for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list | tuple):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            if default and isinstance(default[0], float):
+                return [float(v) for v in items]
+            return items
+    except ValueError:
+        raise RetainError(f"option {key}={value!r} does not parse as {type(default).__name__}"
+                          ) from None
+    return value

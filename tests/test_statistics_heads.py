@@ -1,0 +1,214 @@
+"""The heads built from statistics (analytic, aligned) and the first-session baseline: the
+invariants of issue 12 on a tiny BERT and on synthetic features."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from retain.data.stream import Split, Task
+from retain.engine import train_stream
+from retain.errors import RetainError
+from retain.methods.baselines import SeqLoRA
+from retain.methods.heads import AlignedHead, AnalyticHead
+from retain.methods.heads.aligned import AlignedConfig
+from retain.methods.heads.analytic import AnalyticConfig
+from tests.conftest import check_exact_resume
+
+
+def _task(index, classes):
+    empty = Split([], np.zeros(0, int))
+    return Task(index, classes, empty, empty)
+
+
+def _train_features(method, cfg):
+    """Every training item's pooled features, labels and positions, task by task, from the
+    trained method's backbone (float32, as the head sees them)."""
+    from retain.data import build_stream
+
+    stream = build_stream(cfg.resolved(), method.backbone)
+    out = []
+    with torch.no_grad():
+        for task in stream.tasks:
+            batch = method.backbone.batch(task.train.items, cfg.resolved().max_length)
+            out.append((method.features(batch), torch.as_tensor(task.train.labels)))
+    return out
+
+
+def test_analytic_head_on_a_frozen_backbone_is_ridge_on_all_tasks_at_once(tiny_config):
+    """After the last task, W equals ridge regression fitted on every task's features at once
+    with the same lambda (to 1e-6); a head that kept only the last task's G and Q fails."""
+    cfg = tiny_config(method="frozen-ncm", head="analytic", pooling="mean",
+                      head_options={"projection": 48, "lambdas": [0.1, 1.0, 10.0]})
+    res, method = train_stream(cfg, progress=False)
+    head = method.head
+    feats = _train_features(method, cfg)
+    H = torch.cat([head.expand(f) for f, _ in feats]).double().numpy()
+    Y = np.eye(6)[torch.cat([y for _, y in feats]).numpy()]
+    lam = head.ridge
+    ridge = np.linalg.solve(H.T @ H + lam * np.eye(H.shape[1]), H.T @ Y)
+    W = head.solution().numpy()
+    assert np.abs(W - ridge).max() <= 1e-6 * max(1.0, np.abs(ridge).max())
+    assert np.allclose(head.gram.numpy(), H.T @ H) and np.allclose(head.targets.numpy(), H.T @ Y)
+    assert len(head.choices) == 3 and lam in (0.1, 1.0, 10.0)
+    # what it stores: G (48 x 48), Q (48 x 6) and the seen-class mask, nothing of the backbone
+    assert res["cost"]["stored_parameters"] == 48 * 48 + 48 * 6 + 6
+
+
+def test_analytic_lambda_is_picked_on_held_out_items_and_refitted_on_all():
+    torch.manual_seed(0)
+    head = AnalyticHead(4, 2, AnalyticConfig(projection=0, lambdas=[1e-2, 1e4], holdout=2))
+    x = torch.randn(40, 4)
+    y = (x[:, 0] > 0).long()  # separable: a small lambda classifies the held-out half better
+    batch = {"x": x, "labels": y, "index": torch.arange(40)}
+    head.begin_task(_task(0, [0, 1]))
+    head.end_task(_task(0, [0, 1]), lambda: [batch], lambda b: b["x"])
+    scores = head.choices[0]["accuracy"]
+    assert head.ridge == 1e-2 and scores[1e-2] >= scores[1e4]
+    refit = np.linalg.solve(x.double().T @ x.double() + 1e-2 * np.eye(4),
+                            x.double().T @ np.eye(2)[y])
+    assert np.allclose(head.solution().numpy(), refit)  # all items, the held-out ones too
+    mse = AnalyticHead(4, 2, AnalyticConfig(projection=0, lambdas=[1e-2, 1e4], select="mse"))
+    mse.begin_task(_task(0, [0, 1]))
+    mse.end_task(_task(0, [0, 1]), lambda: [batch], lambda b: b["x"])
+    assert set(mse.choices[0]["mse"]) == {1e-2, 1e4}
+
+
+def test_analytic_head_options_are_checked():
+    with pytest.raises(RetainError, match="select must be"):
+        AnalyticConfig(select="loss")
+    with pytest.raises(RetainError, match="lambda must be positive"):
+        AnalyticConfig(lambdas=[0.0])
+    assert AnalyticConfig.from_options({"lambdas": "1,10"}).lambdas == [1.0, 10.0]
+
+
+def test_head_options_need_a_head_that_has_them(tiny_config):
+    with pytest.raises(RetainError, match="has no options"):
+        tiny_config(head="growing", head_options={"projection": 2}).resolved()
+    with pytest.raises(RetainError, match="unknown option 'width'"):
+        tiny_config(head="analytic", head_options={"width": 2}).resolved()
+    cfg = tiny_config(head="aligned").resolved()
+    assert cfg.head_options["samples"] == 256 and cfg.head_options["covariance"] == "full"
+
+
+@pytest.mark.parametrize("covariance", ["full", "diagonal"])
+def test_aligned_head_stores_each_class_mean_and_covariance(tiny_config, covariance):
+    cfg = tiny_config(method="frozen-ncm", head="aligned", pooling="mean",
+                      head_options={"covariance": covariance, "epochs": 1})
+    res, method = train_stream(cfg, progress=False)
+    head = method.head
+    feats = _train_features(method, cfg)
+    f = torch.cat([x for x, _ in feats]).double()
+    y = torch.cat([y for _, y in feats])
+    assert head.order == list(range(6))
+    for c in range(6):
+        mean, cov = f[y == c].mean(0), torch.cov(f[y == c].T)
+        assert torch.allclose(head.means[c], mean, atol=1e-6)
+        want = cov if covariance == "full" else cov.diagonal()
+        assert torch.allclose(head.covs[c], want, atol=1e-6)
+        assert head.counts[c] == (y == c).sum()
+    d = f.shape[1]
+    per_class = (d * d + d + 1) if covariance == "full" else 2 * d + 1
+    assert res["cost"]["stored_parameters"] == 6 * per_class + (d + 1) * 6 + 6
+
+
+def test_aligned_moments_pool_a_class_seen_again():
+    head = AlignedHead(2, 2, AlignedConfig(epochs=0))
+    a, b = torch.randn(5, 2), torch.randn(7, 2) + 1
+    for i, x in enumerate((a, b)):
+        head.begin_task(_task(i, [0]))
+        batch = {"x": x, "labels": torch.zeros(len(x), dtype=torch.long)}
+        head.end_task(_task(i, [0]), lambda batch=batch: [batch], lambda b: b["x"])
+    both = torch.cat([a, b]).double()
+    assert torch.allclose(head.means[0], both.mean(0))
+    assert torch.allclose(head.covs[0], torch.cov(both.T))
+
+
+def test_alignment_calibrates_separately_trained_task_heads():
+    """Two tasks of two Gaussian classes each; the task-local classifiers are left at zero
+    (uncalibrated across tasks). Before alignment every sample goes to one task's classes;
+    after it, fresh samples of all four classes are classified correctly."""
+    torch.manual_seed(0)
+    centres = torch.tensor([[4., 0, 0], [0, 4, 0], [0, 0, 4], [-4, -4, -4]])
+    head = AlignedHead(3, 4, AlignedConfig(samples=64, epochs=5, lr=0.1, seed=0))
+    for t, classes in enumerate(([0, 1], [2, 3])):
+        x = torch.cat([centres[c] + 0.5 * torch.randn(50, 3) for c in classes])
+        y = torch.tensor(classes).repeat_interleave(50)
+        head.begin_task(_task(t, classes))
+        torch.nn.init.zeros_(head.classifier.weight)
+        torch.nn.init.zeros_(head.classifier.bias)
+        if t == 1:
+            before = head.logits(centres).argmax(-1)
+            assert (before == torch.arange(4)).sum() <= 2
+        head.end_task(_task(t, classes), lambda x=x, y=y: [{"x": x, "labels": y}],
+                      lambda b: b["x"])
+    test = torch.cat([centres[c] + 0.5 * torch.randn(100, 3) for c in range(4)])
+    pred = head.logits(test).argmax(-1)
+    assert (pred == torch.arange(4).repeat_interleave(100)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("head", ["analytic", "aligned"])
+def test_statistics_heads_resume_exactly(tiny_config, monkeypatch, tmp_path, head):
+    options = {"projection": 64} if head == "analytic" else {"epochs": 2}
+    check_exact_resume(tiny_config, monkeypatch, tmp_path, SeqLoRA, method="seq-lora",
+                       head=head, head_options=options, lr=1e-2)
+
+
+def test_first_session_trains_the_adapter_on_the_first_task_only(tiny_config, tmp_path):
+    from safetensors.torch import load_file
+
+    opts = {"projection": 64}
+    res, method = train_stream(tiny_config(method="first-session", head_options=opts,
+                                           out=str(tmp_path / "all")), progress=False)
+    assert res["head"] == "analytic"
+    steps = [p["steps"] for p in res["per_task"]]
+    assert steps[0] > 0 and steps[1:] == [0, 0]  # frozen after task 1; the head needs no steps
+    one, _ = train_stream(tiny_config(method="first-session", head_options=opts, tasks=1,
+                                      out=str(tmp_path / "one")), progress=False)
+    after_one = load_file(str(next((tmp_path / "one" / "checkpoint").glob("*.safetensors"))))
+    final = method.model.state_dict()
+    lora = [k for k in after_one if "lora_" in k]
+    assert lora and all(torch.equal(after_one[k], final[k[len("model."):]]) for k in lora)
+    # with a linear head the later tasks still train, the head alone
+    grow = train_stream(tiny_config(method="first-session", head="growing",
+                                    out=str(tmp_path / "g")), progress=False)[1]
+    assert all(torch.equal(after_one[k], grow.model.state_dict()[k[len("model."):]])
+               for k in lora)
+
+
+def test_two_processes_give_the_same_analytic_head(tiny_bert, tmp_path):
+    """G and Q are summed across processes, and the held-out items are picked by position:
+    with 27 training items a task (uneven shards) G, Q, lambda and W equal one process's."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import make_rows
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in make_rows(11)))
+    args = ["-m", "retain.cli", "run", "--method", "frozen-ncm", "--head", "analytic",
+            "--head-set", "projection=40", "--data", str(data), "--classes-per-task", "3",
+            "--backbone", tiny_bert, "--profile", "smoke", "--no-retention", "--quiet",
+            "--pooling", "mean"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    heads = []
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *args,
+               "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        state = json.loads((out / "checkpoint" / "state.json").read_text())
+        assert json.loads((out / "results.json").read_text())["cost"]["processes"] == n
+        weights = load_file(str(next((out / "checkpoint").glob("*.safetensors"))))
+        heads.append((weights, state["method_state"]["head"]))
+    (w1, s1), (w2, s2) = heads
+    assert torch.allclose(w1["head.gram"], w2["head.gram"], rtol=1e-9, atol=1e-9)
+    assert torch.allclose(w1["head.targets"], w2["head.targets"], rtol=1e-9, atol=1e-9)
+    assert s1["choices"] == s2["choices"] and s1["lambda"] == s2["lambda"]
+    solve = AnalyticHead._solve
+    assert torch.allclose(solve(w1["head.gram"], w1["head.targets"], s1["lambda"]),
+                          solve(w2["head.gram"], w2["head.targets"], s2["lambda"]), atol=1e-8)
