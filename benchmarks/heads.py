@@ -1,0 +1,138 @@
+"""Every method with every head scheme that applies, on one stream: the table of issue 12.
+
+    python benchmarks/heads.py --profile quick                  # the whole grid, one at a time
+    python benchmarks/heads.py --only inflora/analytic,plate/aligned
+    python benchmarks/heads.py --worker 0/3 & ...; python benchmarks/heads.py --collect
+
+Each run lives in ``runs/heads/<profile>/<label>/`` (a finished run is read, not run again).
+Beside the summary row, each statistics head on a backbone that moves gets a *refit* accuracy:
+the same head scheme rebuilt from every task's training data on the final backbone (what drift
+compensation of the stored statistics could at most recover), and every run the accuracy of the
+first task's classes after each task (column 1 of the matrix), which shows how stale a head
+goes. ``--collect`` gathers the rows into ``benchmarks/results/heads_<profile>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+STAT_HEADS = ("prototypes", "analytic", "aligned")
+ALL_HEADS = ("task-heads", "growing", *STAT_HEADS)
+
+
+def grid() -> dict[str, dict]:
+    """label -> RunConfig fields."""
+    g: dict[str, dict] = {}
+    for head in STAT_HEADS:
+        g[f"frozen-ncm/{head}"] = {"method": "frozen-ncm", "head": head}
+    g["frozen-ncm/growing"] = {"method": "frozen-ncm", "head": "growing"}
+    for m, opts in (("M2000", {"projection": 2000}), ("M0", {"projection": 0}),
+                    ("mse", {"select": "mse", "lambdas": "1e-8,1e-6,1e-4,1e-2,1,1e2,1e4,1e6,1e8"}),
+                    ("M2000-mse", {"projection": 2000, "select": "mse",
+                                   "lambdas": "1e-8,1e-6,1e-4,1e-2,1,1e2,1e4,1e6,1e8"})):
+        g[f"frozen-ncm/analytic-{m}"] = {"method": "frozen-ncm", "head": "analytic",
+                                         "head_options": opts}
+    g["frozen-ncm/aligned-diagonal"] = {"method": "frozen-ncm", "head": "aligned",
+                                        "head_options": {"covariance": "diagonal"}}
+    for head in STAT_HEADS:
+        g[f"first-session/{head}"] = {"method": "first-session", "head": head}
+    for method in ("seq-lora", "inflora", "plate"):
+        for head in ALL_HEADS:
+            g[f"{method}/{head}"] = {"method": method, "head": head}
+        for lr in (5e-3, 5e-2):  # the task-local classifier trains 10x / 100x faster
+            g[f"{method}/analytic-head-lr{lr:g}"] = {"method": method, "head": "analytic",
+                                                     "head_lr": lr}
+    g["first-session/analytic-head-lr0.005"] = {"method": "first-session", "head": "analytic",
+                                                "head_lr": 5e-3}
+    g["joint/growing"] = {"method": "joint", "head": "growing"}
+    return g
+
+
+def refit_accuracy(cfg, method) -> float:
+    """Final class-incremental accuracy of the run's head scheme rebuilt on the final backbone
+    from every task's training data (no training involved: prototypes and analytic)."""
+    from accelerate import Accelerator
+
+    from retain.data import build_stream
+    from retain.engine import Engine
+    from retain.methods.heads import make_head
+
+    cfg = cfg.resolved()
+    stream = build_stream(cfg, method.backbone)
+    acc = Accelerator(cpu=cfg.cpu)
+    method.head = make_head(cfg.head, method.backbone.hidden_size, stream.num_classes,
+                            cfg.head_options).to(acc.device)
+    engine = Engine(cfg, stream, method.backbone, method, acc, progress=False)
+    for task in stream.tasks:
+        engine.boundary(lambda t, b: method.head.absorb(t, b, method.features), task)
+    matrix = engine.evaluate(stream.tasks)["matrix"]
+    return sum(matrix) / len(matrix)
+
+
+def run_one(label: str, fields: dict, profile: str, seed: int) -> dict:
+    from retain import RunConfig
+    from retain.engine import train_stream
+    from retain.summary import summary_row
+
+    out = Path("runs/heads") / profile / label.replace("/", "--")
+    done = out / "row.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = RunConfig(profile=profile, seed=seed, out=str(out), **fields)
+    start = time.perf_counter()
+    results, method = train_stream(cfg, resume=(out / "checkpoint").is_dir(), progress=False)
+    row = {"label": label, **summary_row(results), "head_lr": results["config"]["head_lr"],
+           "head_options": results["config"]["head_options"],
+           "first_task_accuracy": [r[0] for r in results["matrix"]],
+           "task_incremental_first_task_accuracy": [r[0] for r in
+                                                    results["task_incremental_matrix"]],
+           "run_seconds": time.perf_counter() - start, "device": results["cost"]["device"]}
+    if results["head"] == "analytic":
+        row["lambdas"] = [c["lambda"] for c in method.head.choices]
+    moving = results["cost"]["trainable_parameters"] > 0 and results["method"] != "joint"
+    if results["head"] in ("prototypes", "analytic") and moving:
+        row["refit_final_accuracy"] = refit_accuracy(cfg, method)
+    done.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default="", help="comma-separated labels (default: all)")
+    p.add_argument("--worker", default="0/1", help="I/N: run every N-th label from the I-th")
+    p.add_argument("--collect", action="store_true", help="only gather finished rows")
+    p.add_argument("--list", action="store_true", help="print the labels")
+    args = p.parse_args()
+    labels = [x for x in args.only.split(",") if x] or list(grid())
+    if args.list:
+        print("\n".join(labels))
+        return
+    if not args.collect:
+        i, n = map(int, args.worker.split("/"))
+        for label in labels[i::n]:
+            try:
+                row = run_one(label, grid()[label], args.profile, args.seed)
+            except Exception as e:  # noqa: BLE001  (one failed run must not stop the others)
+                print(json.dumps({"label": label, "error": repr(e)}), flush=True)
+                continue
+            print(json.dumps({k: row.get(k) for k in ("label", "final_accuracy",
+                                                      "refit_final_accuracy", "run_seconds")}),
+                  flush=True)
+    rows = []
+    for label in grid():
+        path = Path("runs/heads") / args.profile / label.replace("/", "--") / "row.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    dest = ROOT / "results" / f"heads_{args.profile}.json"
+    dest.write_text(json.dumps(rows, indent=1))
+    print(f"saved {len(rows)} rows to {dest}")
+
+
+if __name__ == "__main__":
+    main()
