@@ -25,30 +25,28 @@ ALL_HEADS = ("task-heads", "growing", *STAT_HEADS)
 
 
 def grid() -> dict[str, dict]:
-    """label -> RunConfig fields."""
+    """label -> RunConfig fields, the main table first, then the variants."""
     g: dict[str, dict] = {}
-    for head in STAT_HEADS:
-        g[f"frozen-ncm/{head}"] = {"method": "frozen-ncm", "head": head}
-    g["frozen-ncm/growing"] = {"method": "frozen-ncm", "head": "growing"}
+    for method in ("frozen-ncm", "first-session"):
+        for head in STAT_HEADS:
+            g[f"{method}/{head}"] = {"method": method, "head": head}
+    g["joint/growing"] = {"method": "joint", "head": "growing"}
+    for method in ("inflora", "plate", "seq-lora"):
+        for head in ALL_HEADS:
+            g[f"{method}/{head}"] = {"method": method, "head": head}
+    ranpac = "1e-8,1e-6,1e-4,1e-2,1,1e2,1e4,1e6,1e8"  # RanPAC's grid, with its squared error
     for m, opts in (("M2000", {"projection": 2000}), ("M0", {"projection": 0}),
-                    ("mse", {"select": "mse", "lambdas": "1e-8,1e-6,1e-4,1e-2,1,1e2,1e4,1e6,1e8"}),
-                    ("M2000-mse", {"projection": 2000, "select": "mse",
-                                   "lambdas": "1e-8,1e-6,1e-4,1e-2,1,1e2,1e4,1e6,1e8"})):
+                    ("mse", {"select": "mse", "lambdas": ranpac}),
+                    ("M2000-mse", {"projection": 2000, "select": "mse", "lambdas": ranpac})):
         g[f"frozen-ncm/analytic-{m}"] = {"method": "frozen-ncm", "head": "analytic",
                                          "head_options": opts}
     g["frozen-ncm/aligned-diagonal"] = {"method": "frozen-ncm", "head": "aligned",
                                         "head_options": {"covariance": "diagonal"}}
-    for head in STAT_HEADS:
-        g[f"first-session/{head}"] = {"method": "first-session", "head": head}
-    for method in ("seq-lora", "inflora", "plate"):
-        for head in ALL_HEADS:
-            g[f"{method}/{head}"] = {"method": method, "head": head}
+    g["frozen-ncm/growing"] = {"method": "frozen-ncm", "head": "growing"}
+    for method in ("inflora", "plate", "seq-lora", "first-session"):
         for lr in (5e-3, 5e-2):  # the task-local classifier trains 10x / 100x faster
             g[f"{method}/analytic-head-lr{lr:g}"] = {"method": method, "head": "analytic",
                                                      "head_lr": lr}
-    g["first-session/analytic-head-lr0.005"] = {"method": "first-session", "head": "analytic",
-                                                "head_lr": 5e-3}
-    g["joint/growing"] = {"method": "joint", "head": "growing"}
     return g
 
 
