@@ -165,9 +165,12 @@ class InfLoRA(ContinualMethod):
         covs = {}
         for name, (total, count) in stats.items():
             dim = self.memories[_key(name)].dim
-            total = total if torch.is_tensor(total) else torch.zeros(dim, dim, dtype=torch.float64)
-            count = all_reduce_sum(torch.tensor([float(count)], dtype=torch.float64))
-            covs[name] = all_reduce_sum(total.to(count.device)) / count.clamp_min(1)
+            if not torch.is_tensor(total):  # this process saw no data
+                total = torch.zeros(dim, dim, dtype=torch.float64, device=self.memories[
+                    _key(name)].basis.device)
+            count = all_reduce_sum(torch.tensor([float(count)], dtype=torch.float64,
+                                                device=total.device))
+            covs[name] = all_reduce_sum(total) / count.clamp_min(1)  # on the model's device
         return covs
 
     # --- lifecycle -------------------------------------------------------------------------

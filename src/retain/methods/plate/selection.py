@@ -126,7 +126,8 @@ def protected_subspace(frozen: torch.Tensor, tau: float, max_rank: int, full: bo
         n_high = 0
     else:
         held = torch.cumsum(evals.flip(0), 0) / total
-        n_high = int(torch.searchsorted(held, torch.tensor(tau, dtype=held.dtype))) + 1
+        n_high = int(torch.searchsorted(held, torch.tensor(tau, dtype=held.dtype,
+                                                             device=held.device))) + 1
         n_high = min(n_high, d_in)
         if tau == 0.0:
             n_high = 0
