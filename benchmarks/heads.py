@@ -47,6 +47,12 @@ def grid() -> dict[str, dict]:
         for lr in (5e-3, 5e-2):  # the task-local classifier trains 10x / 100x faster
             g[f"{method}/analytic-head-lr{lr:g}"] = {"method": method, "head": "analytic",
                                                      "head_lr": lr}
+    for label, method, head, lr in (("inflora/analytic-head-lr0.1", "inflora", "analytic", 0.1),
+                                    ("inflora/analytic-head-lr0.2", "inflora", "analytic", 0.2),
+                                    ("plate/analytic-head-lr0.2", "plate", "analytic", 0.2),
+                                    ("inflora/aligned-head-lr0.05", "inflora", "aligned", 5e-2),
+                                    ("plate/aligned-head-lr0.05", "plate", "aligned", 5e-2)):
+        g[label] = {"method": method, "head": head, "head_lr": lr}
     return g
 
 
