@@ -53,6 +53,9 @@ def grid() -> dict[str, dict]:
                                     ("inflora/aligned-head-lr0.05", "inflora", "aligned", 5e-2),
                                     ("plate/aligned-head-lr0.05", "plate", "aligned", 5e-2)):
         g[label] = {"method": method, "head": head, "head_lr": lr}
+    # the backbone at half its learning rate, the classifier fast (run on the CPU)
+    g["inflora/analytic-lr0.00025-head-lr0.05"] = {"method": "inflora", "head": "analytic",
+                                                   "lr": 2.5e-4, "head_lr": 5e-2}
     return g
 
 
