@@ -107,6 +107,27 @@ def run_one(label: str, fields: dict, profile: str, seed: int) -> dict:
     return row
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows as the README's table."""
+    def f(x, d=3):
+        if x is None or x != x:
+            return "n/a"
+        return f"{x:,}" if isinstance(x, int) else f"{x:.{d}f}"
+
+    out = ["| run | head lr | final | avg. incr. | forgetting | task-incr. final | WordSim353 | "
+           "SimLex-999 | Lee | drift | stored | boundary s | refit final |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| " + " | ".join([
+            r["label"], f"{r['head_lr']:g}", f(r["final_accuracy"]),
+            f(r["average_incremental_accuracy"]), f(r["forgetting"]),
+            f(r.get("task_incremental_final_accuracy")), f(r.get("retention_wordsim353")),
+            f(r.get("retention_simlex999")), f(r.get("retention_lee")),
+            f(r.get("retention_embedding_drift")), f(r["stored_parameters"]),
+            f(r["boundary_seconds"], 1), f(r.get("refit_final_accuracy"))]) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick")
@@ -115,10 +136,14 @@ def main() -> None:
     p.add_argument("--worker", default="0/1", help="I/N: run every N-th label from the I-th")
     p.add_argument("--collect", action="store_true", help="only gather finished rows")
     p.add_argument("--list", action="store_true", help="print the labels")
+    p.add_argument("--markdown", action="store_true", help="print the saved rows as a table")
     args = p.parse_args()
     labels = [x for x in args.only.split(",") if x] or list(grid())
     if args.list:
         print("\n".join(labels))
+        return
+    if args.markdown:
+        print(markdown(json.loads((ROOT / "results" / f"heads_{args.profile}.json").read_text())))
         return
     if not args.collect:
         i, n = map(int, args.worker.split("/"))

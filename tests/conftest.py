@@ -65,9 +65,19 @@ def tiny_config(tiny_bert, jsonl_file, tmp_path):
                     classes_per_task=2, backbone=tiny_bert, epochs=2, batch_size=8,
                     retention=False, out=str(tmp_path / "run"))
         base.update(kw)
+        base.setdefault("head_options", small_head(base["method"], base.get("head")))
         return RunConfig(**base)
 
     return make
+
+
+def small_head(method: str, head: str | None = None) -> dict:
+    """Head options that keep tests fast: a 64-wide projection where the head is analytic (its
+    default, 5000, costs seconds of float64 solves per task whatever the data)."""
+    from retain.methods import get_method_class
+
+    return {"projection": 64} if (head or get_method_class(method).default_head) == "analytic" \
+        else {}
 
 
 def crash_on_task(monkeypatch, cls, index: int):

@@ -65,8 +65,7 @@ def recompute_last_rows(method, cfg, bf16: bool = False) -> tuple[list[float], l
 def test_every_method_runs(tiny_config, method):
     """The matrices the engine reports are the ones its trained method gives: the last rows
     recomputed independently match, and the headline figures follow from the matrices."""
-    small = {"projection": 256} if get_method_class(method).default_head == "analytic" else {}
-    cfg = tiny_config(method=method, head_options=small)
+    cfg = tiny_config(method=method)
     res, trained = train_stream(cfg, progress=False)
     assert res["method"] == method
     assert [len(r) for r in res["matrix"]] == [1, 2, 3]

@@ -312,7 +312,8 @@ def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path)
     (0 epochs) every design and memory must match one process's."""
     from safetensors.torch import load_file
 
-    args = ["-m", "retain.cli", "run", "--method", "inflora", "--set", "merge=false", "--data",
+    args = ["-m", "retain.cli", "run", "--method", "inflora", "--head", "task-heads", "--set",
+            "merge=false", "--data",
             jsonl_file, "--classes-per-task", "3", "--backbone", tiny_bert, "--profile", "smoke",
             "--epochs", "0", "--no-retention", "--quiet"]
     weights = []

@@ -15,7 +15,7 @@ from retain.cli import main
 from retain.engine import train_stream
 from retain.kinds import token_nll
 from retain.metrics import summary
-from tests.conftest import crash_on_task
+from tests.conftest import crash_on_task, small_head
 
 # every projection of a Llama block: attention (grouped-query k/v: 32 -> 16) and the gated MLP
 LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -140,6 +140,7 @@ def test_image_folder_stream(image_folder, tmp_path):
                                     "joint"])
 def test_every_method_runs_on_images(image_folder, tmp_path, method):
     res = run(RunConfig(method=method, data=image_folder, benchmark=None, profile="smoke",
+                        head_options=small_head(method),
                         classes_per_task=2, epochs=2, out=str(tmp_path / "o")), progress=False)
     assert res["score"]["name"] == "accuracy" and [len(r) for r in res["matrix"]] == [1, 2]
     assert res["retention"] is None  # no pretrained image backbone to compare with

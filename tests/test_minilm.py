@@ -45,7 +45,7 @@ def test_inflora_invariant_on_minilm(tmp_path, monkeypatch):
 
     ratios = []
     _check_invariant(monkeypatch, ratios)
-    train_stream(RunConfig(method="inflora", profile="smoke", retention=False,
+    train_stream(RunConfig(method="inflora", profile="smoke", retention=False, head="task-heads",
                            out=str(tmp_path / "inf")), progress=False)
     assert len(ratios) == 2 * 6 * 2  # tasks 2 and 3, six layers, key and value
     assert max(ratios) < 1e-4  # (each branch did train: _check_invariant asserts it)

@@ -375,6 +375,6 @@ def test_sweep_writes_the_frontier_and_skips_finished_points(tiny_config, tmp_pa
     again = sweep(cfg, {"r": ["2", "4"], "tau": ["0.5"]}, done, progress=False)  # 2 baselines
     assert [(p["label"], p["plasticity"]) for p in again["points"]] == [
         (p["label"], p["plasticity"]) for p in frontier["points"]]
-    assert again["baselines"][0]["label"] == "plate (growing)"
+    assert again["baselines"][0]["label"] == "plate (analytic)"
     with pytest.raises(RetainError, match="another config.*epochs"):
         sweep(dataclasses.replace(cfg, epochs=3), {"r": ["2"], "tau": ["0.5"]}, progress=False)

@@ -174,9 +174,13 @@ def test_first_session_trains_the_adapter_on_the_first_task_only(tiny_config, tm
     lora = [k for k in after_one if "lora_" in k]
     assert lora and all(torch.equal(after_one[k], final[k[len("model."):]]) for k in lora)
     # with a linear head the later tasks still train, the head alone
-    grow = train_stream(tiny_config(method="first-session", head="growing",
-                                    out=str(tmp_path / "g")), progress=False)[1]
-    assert all(torch.equal(after_one[k], grow.model.state_dict()[k[len("model."):]])
+    res, grow = train_stream(tiny_config(method="first-session", head="growing",
+                                         out=str(tmp_path / "g")), progress=False)
+    assert all(p["steps"] > 0 for p in res["per_task"])
+    train_stream(tiny_config(method="first-session", head="growing", tasks=1,
+                             out=str(tmp_path / "g1")), progress=False)
+    grow_one = load_file(str(next((tmp_path / "g1" / "checkpoint").glob("*.safetensors"))))
+    assert all(torch.equal(grow_one[k], grow.model.state_dict()[k[len("model."):]])
                for k in lora)
 
 
@@ -212,3 +216,10 @@ def test_two_processes_give_the_same_analytic_head(tiny_bert, tmp_path):
     solve = AnalyticHead._solve
     assert torch.allclose(solve(w1["head.gram"], w1["head.targets"], s1["lambda"]),
                           solve(w2["head.gram"], w2["head.targets"], s2["lambda"]), atol=1e-8)
+
+
+def test_the_analytic_heads_classifier_learns_fast_by_default(tiny_config):
+    assert tiny_config(method="inflora").resolved().head_lr == 5e-2  # analytic: measured default
+    assert tiny_config(method="inflora", head="task-heads").resolved().head_lr == 5e-4  # = lr
+    assert tiny_config(method="plate", head_lr=1e-3).resolved().head_lr == 1e-3
+    assert tiny_config(method="seq-lora").resolved().head == "growing"  # the naive reference

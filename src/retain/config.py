@@ -58,8 +58,9 @@ class RunConfig:
     batch_size: int | None = field(default=None, metadata={"help": "override of the profile"})
     max_length: int | None = field(default=None, metadata={"help": "override of the profile"})
     lr: float | None = field(default=None, metadata={"help": "learning rate (default: method's)"})
-    head_lr: float | None = field(
-        default=None, metadata={"help": "learning rate of linear heads (default: lr)"})
+    head_lr: float | None = field(default=None, metadata={
+        "help": "learning rate of linear heads and of the task-local classifier of heads built "
+                "from statistics (default: 0.05 for analytic, else lr)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU even if a GPU is present"})
@@ -77,7 +78,7 @@ class RunConfig:
         from retain.data import BENCHMARKS
         from retain.kinds import get_kind
         from retain.methods import get_method_class
-        from retain.methods.heads import head_options
+        from retain.methods.heads import DEFAULT_HEAD_LR, head_options
 
         cls = get_method_class(self.method)
         if self.data is None and self.benchmark is None:
@@ -133,7 +134,7 @@ class RunConfig:
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
             head_options=head_options(head, self.head_options),
-            head_lr=self.head_lr if self.head_lr is not None else lr,
+            head_lr=self.head_lr if self.head_lr is not None else DEFAULT_HEAD_LR.get(head, lr),
             class_order_seed=None if lm else self._order_seed(bench),
             retention_limit=(self.retention_limit if self.retention_limit is not None
                              else 60 if self.profile == "smoke" else None),

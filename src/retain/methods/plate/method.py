@@ -29,7 +29,7 @@ class Plate(ContinualMethod):
     description = ("PLATE: only A trains in dW = s B A Q^T, with redundant neurons B and a "
                    "low-energy input subspace Q from the weights alone; merged after each task")
     config_class = PlateOptions
-    default_head = "growing"
+    default_head = "analytic"  # measured best (benchmarks/results/heads_quick.json)
     default_lr = 5e-4
     recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
