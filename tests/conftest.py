@@ -71,6 +71,20 @@ def tiny_config(tiny_bert, jsonl_file, tmp_path):
     return make
 
 
+def torchrun(args: list[str], out, processes: int):
+    """``python -m retain.cli ARGS --out OUT`` under torchrun with ``processes`` processes (a
+    gloo group that accelerate's Accelerator joins: MULTI_CPU); the finished process."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+           "-m", "retain.cli", *args, "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def small_head(method: str, head: str | None = None) -> dict:
     """Head options that keep tests fast: a 64-wide projection where the head is analytic (its
     default, 5000, costs seconds of float64 solves per task whatever the data)."""

@@ -195,31 +195,22 @@ def test_task_scenario_reports_task_incremental_accuracy(tiny_config, tmp_path):
 def test_two_processes_match_one_on_prototypes(tiny_bert, tmp_path):
     """Boundary statistics are summed across processes with every item counted once: with 27
     training items a task (odd, so the shards are uneven) the prototypes equal one process's."""
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
-    from tests.conftest import make_rows
+    from tests.conftest import make_rows, torchrun
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in make_rows(11)))  # 9 train / 2 test a class
     # mean pooling: the random tiny BERT's CLS state barely depends on the text, so its cosines
     # to the prototypes tie within float noise (margins 0 to 6e-8) and a 1e-7 difference in the
     # summed prototypes flipped a prediction; mean-pooled margins are about 1e-3
-    args = ["-m", "retain.cli", "run", "--method", "frozen-ncm", "--data", str(data),
-            "--classes-per-task", "3", "--backbone", tiny_bert, "--profile", "smoke",
-            "--no-retention", "--quiet", "--pooling", "mean"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["run", "--method", "frozen-ncm", "--data", str(data), "--classes-per-task", "3",
+            "--backbone", tiny_bert, "--profile", "smoke", "--no-retention", "--quiet",
+            "--pooling", "mean"]
     outs = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}"
-        # torchrun starts a gloo process group that accelerate's Accelerator joins (MULTI_CPU)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *args,
-               "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        proc = torchrun(args, out, n)
         assert proc.stdout.count("frozen-ncm on") == 1  # the table comes from the main process
         outs[n] = out
     one, two = (json.loads((outs[n] / "results.json").read_text()) for n in (1, 2))

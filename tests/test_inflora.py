@@ -2,9 +2,6 @@
 fused qkv layers, and statistics across processes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.inflora import InfLoRA, InfLoRAConfig, SubspaceMemory
 from retain.methods.inflora.method import add_branch, qkv_row_mask
-from tests.conftest import check_exact_resume
+from tests.conftest import check_exact_resume, torchrun
 
 SPECTRUM = [10.0, 5.0, 3.0, 1.0, 0.6, 0.4]  # trace 20; distinct, so directions are unique
 
@@ -312,18 +309,13 @@ def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path)
     (0 epochs) every design and memory must match one process's."""
     from safetensors.torch import load_file
 
-    args = ["-m", "retain.cli", "run", "--method", "inflora", "--head", "task-heads", "--set",
-            "merge=false", "--data",
-            jsonl_file, "--classes-per-task", "3", "--backbone", tiny_bert, "--profile", "smoke",
-            "--epochs", "0", "--no-retention", "--quiet"]
+    args = ["run", "--method", "inflora", "--head", "task-heads", "--set", "merge=false",
+            "--data", jsonl_file, "--classes-per-task", "3", "--backbone", tiny_bert,
+            "--profile", "smoke", "--epochs", "0", "--no-retention", "--quiet"]
     weights = []
     for n in (1, 2):
         out = tmp_path / f"p{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *args,
-               "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        torchrun(args, out, n)
         assert json.loads((out / "results.json").read_text())["cost"]["processes"] == n
         weights.append(load_file(str(next((out / "checkpoint").glob("*.safetensors")))))
     downs = [k for k in weights[0] if "lora_A" in k or k.startswith("memories")]

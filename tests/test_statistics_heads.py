@@ -2,9 +2,6 @@
 invariants of issue 12 on a tiny BERT and on synthetic features."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from retain.methods.baselines import SeqLoRA
 from retain.methods.heads import AlignedHead, AnalyticHead
 from retain.methods.heads.aligned import AlignedConfig
 from retain.methods.heads.analytic import AnalyticConfig
-from tests.conftest import check_exact_resume
+from tests.conftest import check_exact_resume, torchrun
 
 
 def _task(index, classes):
@@ -193,18 +190,13 @@ def test_two_processes_give_the_same_analytic_head(tiny_bert, tmp_path):
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in make_rows(11)))
-    args = ["-m", "retain.cli", "run", "--method", "frozen-ncm", "--head", "analytic",
-            "--head-set", "projection=40", "--data", str(data), "--classes-per-task", "3",
-            "--backbone", tiny_bert, "--profile", "smoke", "--no-retention", "--quiet",
-            "--pooling", "mean"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["run", "--method", "frozen-ncm", "--head", "analytic", "--head-set",
+            "projection=40", "--data", str(data), "--classes-per-task", "3", "--backbone",
+            tiny_bert, "--profile", "smoke", "--no-retention", "--quiet", "--pooling", "mean"]
     heads = []
     for n in (1, 2):
         out = tmp_path / f"p{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *args,
-               "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        torchrun(args, out, n)
         state = json.loads((out / "checkpoint" / "state.json").read_text())
         assert json.loads((out / "results.json").read_text())["cost"]["processes"] == n
         weights = load_file(str(next((out / "checkpoint").glob("*.safetensors"))))
