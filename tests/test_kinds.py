@@ -69,7 +69,7 @@ def test_lm3_stream_is_defined_exactly(tmp_path):
         assert {len(r) for r in rows} == {64} and len(set(rows)) == len(rows)  # disjoint
 
 
-@pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "joint"])
+@pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "share", "joint"])
 def test_every_method_runs_on_lm3_smoke(tmp_path, method):
     options = {} if method == "seq-ft" else {"target_modules": LLAMA_ALL}
     res, m = train_stream(lm3(tmp_path, method=method, method_options=options), progress=False)

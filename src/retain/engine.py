@@ -29,7 +29,7 @@ from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
 from retain.kinds import get_kind, perplexity
 from retain.methods import get_method_class
-from retain.methods.base import ContinualMethod
+from retain.methods.base import ContinualMethod, count_unique
 from retain.retention import retention_after, retention_probe
 
 
@@ -396,9 +396,16 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
             results["class_incremental_matrix"] = record.rows
     results["retention"] = ret
     steps = record.step_seconds
+    stored = method.stored_parameters()
+    lora = method.lora_per_task()
+    head = count_unique(t for n, t in method.stored_tensors().items() if n.startswith("head."))
     results["cost"] = {
         "trainable_parameters": record.trainable_parameters,
-        "stored_parameters": method.stored_parameters(),
+        "stored_parameters": stored,
+        # one LoRA of the method's rank on its layers per task, against what the method stores
+        # beyond its head
+        "stored_ratio_vs_lora_per_task": (len(stream) * lora / max(stored - head, 1)
+                                          if lora else None),
         "train_seconds": train_s,
         "boundary_seconds": boundary_s,
         "eval_seconds": eval_s,

@@ -165,6 +165,22 @@ class ContinualMethod(nn.Module):
         return count_unique(t for n, t in self.stored_tensors().items()
                             if not any(part in n for part in self.recomputed_tensors))
 
+    def lora_per_task(self) -> int | None:
+        """What one LoRA of the method's rank on the method's layers stores: the reference of
+        ``stored_ratio_vs_lora_per_task`` (None: not an adapter method)."""
+        return None
+
+
+def lora_numbers(model: nn.Module, layers: list[str], rank: int) -> int:
+    """Numbers of a rank-``rank`` LoRA (``A``: ``r x d_in``, ``B``: ``d_out x r``) on the named
+    linear layers (or the peft layers wrapping them)."""
+    total = 0
+    for name in layers:
+        layer = model.get_submodule(name)
+        base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+        total += rank * (base.in_features + base.out_features)
+    return total
+
 
 def count_unique(tensors: Iterable[torch.Tensor]) -> int:
     """Total size of tensors, each storage counted once (tied embeddings)."""

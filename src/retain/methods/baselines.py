@@ -9,7 +9,7 @@ from torch import nn
 
 from retain.data.stream import Task
 from retain.errors import RetainError
-from retain.methods.base import ContinualMethod, MethodConfig, register
+from retain.methods.base import ContinualMethod, MethodConfig, lora_numbers, register
 
 
 @dataclass
@@ -127,6 +127,11 @@ class SeqLoRA(ContinualMethod):
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         return lora_tensors(self.model)
+
+    def lora_per_task(self) -> int:
+        layers = [n for n, m in self.model.named_modules() if hasattr(m, "lora_A")
+                  and "default" in m.lora_A]
+        return lora_numbers(self.model, layers, self.config.rank)
 
 
 @register

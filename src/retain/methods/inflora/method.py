@@ -20,7 +20,7 @@ from torch import nn
 
 from retain.data.stream import Task
 from retain.dist import all_reduce_sum
-from retain.methods.base import Batch, Batches, ContinualMethod, register
+from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, register
 from retain.methods.baselines import make_tuner, peft_targets, unknown_targets
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
@@ -208,6 +208,9 @@ class InfLoRA(ContinualMethod):
             key = f"{n}.base_layer.weight" if f"{n}.base_layer.weight" in sd else f"{n}.weight"
             out[key] = sd[key]
         return out
+
+    def lora_per_task(self) -> int:
+        return lora_numbers(self.model, self.layers, self.config.rank)
 
     def state(self) -> dict:
         return {**super().state(), "branches": self.branches,

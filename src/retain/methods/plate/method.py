@@ -16,7 +16,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from retain.data.stream import Task
-from retain.methods.base import Batches, ContinualMethod, count_unique, register
+from retain.methods.base import Batches, ContinualMethod, count_unique, lora_numbers, register
 from retain.methods.baselines import make_tuner
 from retain.methods.plate.config import PlateOptions
 from retain.methods.plate.layer import PlateLinear
@@ -82,6 +82,9 @@ class Plate(ContinualMethod):
                             and not any(part in n for part in self.recomputed_tensors))
         in_features = {n: self.model.get_submodule(n).in_features for n in self.touched}
         return rest + sum(len(rows) * (in_features[n] + 1) for n, rows in self.touched.items())
+
+    def lora_per_task(self) -> int:
+        return lora_numbers(self.model, list(self.touched), self.config.r)
 
     def state(self) -> dict:
         return {**super().state(), "adapter": self.tuner is not None, "touched": self.touched}

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
-from peft.utils import PeftType
 
+from retain.methods.peft_types import add_peft_type
 from retain.methods.plate.config import PEFT_TYPE, PlateConfig
 from retain.methods.plate.layer import PlateLayer, PlateLinear
 
@@ -42,18 +42,5 @@ class PlateModel(BaseTuner):
 
 
 def register_with_peft() -> None:
-    """Make ``PLATE`` a ``peft`` method type (once); ``peft`` has no other extension point than
-    its ``PeftType`` enum and ``register_peft_method``."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.utils import register_peft_method
-
-    if PEFT_TYPE not in PeftType.__members__:
-        member = str.__new__(PeftType, PEFT_TYPE)
-        member._name_ = member._value_ = PEFT_TYPE
-        type.__setattr__(PeftType, PEFT_TYPE, member)
-        PeftType._member_map_[PEFT_TYPE] = member
-        PeftType._value2member_map_[PEFT_TYPE] = member
-        PeftType._member_names_.append(PEFT_TYPE)
-    if PeftType[PEFT_TYPE] not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        register_peft_method(name=PEFT_TYPE.lower(), config_cls=PlateConfig,
-                             model_cls=PlateModel, prefix=PlateModel.prefix)
+    """Make ``PLATE`` a ``peft`` method type (once)."""
+    add_peft_type(PEFT_TYPE, PlateConfig, PlateModel, PlateModel.prefix)

@@ -1,0 +1,86 @@
+"""Share's knobs (Vaidya et al., 2025): one help text per knob, shared by the ``peft`` config
+(``ShareConfig``, for ``get_peft_model``) and the continual method's options (``ShareOptions``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft.config import PeftConfig
+
+from retain.errors import RetainError
+from retain.methods.base import MethodConfig
+
+HELP = {
+    "k": "columns of each shared basis (U_a: d_in x k, U_b: d_out x k); fewer when the "
+         "tasks' factors span fewer directions",
+    "p": "rank of each task's update: its coefficients E_a, E_b are k x p (the first task is a "
+         "rank-p LoRA)",
+    "phi": "temporary extra directions per basis trained during a task beside the basis, "
+           "folded into it by the SVD update after the task",
+    "alpha": "scale numerator: dW = (alpha / p) (U_b E_b)(U_a E_a)^T",
+    "target_modules": "nn.Linear modules to adapt (name suffixes), or 'all-linear'",
+    "seed": "seed of the temporary directions drawn after each update",
+}
+PEFT_TYPE = "SHARE"
+
+
+def _check(k: int, p: int, phi: int, alpha: float) -> None:
+    if k < 1 or p < 1 or phi < 0:
+        raise RetainError(f"share needs k >= 1, p >= 1 and phi >= 0, got k={k}, p={p}, "
+                          f"phi={phi}")
+    if alpha == 0:
+        raise RetainError("share alpha must be non-zero (the update would vanish)")
+
+
+@dataclass
+class ShareConfig(PeftConfig):
+    """``peft`` configuration of Share: per targeted layer, shared orthonormal bases and small
+    per-task coefficients, ``dW_t = (alpha / p) (U_b E_b^t)(U_a E_a^t)^T``. A fresh adapter is a
+    rank-``p`` LoRA; ``ShareModel.consolidate()`` builds (or updates) the bases from it."""
+
+    k: int = field(default=32, metadata={"help": HELP["k"]})
+    p: int = field(default=8, metadata={"help": HELP["p"]})
+    phi: int = field(default=2, metadata={"help": HELP["phi"]})
+    alpha: float = field(default=16.0, metadata={"help": HELP["alpha"]})
+    seed: int = field(default=0, metadata={"help": HELP["seed"]})
+    target_modules: list[str] | str | None = field(default=None, metadata={
+        "help": HELP["target_modules"]})
+    exclude_modules: list[str] | str | None = field(default=None, metadata={
+        "help": "modules not to adapt (names or a regex)"})
+    layers_to_transform: list[int] | int | None = field(default=None, metadata={
+        "help": "indices of the layers to adapt (default: all)"})
+    layers_pattern: list[str] | str | None = field(default=None, metadata={
+        "help": "name of the layer list, used with layers_to_transform"})
+    modules_to_save: list[str] | None = field(default=None, metadata={
+        "help": "modules outside the adapters to train and save (e.g. a classifier)"})
+
+    def __post_init__(self) -> None:
+        from peft.utils import PeftType
+
+        super().__post_init__()
+        self.peft_type = PeftType(PEFT_TYPE)
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        _check(self.k, self.p, self.phi, self.alpha)
+
+
+@dataclass
+class ShareOptions(MethodConfig):
+    """Options of the continual ``share`` method (``--set KEY=VALUE``)."""
+
+    k: int = field(default=32, metadata={"help": HELP["k"]})
+    p: int = field(default=8, metadata={"help": HELP["p"]})
+    phi: int = field(default=2, metadata={"help": HELP["phi"]})
+    alpha: float = field(default=16.0, metadata={"help": HELP["alpha"]})
+    seed: int = field(default=0, metadata={"help": HELP["seed"]})
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"], metadata={
+        "help": HELP["target_modules"]})
+
+    def __post_init__(self) -> None:
+        _check(self.k, self.p, self.phi, self.alpha)
+
+    def peft_config(self, model) -> ShareConfig:
+        from retain.methods.baselines import peft_targets
+
+        return ShareConfig(k=self.k, p=self.p, phi=self.phi, alpha=self.alpha, seed=self.seed,
+                           target_modules=peft_targets(self.target_modules, model))

@@ -1,0 +1,208 @@
+"""Share's ``peft`` layer: ``y = W x + s (x F_a) F_b^T`` with ``F_a = [U_a | V_a] E_a`` and
+``F_b = [U_b | V_b] E_b`` (``s = alpha / p``).
+
+``U_a`` (``d_in x k``) and ``U_b`` (``d_out x k``) are the shared orthonormal bases (buffers);
+``E_a``, ``E_b`` (``(k + phi) x p``) the current task's coefficients and ``V_a``, ``V_b``
+(``d x phi``) its temporary directions (parameters). Before the first consolidation there is no
+basis: ``F_a = V_a`` and ``F_b = V_b`` are an ordinary rank-``p`` LoRA (``V_b = 0`` at start).
+``consolidate`` stacks every stored task's factors ``U E^s`` with the current ones, keeps the top
+``k`` left singular vectors of the (uncentred) stack as the new basis, and re-projects every
+task's coefficients onto it (``E^s <- U^T U_old E^s``); the next task starts from the latest
+coefficients, with fresh temporary directions orthogonal to the basis and zero coefficients on
+them, so its update starts equal to the last task's."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+
+from retain.methods.share.config import ShareConfig
+
+EPS = torch.finfo(torch.float64).eps
+
+
+class ShareLayer(BaseTunerLayer):
+    adapter_layer_names = ("share_Va", "share_Vb", "share_Ea", "share_Eb")
+    other_param_names = ("share_Ua", "share_Ub", "share_Ea_tasks", "share_Eb_tasks")
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        for name in self.adapter_layer_names:
+            setattr(self, name, nn.ParameterDict({}))
+        for name in self.other_param_names:
+            setattr(self, name, BufferDict({}, persistent=True))
+        self.share_config: dict[str, ShareConfig] = {}
+        self.use_task: int | None = None  # a stored task's coefficients in place of the latest
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.kwargs = kwargs
+        base = self.get_base_layer()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"Share adapts nn.Linear layers, not {type(base).__name__}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    def update_layer(self, adapter_name: str, config: ShareConfig, **kwargs: Any) -> None:
+        """A fresh adapter: no basis yet, a rank-``p`` LoRA (``V_a`` as LoRA's ``A``, ``V_b``
+        zero)."""
+        weight = self.get_base_layer().weight
+        dev, p = weight.device, config.p
+        self.share_config[adapter_name] = config
+        v_a = torch.empty(self.in_features, p, device=dev)
+        nn.init.kaiming_uniform_(v_a.T, a=5**0.5)  # as peft's LoRA initialises A
+        self._set(adapter_name, u_a=v_a.new_zeros(self.in_features, 0),
+                  u_b=v_a.new_zeros(self.out_features, 0), v_a=v_a,
+                  v_b=v_a.new_zeros(self.out_features, p), e_a=v_a.new_zeros(0, p),
+                  e_b=v_a.new_zeros(0, p), tasks_a=v_a.new_zeros(0, 0, p),
+                  tasks_b=v_a.new_zeros(0, 0, p))
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def _set(self, adapter: str, *, u_a, u_b, v_a, v_b, e_a, e_b, tasks_a, tasks_b) -> None:
+        for name, value in (("share_Va", v_a), ("share_Vb", v_b), ("share_Ea", e_a),
+                            ("share_Eb", e_b)):
+            getattr(self, name)[adapter] = nn.Parameter(value.contiguous())
+        for name, value in (("share_Ua", u_a), ("share_Ub", u_b), ("share_Ea_tasks", tasks_a),
+                            ("share_Eb_tasks", tasks_b)):
+            getattr(self, name)[adapter] = value.contiguous()
+
+    def tasks(self, adapter: str) -> int:
+        """How many tasks' coefficients are stored."""
+        return self.share_Ea_tasks[adapter].shape[0]
+
+    def factors(self, adapter: str, task: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F_a`` (``d_in x p``) and ``F_b`` (``d_out x p``): the current task's, or a stored
+        task's (``task``)."""
+        u_a, u_b = self.share_Ua[adapter], self.share_Ub[adapter]
+        if task is not None and task < self.tasks(adapter):
+            return (u_a @ self.share_Ea_tasks[adapter][task],
+                    u_b @ self.share_Eb_tasks[adapter][task])
+        if u_a.shape[1] == 0:  # no basis yet: a plain LoRA
+            return self.share_Va[adapter], self.share_Vb[adapter]
+        f_a = torch.cat([u_a, self.share_Va[adapter]], 1) @ self.share_Ea[adapter]
+        f_b = torch.cat([u_b, self.share_Vb[adapter]], 1) @ self.share_Eb[adapter]
+        return f_a, f_b
+
+    def scale(self, adapter: str) -> float:
+        cfg = self.share_config[adapter]
+        return cfg.alpha / cfg.p
+
+    def get_delta_weight(self, adapter: str, task: int | None = None) -> torch.Tensor:
+        """The dense ``dW = s F_b F_a^T`` (for merging and inspection, never in training)."""
+        f_a, f_b = self.factors(adapter, task)
+        return self.scale(adapter) * f_b @ f_a.T
+
+    @torch.no_grad()
+    def consolidate(self, adapter: str, generator: torch.Generator) -> None:
+        """The basis update after a task: SVD of every task's factors, re-projection of all
+        stored coefficients, and the next task's starting point."""
+        cfg = self.share_config[adapter]
+        f_a, f_b = (f.double() for f in self.factors(adapter))
+        new = {}
+        for side, current, basis, tasks in (("a", f_a, self.share_Ua, self.share_Ea_tasks),
+                                           ("b", f_b, self.share_Ub, self.share_Eb_tasks)):
+            u_old = basis[adapter].double()
+            factors = [u_old @ e for e in tasks[adapter].double()] + [current]
+            u = _top_basis(torch.cat(factors, 1), cfg.k)
+            new[side] = (u, torch.stack([u.T @ f for f in factors]))
+        (u_a, tasks_a), (u_b, tasks_b) = new["a"], new["b"]
+        dtype = self.share_Va[adapter].dtype
+        if u_a.shape[1] == 0 or u_b.shape[1] == 0:  # nothing learnt yet: stay a plain LoRA
+            return
+        v_a, v_b = _complement(u_a, cfg.phi, generator), _complement(u_b, cfg.phi, generator)
+        self._set(adapter, u_a=u_a.to(dtype), u_b=u_b.to(dtype), v_a=v_a.to(dtype),
+                  v_b=v_b.to(dtype),  # fewer than phi where the basis fills the space
+                  e_a=torch.cat([tasks_a[-1], u_a.new_zeros(v_a.shape[1], cfg.p)]).to(dtype),
+                  e_b=torch.cat([tasks_b[-1], u_b.new_zeros(v_b.shape[1], cfg.p)]).to(dtype),
+                  tasks_a=tasks_a.to(dtype), tasks_b=tasks_b.to(dtype))
+        self.set_adapter(self.active_adapters)
+
+    @torch.no_grad()
+    def _add_to_weight(self, adapter: str, sign: float) -> None:
+        weight = self.get_base_layer().weight
+        with torch.autocast(weight.device.type, enabled=False):  # the update as trained
+            weight += sign * self.get_delta_weight(adapter).float().to(weight.dtype)
+
+
+def _top_basis(stack: torch.Tensor, k: int) -> torch.Tensor:
+    """The top ``min(k, rank)`` left singular vectors of ``stack`` (orthonormal columns)."""
+    if stack.numel() == 0:
+        return stack.new_zeros(stack.shape[0], 0)
+    u, s, _ = torch.linalg.svd(stack, full_matrices=False)
+    rank = int((s > s[0] * max(stack.shape) * EPS).sum()) if s[0] > 0 else 0
+    return u[:, :min(k, rank)].contiguous()
+
+
+def _complement(u: torch.Tensor, phi: int, generator: torch.Generator) -> torch.Tensor:
+    """``phi`` random orthonormal directions orthogonal to ``u``'s columns (fewer if the
+    complement is smaller)."""
+    d = u.shape[0]
+    width = min(phi, d - u.shape[1])
+    r = torch.randn(d, width, dtype=torch.float64, generator=generator).to(u.device)
+    r = r - u @ (u.T @ r)
+    return torch.linalg.qr(r).Q if width else r
+
+
+class ShareLinear(nn.Module, ShareLayer):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: ShareConfig,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        ShareLayer.__init__(self, base_layer, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the bases, coefficients and task count grow as tasks are consolidated: take the
+        # saved shapes
+        for name in (*self.adapter_layer_names, *self.other_param_names):
+            store = getattr(self, name)
+            for adapter in list(store.keys()):
+                saved = state_dict.get(f"{prefix}{name}.{adapter}")
+                if saved is not None and saved.shape != store[adapter].shape:
+                    new = store[adapter].detach().new_zeros(saved.shape)
+                    store[adapter] = (nn.Parameter(new, requires_grad=store[adapter]
+                                                   .requires_grad)
+                                      if name in self.adapter_layer_names else new)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """``W <- W + s F_b F_a^T`` with the latest coefficients."""
+        for adapter in check_adapters_to_merge(self, adapter_names):
+            if adapter not in self.share_Va:
+                continue
+            if safe_merge and not torch.isfinite(self.get_delta_weight(adapter)).all():
+                raise ValueError(f"NaNs in Share adapter '{adapter}'; not merged")
+            self._add_to_weight(adapter, 1.0)
+            self.merged_adapters.append(adapter)
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        while self.merged_adapters:
+            adapter = self.merged_adapters.pop()
+            if adapter in self.share_Va:
+                self._add_to_weight(adapter, -1.0)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        for adapter in self.active_adapters:
+            if adapter not in self.share_Va:
+                continue
+            f_a, f_b = self.factors(adapter, self.use_task)
+            x_ = x.to(f_a.dtype)
+            result = result + (self.scale(adapter) * (x_ @ f_a) @ f_b.T).to(result.dtype)
+        return result
+
+    def __repr__(self) -> str:
+        return "share." + super().__repr__()

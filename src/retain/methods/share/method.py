@@ -1,0 +1,58 @@
+"""Share for a stream of tasks: a ``peft`` Share adapter injected in place before task 1 (a
+rank-``p`` LoRA); after each task ``consolidate()`` folds it into the shared bases and re-projects
+every task's coefficients. Prediction with a task id uses that task's coefficients, without one
+the latest."""
+
+from __future__ import annotations
+
+import torch
+
+from retain.data.stream import Task
+from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, register
+from retain.methods.baselines import make_tuner
+from retain.methods.share.config import ShareOptions
+from retain.methods.share.layer import ShareLinear
+from retain.methods.share.model import ShareModel, register_with_peft
+
+
+@register
+class Share(ContinualMethod):
+    name = "share"
+    description = ("Share: shared orthonormal low-rank bases per layer and 2kp coefficients per "
+                   "task, updated by an SVD of every task's factors after each task")
+    config_class = ShareOptions
+    default_head = "analytic"
+    default_lr = 5e-4
+    task_aware_prediction = True
+    # the next task's starting point (latest coefficients, seeded temporary directions):
+    # checkpoints keep it for an exact resume, the count does not
+    recomputed_tensors = ("share_Va", "share_Vb", "share_Ea.", "share_Eb.")
+    config: ShareOptions
+
+    def wrap(self, model) -> None:
+        model.requires_grad_(False)
+        register_with_peft()
+        self.tuner = make_tuner(ShareModel, model, self.config.peft_config(model))
+
+    def share_layers(self) -> dict[str, ShareLinear]:
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, ShareLinear)}
+
+    def end_task(self, task: Task, batches: Batches) -> None:
+        super().end_task(task, batches)
+        self.tuner.consolidate()
+
+    def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
+        layers = list(self.share_layers().values())
+        for layer in layers:
+            layer.use_task = task_id
+        try:
+            return super().predict(batch, task_id)
+        finally:
+            for layer in layers:
+                layer.use_task = None
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.model.state_dict().items() if "share_" in k}
+
+    def lora_per_task(self) -> int:
+        return lora_numbers(self.model, list(self.share_layers()), self.config.p)
