@@ -135,6 +135,54 @@ class SeqLoRA(ContinualMethod):
 
 
 @register
+class LoraPerTask(SeqLoRA):
+    name = "lora-per-task"
+    description = ("a fresh peft LoRA adapter for every task, all kept: with a task id, that "
+                   "task's adapter; without, the latest (the storage reference for Share)")
+    default_head = "analytic"
+    task_aware_prediction = True
+    kinds = ("classification",)
+    kinds_reason = "it needs a task id to pick an adapter"
+
+    def _adapter(self, index: int) -> str:
+        return "default" if index == 0 else f"task{index}"
+
+    def _add(self, index: int) -> None:
+        name = self._adapter(index)
+        self.tuner.peft_config[name] = self.tuner.peft_config["default"]
+        self.tuner.inject_adapter(self.model, name)
+        self.tuner.set_adapter(name)  # only this task's adapter is active and trains
+        self.adapters = index + 1
+
+    def wrap(self, model: nn.Module) -> None:
+        super().wrap(model)
+        self.adapters = 1
+
+    def begin_task(self, task: Task, batches) -> None:
+        super().begin_task(task, batches)
+        if task.index >= self.adapters:
+            self._add(task.index)
+
+    def predict(self, batch, task_id: int | None = None) -> torch.Tensor:
+        if task_id is None or task_id >= self.adapters:
+            return super().predict(batch)
+        latest = self._adapter(self.adapters - 1)
+        self.tuner.set_adapter(self._adapter(task_id))
+        try:
+            return super().predict(batch)
+        finally:
+            self.tuner.set_adapter(latest)
+
+    def state(self) -> dict:
+        return {**super().state(), "adapters": self.adapters}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        for index in range(1, state["adapters"]):
+            self._add(index)
+
+
+@register
 class FirstSession(SeqLoRA):
     name = "first-session"
     description = ("a peft LoRA adapter trained on the first task only, then frozen (APER / "
