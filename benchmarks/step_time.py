@@ -3,8 +3,9 @@
     python benchmarks/step_time.py --a inflora --b seq-lora --set-b rank=10 \
         --set-b target_modules=key,value --steps 60
 
-Both methods are prepared on the same backbone config and the first task of the benchmark; their
-steps alternate (a, b, a, b, ...) so that drift in the machine's speed affects both alike. Saves
+Both methods are prepared on the same backbone config and the first task of the benchmark (or,
+with ``--after N``, task N+1 once the earlier tasks were briefly trained and ended); their steps
+alternate (a, b, a, b, ...) so that drift in the machine's speed affects both alike. Saves
 ``benchmarks/results/step_time_<a>_vs_<b>.json``.
 """
 
@@ -30,21 +31,40 @@ def options(pairs: list[str]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs)
 
 
-def setup(method: str, opts: dict[str, str], profile: str):
+def setup(method: str, opts: dict[str, str], profile: str, after: int):
+    """The method prepared on the benchmark's task ``after + 1``, the earlier tasks each trained
+    for a few steps and ended (merges, basis updates), with its optimiser and that task's
+    batches."""
     cfg = RunConfig(method=method, profile=profile, method_options=opts).resolved()
     stream = build_stream(cfg)
     m = build_method(cfg)
     m.prepare(load_backbone(cfg.backbone), stream)
-    task = stream.tasks[0]
+    for task in stream.tasks[:after]:
+        m.eval()
+        m.begin_task(task, lambda task=task: iter(_batches(m, task, cfg)))
+        opt = _optimiser(m, cfg)
+        m.train()
+        for batch in list(_batches(m, task, cfg))[:5]:
+            step(m, opt, batch)
+        m.eval()
+        m.end_task(task, lambda task=task: iter(_batches(m, task, cfg)))
+    task = stream.tasks[after]
     batches = lambda: iter(_batches(m, task, cfg))  # noqa: E731
     start = time.perf_counter()
     m.eval()
     m.begin_task(task, batches)
     boundary = time.perf_counter() - start
-    params = [p for g in m.trainable_parameters() for p in g["params"]]
-    opt = torch.optim.AdamW(m.trainable_parameters(), lr=cfg.lr)
+    opt = _optimiser(m, cfg)
+    params = [p for group in opt.param_groups for p in group["params"]]
     m.train()
     return m, opt, list(_batches(m, task, cfg)), sum(p.numel() for p in params), boundary
+
+
+def _optimiser(m, cfg) -> torch.optim.Optimizer:
+    groups = m.trainable_parameters()  # as the engine builds it: backbone at lr, head at head_lr
+    lrs = {"backbone": cfg.lr, "head": cfg.head_lr}
+    return torch.optim.AdamW([{"params": ps, "lr": lrs[g]} for g, ps in groups.items()],
+                             lr=cfg.lr)
 
 
 def _batches(m, task, cfg):
@@ -72,9 +92,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tag", default="", help="suffix of the saved file's name")
+    p.add_argument("--after", type=int, default=0,
+                   help="time task AFTER+1, the earlier tasks briefly trained and ended first")
     args = p.parse_args()
-    a = setup(args.a, options(args.set_a), args.profile)
-    b = setup(args.b, options(args.set_b), args.profile)
+    a = setup(args.a, options(args.set_a), args.profile, args.after)
+    b = setup(args.b, options(args.set_b), args.profile, args.after)
     times: dict[str, list[float]] = {"a": [], "b": []}
     n = len(a[2])
     for i in range(args.warmup + args.steps):
@@ -89,6 +111,7 @@ def main() -> None:
         "b": {"method": args.b, "options": options(args.set_b), "median_step_seconds": med["b"],
               "trainable_parameters": b[3], "begin_task_seconds": b[4]},
         "ratio_a_over_b": med["a"] / med["b"], "steps_each": args.steps,
+        "timed_task": args.after + 1,
         "batch_size": RunConfig(profile=args.profile).resolved().batch_size,
         "torch_threads": torch.get_num_threads(),
     }

@@ -141,3 +141,20 @@ def test_the_stored_ratio_of_other_adapter_methods(tiny_config, tmp_path):
                        progress=False)[0]
     assert ncm["cost"]["stored_ratio_vs_lora_per_task"] is None
     assert np.isfinite(res["cost"]["stored_parameters"])
+
+
+@pytest.mark.parametrize("method", ["share", "lora-per-task"])
+def test_a_task_id_selects_that_tasks_own_update(tiny_config, tmp_path, method):
+    """With a task id the backbone computes with that task's coefficients (adapter); without
+    one, with the latest, which is also the last task's."""
+    from retain.data import build_stream
+
+    cfg = tiny_config(method=method, head="prototypes", lr=5e-2, out=str(tmp_path / method))
+    _, m = train_stream(cfg, progress=False)
+    task = build_stream(cfg.resolved(), m.backbone).tasks[0]
+    batch = m.backbone.batch(task.test.items, 16)
+    with torch.no_grad():
+        first, latest = m.predict(batch, task_id=0), m.predict(batch)
+        last = m.predict(batch, task_id=2)
+    assert not torch.allclose(first, latest, atol=1e-4)
+    assert torch.allclose(last, latest, atol=1e-4)

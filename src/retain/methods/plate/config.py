@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
-from peft.config import PeftConfig
+from typing import ClassVar, Literal
 
 from retain.errors import RetainError
 from retain.methods.base import MethodConfig
+from retain.methods.peft_method import MethodPeftConfig
 
 HELP = {
     "r": "trainable output neurons per layer (plasticity: more neurons learn more and drift "
@@ -49,38 +48,24 @@ def _check(r: int, tau: float, alpha: float, max_rank: int, selection: str) -> N
 
 
 @dataclass
-class PlateConfig(PeftConfig):
+class PlateConfig(MethodPeftConfig):
     """``peft`` configuration of PLATE: ``dW = alpha * B A Q^T`` with ``B`` (a selector of the
     ``r`` most redundant output neurons) and ``Q`` (the low-energy input subspace of the rows that
     stay frozen) computed from the weights alone, and only ``A`` trained."""
 
+    peft_type_name: ClassVar[str] = PEFT_TYPE
     r: int = field(default=8, metadata={"help": HELP["r"]})
     tau: float = field(default=0.9, metadata={"help": HELP["tau"]})
     alpha: float = field(default=1.0, metadata={"help": HELP["alpha"]})
     max_rank: int = field(default=512, metadata={"help": HELP["max_rank"]})
-    target_modules: list[str] | str | None = field(default=None, metadata={
-        "help": HELP["target_modules"]})
-    exclude_modules: list[str] | str | None = field(default=None, metadata={
-        "help": "modules not to adapt (names or a regex)"})
     selection: Literal["exact", "official"] = field(default="exact", metadata={
         "help": HELP["selection"]})
     exact_limit: int = field(default=4096, metadata={"help": HELP["exact_limit"]})
     anchors: int = field(default=1024, metadata={"help": HELP["anchors"]})
     seed: int = field(default=0, metadata={"help": HELP["seed"]})
-    layers_to_transform: list[int] | int | None = field(default=None, metadata={
-        "help": "indices of the layers to adapt (default: all)"})
-    layers_pattern: list[str] | str | None = field(default=None, metadata={
-        "help": "name of the layer list, used with layers_to_transform"})
-    modules_to_save: list[str] | None = field(default=None, metadata={
-        "help": "modules outside the adapters to train and save (e.g. a classifier)"})
 
     def __post_init__(self) -> None:
-        from peft.utils import PeftType
-
         super().__post_init__()
-        self.peft_type = PeftType(PEFT_TYPE)
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
         _check(self.r, self.tau, self.alpha, self.max_rank, self.selection)
 
 

@@ -9,19 +9,19 @@ which costs ``r (k + n) d_in`` multiplications instead of ``n k (d_in + r)``."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+from retain.methods.peft_method import MethodLayer
 from retain.methods.plate.config import PlateConfig
 from retain.methods.plate.selection import choose
 
 
-class PlateLayer(BaseTunerLayer):
+class PlateLayer(MethodLayer):
+    label = "PLATE"
     adapter_layer_names = ("plate_A",)
     other_param_names = ("plate_Q", "plate_index", "plate_scale")
 
@@ -71,44 +71,13 @@ class PlateLayer(BaseTunerLayer):
         weight.index_add_(0, self.plate_index[adapter], rows, alpha=sign)
 
 
-class PlateLinear(nn.Module, PlateLayer):
+class PlateLinear(PlateLayer, nn.Module):  # the layer's behaviour before nn.Module's
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: PlateConfig,
                  **kwargs: Any) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         PlateLayer.__init__(self, base_layer, **kwargs)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a saved adapter may have another k (or r) than this layer recomputed: take its shapes
-        for name in ("plate_A", "plate_Q", "plate_index"):
-            store = getattr(self, name)
-            for adapter in list(store.keys()):
-                saved = state_dict.get(f"{prefix}{name}.{adapter}")
-                if saved is not None and saved.shape != store[adapter].shape:
-                    new = store[adapter].detach().new_zeros(saved.shape)
-                    store[adapter] = (nn.Parameter(new, requires_grad=store[adapter]
-                                                   .requires_grad) if name == "plate_A" else new)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """``W <- W + s B A Q^T``: only the selected rows of ``W`` change."""
-        for adapter in check_adapters_to_merge(self, adapter_names):
-            if adapter not in self.plate_A:
-                continue
-            if safe_merge and not torch.isfinite(self.update_rows(adapter)).all():
-                raise ValueError(f"NaNs in PLATE adapter '{adapter}'; not merged")
-            self._add_to_weight(adapter, 1.0)
-            self.merged_adapters.append(adapter)
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        while self.merged_adapters:
-            adapter = self.merged_adapters.pop()
-            if adapter in self.plate_A:
-                self._add_to_weight(adapter, -1.0)
 
     @torch.no_grad()
     def absorb(self, adapter: str) -> None:
@@ -117,27 +86,14 @@ class PlateLinear(nn.Module, PlateLayer):
         self._add_to_weight(adapter, 1.0)
         self.plate_A[adapter].zero_()
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return result
-        for adapter in self.active_adapters:
-            if adapter not in self.plate_A:
-                continue
-            a, q = self.plate_A[adapter], self.plate_Q[adapter]
-            x_ = x.to(a.dtype)
-            (r, k), d = a.shape, x_.shape[-1]
-            n = x_.numel() // d
-            if n * k * (d + r) < r * d * (k + n):  # few tokens: (x Q) A^T
-                u = nn.functional.linear(torch.matmul(x_, q), a) * self.plate_scale[adapter]
-            else:  # x (s A Q^T)^T: the r selected rows' update, not the dense dW
-                u = nn.functional.linear(x_, self.update_rows(adapter))
-            result = result.index_add(-1, self.plate_index[adapter], u.to(result.dtype))
-        return result
-
-    def __repr__(self) -> str:
-        return "plate." + super().__repr__()
+    def adapter_output(self, result: torch.Tensor, x: torch.Tensor, adapter: str
+                       ) -> torch.Tensor:
+        a, q = self.plate_A[adapter], self.plate_Q[adapter]
+        x_ = x.to(a.dtype)
+        (r, k), d = a.shape, x_.shape[-1]
+        n = x_.numel() // d
+        if n * k * (d + r) < r * d * (k + n):  # few tokens: (x Q) A^T
+            u = nn.functional.linear(torch.matmul(x_, q), a) * self.plate_scale[adapter]
+        else:  # x (s A Q^T)^T: the r selected rows' update, not the dense dW
+            u = nn.functional.linear(x_, self.update_rows(adapter))
+        return result.index_add(-1, self.plate_index[adapter], u.to(result.dtype))

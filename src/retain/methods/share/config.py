@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from peft.config import PeftConfig
+from typing import ClassVar
 
 from retain.errors import RetainError
 from retain.methods.base import MethodConfig
+from retain.methods.peft_method import MethodPeftConfig
 
 HELP = {
     "k": "columns of each shared basis (U_a: d_in x k, U_b: d_out x k); fewer when the "
@@ -33,34 +33,20 @@ def _check(k: int, p: int, phi: int, alpha: float) -> None:
 
 
 @dataclass
-class ShareConfig(PeftConfig):
+class ShareConfig(MethodPeftConfig):
     """``peft`` configuration of Share: per targeted layer, shared orthonormal bases and small
     per-task coefficients, ``dW_t = (alpha / p) (U_b E_b^t)(U_a E_a^t)^T``. A fresh adapter is a
     rank-``p`` LoRA; ``ShareModel.consolidate()`` builds (or updates) the bases from it."""
 
+    peft_type_name: ClassVar[str] = PEFT_TYPE
     k: int = field(default=32, metadata={"help": HELP["k"]})
     p: int = field(default=8, metadata={"help": HELP["p"]})
     phi: int = field(default=2, metadata={"help": HELP["phi"]})
     alpha: float = field(default=16.0, metadata={"help": HELP["alpha"]})
     seed: int = field(default=0, metadata={"help": HELP["seed"]})
-    target_modules: list[str] | str | None = field(default=None, metadata={
-        "help": HELP["target_modules"]})
-    exclude_modules: list[str] | str | None = field(default=None, metadata={
-        "help": "modules not to adapt (names or a regex)"})
-    layers_to_transform: list[int] | int | None = field(default=None, metadata={
-        "help": "indices of the layers to adapt (default: all)"})
-    layers_pattern: list[str] | str | None = field(default=None, metadata={
-        "help": "name of the layer list, used with layers_to_transform"})
-    modules_to_save: list[str] | None = field(default=None, metadata={
-        "help": "modules outside the adapters to train and save (e.g. a classifier)"})
 
     def __post_init__(self) -> None:
-        from peft.utils import PeftType
-
         super().__post_init__()
-        self.peft_type = PeftType(PEFT_TYPE)
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
         _check(self.k, self.p, self.phi, self.alpha)
 
 

@@ -13,20 +13,20 @@ them, so its update starts equal to the last task's."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+from retain.methods.peft_method import MethodLayer
 from retain.methods.share.config import ShareConfig
 
 EPS = torch.finfo(torch.float64).eps
 
 
-class ShareLayer(BaseTunerLayer):
+class ShareLayer(MethodLayer):
+    label = "Share"
     adapter_layer_names = ("share_Va", "share_Vb", "share_Ea", "share_Eb")
     other_param_names = ("share_Ua", "share_Ub", "share_Ea_tasks", "share_Eb_tasks")
 
@@ -121,12 +121,6 @@ class ShareLayer(BaseTunerLayer):
                   tasks_a=tasks_a.to(dtype), tasks_b=tasks_b.to(dtype))
         self.set_adapter(self.active_adapters)
 
-    @torch.no_grad()
-    def _add_to_weight(self, adapter: str, sign: float) -> None:
-        weight = self.get_base_layer().weight
-        with torch.autocast(weight.device.type, enabled=False):  # the update as trained
-            weight += sign * self.get_delta_weight(adapter).float().to(weight.dtype)
-
 
 def _top_basis(stack: torch.Tensor, k: int) -> torch.Tensor:
     """The top ``min(k, rank)`` left singular vectors of ``stack`` (orthonormal columns)."""
@@ -147,62 +141,16 @@ def _complement(u: torch.Tensor, phi: int, generator: torch.Generator) -> torch.
     return torch.linalg.qr(r).Q if width else r
 
 
-class ShareLinear(nn.Module, ShareLayer):
+class ShareLinear(ShareLayer, nn.Module):  # the layer's behaviour before nn.Module's
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: ShareConfig,
                  **kwargs: Any) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         ShareLayer.__init__(self, base_layer, **kwargs)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the bases, coefficients and task count grow as tasks are consolidated: take the
-        # saved shapes
-        for name in (*self.adapter_layer_names, *self.other_param_names):
-            store = getattr(self, name)
-            for adapter in list(store.keys()):
-                saved = state_dict.get(f"{prefix}{name}.{adapter}")
-                if saved is not None and saved.shape != store[adapter].shape:
-                    new = store[adapter].detach().new_zeros(saved.shape)
-                    store[adapter] = (nn.Parameter(new, requires_grad=store[adapter]
-                                                   .requires_grad)
-                                      if name in self.adapter_layer_names else new)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """``W <- W + s F_b F_a^T`` with the latest coefficients."""
-        for adapter in check_adapters_to_merge(self, adapter_names):
-            if adapter not in self.share_Va:
-                continue
-            if safe_merge and not torch.isfinite(self.get_delta_weight(adapter)).all():
-                raise ValueError(f"NaNs in Share adapter '{adapter}'; not merged")
-            self._add_to_weight(adapter, 1.0)
-            self.merged_adapters.append(adapter)
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        while self.merged_adapters:
-            adapter = self.merged_adapters.pop()
-            if adapter in self.share_Va:
-                self._add_to_weight(adapter, -1.0)
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return result
-        for adapter in self.active_adapters:
-            if adapter not in self.share_Va:
-                continue
-            f_a, f_b = self.factors(adapter, self.use_task)
-            x_ = x.to(f_a.dtype)
-            result = result + (self.scale(adapter) * (x_ @ f_a) @ f_b.T).to(result.dtype)
-        return result
-
-    def __repr__(self) -> str:
-        return "share." + super().__repr__()
+    def adapter_output(self, result: torch.Tensor, x: torch.Tensor, adapter: str
+                       ) -> torch.Tensor:
+        f_a, f_b = self.factors(adapter, self.use_task)
+        x_ = x.to(f_a.dtype)
+        return result + (self.scale(adapter) * (x_ @ f_a) @ f_b.T).to(result.dtype)

@@ -4,42 +4,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 
-from retain.methods.peft_types import add_peft_type
+from retain.methods.peft_method import MethodTuner, add_peft_type
 from retain.methods.share.config import PEFT_TYPE, ShareConfig
 from retain.methods.share.layer import ShareLayer, ShareLinear
 
 
-class ShareModel(BaseTuner):
+class ShareModel(MethodTuner):
     prefix: str = "share_"
     tuner_layer_cls = ShareLayer
-    target_module_mapping: dict[str, list[str]] = {}
-
-    def _create_and_replace(self, config: ShareConfig, adapter_name: str, target: Any,
-                            target_name: str, parent: torch.nn.Module, current_key: str,
-                            **kwargs: Any) -> None:
-        if isinstance(target, ShareLinear):
-            target.update_layer(adapter_name, config)
-            return
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not isinstance(base, torch.nn.Linear):
-            raise TypeError(f"Share adapts nn.Linear layers; '{current_key}' is a "
-                            f"{type(base).__name__}")
-        new = ShareLinear(target, adapter_name, config)
-        if adapter_name not in self.active_adapters:
-            new.requires_grad_(False)
-        self._replace_module(parent, target_name, new, target)
-
-    @staticmethod
-    def _prepare_adapter_config(peft_config: ShareConfig, model_config: dict) -> ShareConfig:
-        if peft_config.target_modules is None:
-            raise ValueError("ShareConfig needs target_modules (names of nn.Linear layers, or "
-                             "'all-linear')")
-        return peft_config
+    layer_cls = ShareLinear
 
     def share_layers(self) -> dict[str, ShareLinear]:
         return {n: m for n, m in self.model.named_modules() if isinstance(m, ShareLinear)}
