@@ -71,6 +71,7 @@ def _batches(m, task, cfg):
     for i in range(0, len(task.train), cfg.batch_size):
         batch = m.backbone.batch(task.train.items[i:i + cfg.batch_size], cfg.max_length)
         batch["labels"] = torch.as_tensor(task.train.labels[i:i + cfg.batch_size])
+        batch["index"] = torch.arange(i, i + len(batch["labels"]))  # as the engine's batches
         yield batch
 
 

@@ -22,8 +22,6 @@ from torch import nn
 from retain.methods.peft_method import MethodLayer
 from retain.methods.share.config import ShareConfig
 
-EPS = torch.finfo(torch.float64).eps
-
 
 class ShareLayer(MethodLayer):
     label = "Share"
@@ -102,12 +100,13 @@ class ShareLayer(MethodLayer):
         stored coefficients, and the next task's starting point."""
         cfg = self.share_config[adapter]
         f_a, f_b = (f.double() for f in self.factors(adapter))
+        current_dtype = self.share_Va[adapter].dtype  # the precision the factors carry
         new = {}
         for side, current, basis, tasks in (("a", f_a, self.share_Ua, self.share_Ea_tasks),
                                            ("b", f_b, self.share_Ub, self.share_Eb_tasks)):
             u_old = basis[adapter].double()
             factors = [u_old @ e for e in tasks[adapter].double()] + [current]
-            u = _top_basis(torch.cat(factors, 1), cfg.k)
+            u = _top_basis(torch.cat(factors, 1), cfg.k, torch.finfo(current_dtype).eps)
             new[side] = (u, torch.stack([u.T @ f for f in factors]))
         (u_a, tasks_a), (u_b, tasks_b) = new["a"], new["b"]
         dtype = self.share_Va[adapter].dtype
@@ -122,12 +121,14 @@ class ShareLayer(MethodLayer):
         self.set_adapter(self.active_adapters)
 
 
-def _top_basis(stack: torch.Tensor, k: int) -> torch.Tensor:
-    """The top ``min(k, rank)`` left singular vectors of ``stack`` (orthonormal columns)."""
+def _top_basis(stack: torch.Tensor, k: int, eps: float) -> torch.Tensor:
+    """The top ``min(k, rank)`` left singular vectors of ``stack`` (orthonormal columns); the
+    rank counts singular values above ``max(shape) * eps`` of the largest, ``eps`` that of the
+    precision the factors were stored in (float32 rounding is not a direction)."""
     if stack.numel() == 0:
         return stack.new_zeros(stack.shape[0], 0)
     u, s, _ = torch.linalg.svd(stack, full_matrices=False)
-    rank = int((s > s[0] * max(stack.shape) * EPS).sum()) if s[0] > 0 else 0
+    rank = int((s > s[0] * max(stack.shape) * eps).sum()) if s[0] > 0 else 0
     return u[:, :min(k, rank)].contiguous()
 
 
