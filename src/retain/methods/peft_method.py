@@ -51,7 +51,7 @@ class MethodLayer(BaseTunerLayer):
 
     def _stores(self) -> list[str]:
         return [n for n in (*self.adapter_layer_names, *self.other_param_names)
-                if isinstance(getattr(self, n, None), nn.ParameterDict | nn.Module)]
+                if isinstance(getattr(self, n, None), nn.Module)]  # not plain dicts
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in self._stores():
