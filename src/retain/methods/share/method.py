@@ -35,7 +35,7 @@ class Share(ContinualMethod):
         self.tuner = make_tuner(ShareModel, model, self.config.peft_config(model))
 
     def share_layers(self) -> dict[str, ShareLinear]:
-        return {n: m for n, m in self.model.named_modules() if isinstance(m, ShareLinear)}
+        return self.tuner.share_layers()  # the tuner wraps self.model: the same names
 
     def end_task(self, task: Task, batches: Batches) -> None:
         super().end_task(task, batches)
