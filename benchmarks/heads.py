@@ -3,9 +3,11 @@
     python benchmarks/heads.py --profile quick                  # the whole grid, one at a time
     python benchmarks/heads.py --only inflora/analytic,plate/aligned
     python benchmarks/heads.py --worker 0/3 & ...; python benchmarks/heads.py --collect
+    python benchmarks/heads.py --tag cpu --only ntk-cl/prototypes,seq-lora/growing
 
-Each run lives in ``runs/heads/<profile>/<label>/`` (a finished run is read, not run again).
-Beside the summary row, each statistics head on a backbone that moves gets a *refit* accuracy:
+Each run lives in ``runs/heads/<profile>[-<tag>]/<label>/`` and the rows are gathered into
+``benchmarks/results/heads_<profile>[-<tag>].json`` (a tag keeps one machine's rows together).
+A finished run is read, not run again. Beside the summary row, each statistics head on a backbone that moves gets a *refit* accuracy:
 the same head scheme rebuilt from every task's training data on the final backbone (what drift
 compensation of the stored statistics could at most recover), and every run the accuracy of the
 first task's classes after each task (column 1 of the matrix), which shows how stale a head
@@ -56,6 +58,12 @@ def grid() -> dict[str, dict]:
     # the backbone at half its learning rate, the classifier fast (run on the CPU)
     g["inflora/analytic-lr0.00025-head-lr0.05"] = {"method": "inflora", "head": "analytic",
                                                    "lr": 2.5e-4, "head_lr": 5e-2}
+    for head in STAT_HEADS:  # NTK-CL: the intended loss forms, then the authors' code's
+        g[f"ntk-cl/{head}"] = {"method": "ntk-cl", "head": head}
+        g[f"ntk-cl/{head}-official"] = {"method": "ntk-cl", "head": head,
+                                        "method_options": {"official_losses": True}}
+    g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
+                                       "method_options": {"retention_view": "bypassed"}}
     return g
 
 
@@ -71,8 +79,8 @@ def refit_accuracy(cfg, method) -> float:
     cfg = cfg.resolved()
     stream = build_stream(cfg, method.backbone)
     acc = Accelerator(cpu=cfg.cpu)
-    method.head = make_head(cfg.head, method.backbone.hidden_size, stream.num_classes,
-                            cfg.head_options).to(acc.device)
+    method.head = make_head(cfg.head, method.feature_dim(method.backbone.hidden_size),
+                            stream.num_classes, cfg.head_options).to(acc.device)
     engine = Engine(cfg, stream, method.backbone, method, acc, progress=False)
     for task in stream.tasks:
         engine.boundary(lambda t, b: method.head.absorb(t, b, method.features), task)
@@ -80,12 +88,13 @@ def refit_accuracy(cfg, method) -> float:
     return sum(matrix) / len(matrix)
 
 
-def run_one(label: str, fields: dict, profile: str, seed: int) -> dict:
+def run_one(label: str, fields: dict, profile: str, seed: int, refit: bool = True,
+            tag: str = "") -> dict:
     from retain import RunConfig
     from retain.engine import train_stream
     from retain.summary import summary_row
 
-    out = Path("runs/heads") / profile / label.replace("/", "--")
+    out = Path("runs/heads") / (profile + (f"-{tag}" if tag else "")) / label.replace("/", "--")
     done = out / "row.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -101,7 +110,7 @@ def run_one(label: str, fields: dict, profile: str, seed: int) -> dict:
     if results["head"] == "analytic":
         row["lambdas"] = [c["lambda"] for c in method.head.choices]
     moving = results["cost"]["trainable_parameters"] > 0 and results["method"] != "joint"
-    if results["head"] in ("prototypes", "analytic") and moving:
+    if results["head"] in ("prototypes", "analytic") and moving and refit:
         row["refit_final_accuracy"] = refit_accuracy(cfg, method)
     done.write_text(json.dumps(row, indent=1))
     return row
@@ -137,19 +146,23 @@ def main() -> None:
     p.add_argument("--collect", action="store_true", help="only gather finished rows")
     p.add_argument("--list", action="store_true", help="print the labels")
     p.add_argument("--markdown", action="store_true", help="print the saved rows as a table")
+    p.add_argument("--tag", default="", help="keep these runs and rows apart (e.g. cpu)")
+    p.add_argument("--no-refit", action="store_true", help="skip the refit accuracy")
     args = p.parse_args()
+    name = args.profile + (f"-{args.tag}" if args.tag else "")
     labels = [x for x in args.only.split(",") if x] or list(grid())
     if args.list:
         print("\n".join(labels))
         return
     if args.markdown:
-        print(markdown(json.loads((ROOT / "results" / f"heads_{args.profile}.json").read_text())))
+        print(markdown(json.loads((ROOT / "results" / f"heads_{name}.json").read_text())))
         return
     if not args.collect:
         i, n = map(int, args.worker.split("/"))
         for label in labels[i::n]:
             try:
-                row = run_one(label, grid()[label], args.profile, args.seed)
+                row = run_one(label, grid()[label], args.profile, args.seed, not args.no_refit,
+                              args.tag)
             except Exception as e:  # noqa: BLE001  (one failed run must not stop the others)
                 print(json.dumps({"label": label, "error": repr(e)}), flush=True)
                 continue
@@ -158,10 +171,10 @@ def main() -> None:
                   flush=True)
     rows = []
     for label in grid():
-        path = Path("runs/heads") / args.profile / label.replace("/", "--") / "row.json"
+        path = Path("runs/heads") / name / label.replace("/", "--") / "row.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
-    dest = ROOT / "results" / f"heads_{args.profile}.json"
+    dest = ROOT / "results" / f"heads_{name}.json"
     dest.write_text(json.dumps(rows, indent=1))
     print(f"saved {len(rows)} rows to {dest}")
 

@@ -137,7 +137,7 @@ def test_image_folder_stream(image_folder, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "frozen-ncm",
-                                    "joint"])
+                                    "ntk-cl", "joint"])
 def test_every_method_runs_on_images(image_folder, tmp_path, method):
     res = run(RunConfig(method=method, data=image_folder, benchmark=None, profile="smoke",
                         head_options=small_head(method),

@@ -88,7 +88,12 @@ class ContinualMethod(nn.Module):
         self.model = backbone.model  # the one model object of the run
         self.wrap(self.model)
         self.head = make_head(self.head_scheme if stream.kind == "classification" else "none",
-                              backbone.hidden_size, stream.num_classes, self.head_options)
+                              self.feature_dim(backbone.hidden_size), stream.num_classes,
+                              self.head_options)
+
+    def feature_dim(self, hidden_size: int) -> int:
+        """Width of ``features()``: the backbone's (methods that widen it override this)."""
+        return hidden_size
 
     def wrap(self, model: nn.Module) -> None:
         """Adapt ``model`` in place: inject adapters (keep the tuner in ``self.tuner``), set

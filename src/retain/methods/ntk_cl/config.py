@@ -1,0 +1,50 @@
+"""NTK-CL's knobs (Liu et al., 2024), with the paper's defaults: one help text per knob."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from retain.errors import RetainError
+from retain.methods.base import MethodConfig
+
+
+@dataclass
+class NTKCLOptions(MethodConfig):
+    """Options of the ``ntk-cl`` method (``--set KEY=VALUE``)."""
+
+    adapter_dim: int = field(default=16, metadata={
+        "help": "bottleneck width of the parallel adapter beside each block's MLP"})
+    adapter_scale: float = field(default=0.1, metadata={
+        "help": "scale of the adapter's output added to the MLP's"})
+    prompts: int = field(default=10, metadata={
+        "help": "prompt tokens generated per block by mixing the block's input tokens"})
+    fusion_dim: int = field(default=64, metadata={
+        "help": "query/key width of the attention that fuses the adapter and prompt views"})
+    w_nce: float = field(default=0.2, metadata={
+        "help": "weight of the contrastive term against old-class prototypes"})
+    w_orth: float = field(default=1e-4, metadata={
+        "help": "weight of the orthogonality term against the span of old prototypes"})
+    w_reg: float = field(default=1e-3, metadata={
+        "help": "weight of the L2 pull towards the parameters the task started from"})
+    temperature: float = field(default=0.1, metadata={
+        "help": "temperature of the contrastive term"})
+    orth_rank: int = field(default=40, metadata={
+        "help": "most directions of the old prototypes' span used by the orthogonality term"})
+    official_losses: bool = field(default=False, metadata={
+        "help": "the authors' code's forms: contrastive term maximised (sign flipped), "
+                "orthogonality as the signed sum of the out-of-span component with 40 SVD "
+                "columns even beyond the prototypes' rank, L2 pull on weights only"})
+    retention_view: str = field(default="modules", metadata={
+        "help": "what retention compares with the untouched encoder: 'modules' (mean pooled "
+                "feature of the four passes, modules in the path) or 'bypassed' (the frozen "
+                "encoder alone, equal to the untouched one by construction)"})
+
+    def __post_init__(self) -> None:
+        if min(self.adapter_dim, self.prompts, self.fusion_dim, self.orth_rank) < 1:
+            raise RetainError("ntk-cl adapter_dim, prompts, fusion_dim and orth_rank must be "
+                              ">= 1")
+        if self.temperature <= 0:
+            raise RetainError(f"ntk-cl temperature must be > 0, got {self.temperature}")
+        if self.retention_view not in ("modules", "bypassed"):
+            raise RetainError(f"ntk-cl retention_view must be 'modules' or 'bypassed', got "
+                              f"'{self.retention_view}'")

@@ -1,0 +1,181 @@
+"""NTK-CL's two module families, placed beside a frozen encoder's blocks with forward hooks on
+the blocks' own linear layers (BERT-style and ViT-style encoders):
+
+- ``Adapter``: a parallel bottleneck beside the MLP, ``s * up(relu(down(x)))`` added to the MLP's
+  output, where ``x`` is the MLP's input; ``up`` starts at zero;
+- ``PromptGenerator``: ``prompts`` tokens mixed from the attention's input tokens along the token
+  axis (padding masked out, so a batch padded further gives the same prompts), then a LayerNorm;
+  the prompts join the block's self-attention as extra keys and values through the layer's own
+  key and value projections, and their attention output is added per head through a gate that
+  starts at zero (zero-initialised attention gating, as in LLaMA-Adapter).
+
+The authors' code inserts the prompts as real tokens and zero-initialises the map and the
+LayerNorm's scale, which both changes the encoder's output before training (ten zero tokens
+take part in attention) and leaves the map without a gradient for ever (only the LayerNorm's
+bias learns). Gating the prompts' attention keeps the encoder's output unchanged at the start
+and lets the map learn.
+
+``Blocks`` holds one ``(Adapter, PromptGenerator)`` pair per encoder block; ``inject`` registers
+the hooks once and a ``Switch`` says which ``Blocks`` and which family act in a forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retain.errors import RetainError
+
+# suffixes of each role's linear layer in a block: BERT-style, then ViT-style (transformers 5)
+ROLES = {
+    "query": ("attention.self.query", "attention.attention.query", "q_proj"),
+    "key": ("attention.self.key", "attention.attention.key", "k_proj"),
+    "value": ("attention.self.value", "attention.attention.value", "v_proj"),
+    "attn_out": ("attention.output.dense", "o_proj"),
+    "mlp_in": ("intermediate.dense", "fc1"),
+    "mlp_out": ("output.dense", "fc2"),
+}
+
+
+class Adapter(nn.Module):
+    def __init__(self, dim: int, width: int, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.down = nn.Linear(dim, width)
+        self.up = nn.Linear(width, dim)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.up(F.relu(self.down(x)))
+
+
+class PromptGenerator(nn.Module):
+    def __init__(self, dim: int, length: int, prompts: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        mixer = nn.Linear(length, prompts)  # along the token axis: its default initialisation
+        self.mix = nn.Parameter(mixer.weight.detach().clone())  # prompts x length
+        self.bias = nn.Parameter(mixer.bias.detach().clone())
+        self.norm = nn.LayerNorm(dim)
+        self.gate = nn.Parameter(torch.zeros(heads))
+
+    def generate(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Prompts ``[B, prompts, D]`` from tokens ``[B, L, D]`` (``mask`` ``[B, L]``)."""
+        length = x.shape[1]
+        if length > self.mix.shape[1]:
+            raise RetainError(f"ntk-cl prompt generators mix at most {self.mix.shape[1]} tokens, "
+                              f"got {length}: lower --max-length")
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)
+        mixed = torch.einsum("bld,pl->bpd", x, self.mix[:, :length]) + self.bias[:, None]
+        return self.norm(mixed)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Gated attention of queries ``[B, L, D]`` over the prompts' keys and values
+        ``[B, P, D]``, heads merged back: ``[B, L, D]``."""
+        b, n, d = q.shape
+        h = self.heads
+
+        def split(t):
+            return t.reshape(t.shape[0], t.shape[1], h, d // h).transpose(1, 2)
+
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // h)
+        out = scores.softmax(-1) @ split(v)  # [B, H, L, d/h]
+        return (self.gate[None, :, None, None] * out).transpose(1, 2).reshape(b, n, d)
+
+
+class Blocks(nn.Module):
+    """One adapter and one prompt generator per encoder block."""
+
+    def __init__(self, n: int, dim: int, length: int, heads: int, width: int, scale: float,
+                 prompts: int):
+        super().__init__()
+        self.adapters = nn.ModuleList(Adapter(dim, width, scale) for _ in range(n))
+        self.prompts = nn.ModuleList(PromptGenerator(dim, length, prompts, heads)
+                                     for _ in range(n))
+
+
+@dataclass
+class Switch:
+    """Which modules act in the next forward pass: ``blocks`` (None: the encoder alone) and
+    ``family`` ('adapter' or 'prompt'); ``mask`` is the batch's attention mask."""
+
+    blocks: Blocks | None = None
+    family: str = ""
+    mask: torch.Tensor | None = None
+    stash: dict = field(default_factory=dict)  # per pass: MLP inputs, queries, prompts
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's blocks: ``encoder.layer`` (BERT) or ``layers`` (ViT in transformers 5)."""
+    for path in ("encoder.layer", "layers", "encoder.layers"):
+        try:
+            layers = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList) and len(layers):
+            return layers
+    raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder, got {type(model).__name__}: "
+                      "use --backbone minilm, tiny-bert, tiny-vit or a BERT/ViT folder")
+
+
+def _role(layer: nn.Module, role: str) -> nn.Linear:
+    for name, module in layer.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        for suffix in ROLES[role]:
+            if (name == suffix or name.endswith("." + suffix)) and not (
+                    role == "mlp_out" and "attention" in name):
+                return module
+    raise RetainError(f"ntk-cl could not find the {role} layer of an encoder block (looked for "
+                      f"{', '.join(ROLES[role])})")
+
+
+def sequence_length(model: nn.Module) -> int:
+    """The most tokens an encoder block sees: image patches + CLS, or the position table."""
+    cfg = model.config
+    if hasattr(cfg, "image_size") and hasattr(cfg, "patch_size"):
+        return (cfg.image_size // cfg.patch_size) ** 2 + 1
+    return int(cfg.max_position_embeddings)
+
+
+def inject(model: nn.Module, switch: Switch) -> list:
+    """Register the hooks on every encoder block; they act only as ``switch`` says."""
+    handles = []
+    for i, layer in enumerate(encoder_layers(model)):
+        roles = {r: _role(layer, r) for r in ROLES}
+
+        def on_query(module, args, out, i=i, roles=roles):
+            if switch.blocks is None or switch.family != "prompt":
+                return None
+            gen = switch.blocks.prompts[i]
+            prompts = gen.generate(args[0], switch.mask)
+            switch.stash[i] = (out, roles["key"](prompts), roles["value"](prompts))
+            return None
+
+        def before_attn_out(module, args, i=i):
+            if switch.blocks is None or switch.family != "prompt":
+                return None
+            q, k, v = switch.stash.pop(i)
+            return (args[0] + switch.blocks.prompts[i].attend(q, k, v),) + args[1:]
+
+        def before_mlp(module, args, i=i):
+            if switch.blocks is not None and switch.family == "adapter":
+                switch.stash[i] = args[0]
+
+        def after_mlp(module, args, out, i=i):
+            if switch.blocks is None or switch.family != "adapter":
+                return None
+            return out + switch.blocks.adapters[i](switch.stash.pop(i))
+
+        handles += [roles["query"].register_forward_hook(on_query),
+                    roles["attn_out"].register_forward_pre_hook(before_attn_out),
+                    roles["mlp_in"].register_forward_pre_hook(before_mlp),
+                    roles["mlp_out"].register_forward_hook(after_mlp)]
+    return handles

@@ -1,0 +1,186 @@
+"""NTK-CL's invariants: inert modules at the start, padding that changes nothing, averaged
+modules that are the mean of the end-of-task snapshots, stored numbers that do not grow with
+the number of tasks, and an orthogonality term that pushes features out of the old
+prototypes' span."""
+
+import pytest
+import torch
+
+from retain.backbones import load_backbone
+from retain.engine import train_stream
+from retain.methods.ntk_cl import NTKCL, NTKCLOptions, losses
+from tests.conftest import check_exact_resume
+
+
+class _Stream:
+    kind, num_classes = "classification", 4
+
+    def __len__(self):
+        return 2
+
+
+def _method(name="tiny-bert", **options) -> NTKCL:
+    method = NTKCL(NTKCLOptions.from_options(options), "prototypes")
+    method.prepare(load_backbone(name), _Stream())
+    return method.eval()
+
+
+def _text_batch(method, padding=True, max_length=16):
+    enc = method.backbone.processor(["a small cat", "the quick brown fox jumps over it"],
+                                    padding=padding, truncation=True, max_length=max_length,
+                                    return_tensors="pt")
+    return dict(enc)
+
+
+def _perturb(blocks, seed=0):
+    """Make every module act (the zero-initialised up-projections and gates non-zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in blocks.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-vit"])
+def test_zero_initialised_modules_leave_the_encoder_unchanged(name):
+    method = _method(name)
+    if name == "tiny-vit":
+        batch = {"pixel_values": torch.randn(3, 3, 32, 32, generator=torch.Generator()
+                                             .manual_seed(0))}
+    else:
+        batch = _text_batch(method)
+    with torch.no_grad():
+        plain = method.pooled(batch, None)
+        for family in ("adapter", "prompt"):
+            assert torch.equal(method.pooled(batch, method.current, family), plain)
+        fc, fp, fm = method.views(batch)
+        assert torch.equal(fm, torch.cat([plain, plain], -1))
+        _perturb(method.current)  # the hooks really act once the modules are not inert
+        for family in ("adapter", "prompt"):
+            assert (method.pooled(batch, method.current, family) - plain).abs().max() > 1e-3
+
+
+def test_padding_tokens_change_nothing():
+    method = _method()
+    _perturb(method.current)
+    short = _text_batch(method)
+    long = _text_batch(method, padding="max_length", max_length=40)
+    assert long["input_ids"].shape[1] == 40 > short["input_ids"].shape[1]
+    with torch.no_grad():
+        for family in ("adapter", "prompt"):
+            a = method.pooled(short, method.current, family)
+            b = method.pooled(long, method.current, family)
+            assert torch.allclose(a, b, atol=1e-5), (family, (a - b).abs().max())
+
+
+def test_averaged_modules_are_the_mean_of_the_end_of_task_snapshots(tiny_config, monkeypatch):
+    snapshots = []
+    average = NTKCL.average
+
+    def record(self):
+        snapshots.append([p.detach().clone() for p in self.current.parameters()])
+        average(self)
+
+    monkeypatch.setattr(NTKCL, "average", record)
+    _, method = train_stream(tiny_config(method="ntk-cl", lr=1e-2), progress=False)
+    assert len(snapshots) == 3 and int(method.tasks_done) == 3
+    for avg, *snaps in zip(method.averaged.parameters(), *snapshots, strict=True):
+        assert torch.allclose(avg, torch.stack(snaps).mean(0), atol=1e-6)
+    moved = [not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[2], strict=True)]
+    assert sum(moved) > len(moved) // 2  # the snapshots differ: the mean is not trivially one
+
+
+def test_stored_numbers_do_not_grow_with_the_tasks(tiny_config, monkeypatch):
+    shapes = []
+    end_task = NTKCL.end_task
+
+    def record(self, task, batches):
+        end_task(self, task, batches)
+        shapes.append({k: tuple(v.shape) for k, v in self.stored_tensors().items()})
+
+    monkeypatch.setattr(NTKCL, "end_task", record)
+    res, method = train_stream(tiny_config(method="ntk-cl"), progress=False)
+    assert shapes[0] == shapes[1] == shapes[2]
+    modules = 2 * sum(p.numel() for p in method.current.parameters()) + sum(
+        p.numel() for p in method.fusion.parameters())
+    classes = 6 * (2 * 32) + 6  # prototypes of f_m (width 2d) and counts: the class statistics
+    assert res["cost"]["stored_parameters"] == modules + classes + 1  # + the task counter
+    assert not any(k.startswith("model.") for k in method.stored_tensors())  # encoder untouched
+
+
+def test_ntk_cl_resumes_exactly(tiny_config, monkeypatch, tmp_path):
+    check_exact_resume(tiny_config, monkeypatch, tmp_path, NTKCL, method="ntk-cl", lr=1e-2)
+
+
+@pytest.mark.parametrize("head", ["analytic", "aligned", "growing"])
+def test_every_head_applies(tiny_config, head):
+    res, method = train_stream(tiny_config(method="ntk-cl", head=head), progress=False)
+    assert method.anchors is not None and int(method.anchors.counts.gt(0).sum()) == 6
+    assert len(res["matrix"]) == 3
+
+
+def test_the_orthogonality_term_pushes_features_out_of_the_old_span():
+    """Training the current modules on the orthogonality term lowers the overlap of the fused
+    features with the old prototypes' span (the averaged half cannot move)."""
+    method = _method()
+    batch = _text_batch(method)
+    with torch.no_grad():
+        _perturb(method.averaged, seed=1)
+        method.tasks_done += 1
+        old = method.features(batch) + 0.1 * torch.randn(2, 64, generator=torch.Generator()
+                                                        .manual_seed(2))
+    basis = losses.prototype_basis(old, 40)
+    assert basis.shape == (64, 2)
+    assert torch.allclose(basis.T @ basis, torch.eye(2), atol=1e-5)
+
+    def overlap():  # share of the fused features' squared norm inside the old span
+        with torch.no_grad():
+            f = method.features(batch)
+            return float(((f @ basis).pow(2).sum(-1) / f.pow(2).sum(-1)).mean())
+
+    before = overlap()
+    opt = torch.optim.Adam(list(method.trainable().values()), lr=1e-2)
+    for _ in range(30):
+        loss = losses.orthogonality(list(method.views(batch)), basis)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert overlap() < 0.7 * before, (before, overlap())
+
+
+def test_contrast_pulls_classes_together_and_pushes_old_prototypes_away():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1])
+    protos, proto_labels = torch.randn(3, 8, generator=g), torch.tensor([2, 3, 4])
+    x = torch.randn(4, 8, generator=g, requires_grad=True)
+    opt = torch.optim.Adam([x], lr=0.05)
+    first = None
+    for _ in range(100):
+        loss = losses.contrast(x, labels, protos, proto_labels, 0.1)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.1 * first
+    f = torch.nn.functional.normalize(x.detach(), dim=-1)
+    p = torch.nn.functional.normalize(protos, dim=-1)
+    same = min(float(f[0] @ f[1]), float(f[2] @ f[3]))
+    assert same > float((f @ p.T).max()) + 0.5 and same > float((f[:2] @ f[2:].T).max()) + 0.5
+    # no positive pair: nothing to contrast; the authors' form counts it as 0 as well
+    assert float(losses.contrast(x[:1], labels[:1], protos, proto_labels, 0.1)) == 0
+    assert float(losses.official_contrast(x[:1], labels[:1], protos, proto_labels, 0.1)) == 0
+    # the authors' form enters their loss negated: minimising it pulls classes apart again
+    opt = torch.optim.Adam([x], lr=0.05)
+    for _ in range(50):
+        loss = losses.official_contrast(x, labels, protos, proto_labels, 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    f = torch.nn.functional.normalize(x.detach(), dim=-1)
+    assert min(float(f[0] @ f[1]), float(f[2] @ f[3])) < same - 0.3
+
+
+def test_ntk_cl_refuses_language_modelling_and_decoders():
+    from retain.errors import RetainError
+
+    with pytest.raises(RetainError, match="BERT- or ViT-style encoder"):
+        _method("tiny-llama")
