@@ -7,11 +7,11 @@
 
 Each run lives in ``runs/heads/<profile>[-<tag>]/<label>/`` and the rows are gathered into
 ``benchmarks/results/heads_<profile>[-<tag>].json`` (a tag keeps one machine's rows together).
-A finished run is read, not run again. Beside the summary row, each statistics head on a backbone that moves gets a *refit* accuracy:
-the same head scheme rebuilt from every task's training data on the final backbone (what drift
-compensation of the stored statistics could at most recover), and every run the accuracy of the
-first task's classes after each task (column 1 of the matrix), which shows how stale a head
-goes. ``--collect`` gathers the rows into ``benchmarks/results/heads_<profile>.json``.
+A finished run is read, not run again. Beside the summary row, each statistics head on a
+backbone that moves gets a *refit* accuracy: the same head scheme rebuilt from every task's
+training data on the final backbone (what drift compensation of the stored statistics could at
+most recover), and every run the accuracy of the first task's classes after each task (column 1
+of the matrix), which shows how stale a head goes. ``--collect`` only gathers the rows.
 """
 
 from __future__ import annotations
