@@ -5,8 +5,12 @@
 
 Both methods are prepared on the same backbone config and the first task of the benchmark (or,
 with ``--after N``, task N+1 once the earlier tasks were briefly trained and ended); their steps
-alternate (a, b, a, b, ...) so that drift in the machine's speed affects both alike. Saves
+alternate (a, b, a, b, ...) so that drift in the machine's speed affects both alike. Then the
+median time of ``predict`` on one evaluation batch, alternating the same way (``--predict-only``
+skips the training steps: for a method with nothing to train, such as frozen-ncm). Saves
 ``benchmarks/results/step_time_<a>_vs_<b>.json``.
+
+    python benchmarks/step_time.py --a ntk-cl --b frozen-ncm --after 1 --predict-only
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def setup(method: str, opts: dict[str, str], profile: str, after: int):
         m.begin_task(task, lambda task=task: iter(_batches(m, task, cfg)))
         opt = _optimiser(m, cfg)
         m.train()
-        for batch in list(_batches(m, task, cfg))[:5]:
+        for batch in list(_batches(m, task, cfg))[:5] if opt else []:
             step(m, opt, batch)
         m.eval()
         m.end_task(task, lambda task=task: iter(_batches(m, task, cfg)))
@@ -55,13 +59,15 @@ def setup(method: str, opts: dict[str, str], profile: str, after: int):
     m.begin_task(task, batches)
     boundary = time.perf_counter() - start
     opt = _optimiser(m, cfg)
-    params = [p for group in opt.param_groups for p in group["params"]]
+    params = [p for group in opt.param_groups for p in group["params"]] if opt else []
     m.train()
     return m, opt, list(_batches(m, task, cfg)), sum(p.numel() for p in params), boundary
 
 
-def _optimiser(m, cfg) -> torch.optim.Optimizer:
+def _optimiser(m, cfg) -> torch.optim.Optimizer | None:
     groups = m.trainable_parameters()  # as the engine builds it: backbone at lr, head at head_lr
+    if not groups:
+        return None
     lrs = {"backbone": cfg.lr, "head": cfg.head_lr}
     return torch.optim.AdamW([{"params": ps, "lr": lrs[g]} for g, ps in groups.items()],
                              lr=cfg.lr)
@@ -83,6 +89,13 @@ def step(m, opt, batch) -> float:
     return time.perf_counter() - t0
 
 
+@torch.no_grad()
+def predict(m, batch) -> float:
+    t0 = time.perf_counter()
+    m.predict({k: v for k, v in batch.items() if k not in ("labels", "index")})
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", default="inflora")
@@ -93,25 +106,36 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tag", default="", help="suffix of the saved file's name")
+    p.add_argument("--predict-only", action="store_true", help="time predict() only")
     p.add_argument("--after", type=int, default=0,
                    help="time task AFTER+1, the earlier tasks briefly trained and ended first")
     args = p.parse_args()
     a = setup(args.a, options(args.set_a), args.profile, args.after)
     b = setup(args.b, options(args.set_b), args.profile, args.after)
-    times: dict[str, list[float]] = {"a": [], "b": []}
+    times: dict[str, list[float]] = {"a": [], "b": [], "pa": [], "pb": []}
     n = len(a[2])
-    for i in range(args.warmup + args.steps):
+    for i in range(0 if args.predict_only else args.warmup + args.steps):
         for key, (m, opt, batches, _, _) in (("a", a), ("b", b)):
             t = step(m, opt, batches[i % n])
             if i >= args.warmup:
                 times[key].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    for m, *_ in (a, b):
+        m.eval()
+    for i in range(args.warmup + args.steps):
+        for key, (m, _, batches, _, _) in (("pa", a), ("pb", b)):
+            t = predict(m, batches[i % n])
+            if i >= args.warmup:
+                times[key].append(t)
+    med = {k: statistics.median(v) if v else None for k, v in times.items()}
     report = {
         "a": {"method": args.a, "options": options(args.set_a), "median_step_seconds": med["a"],
-              "trainable_parameters": a[3], "begin_task_seconds": a[4]},
+              "median_predict_seconds": med["pa"], "trainable_parameters": a[3],
+              "begin_task_seconds": a[4]},
         "b": {"method": args.b, "options": options(args.set_b), "median_step_seconds": med["b"],
-              "trainable_parameters": b[3], "begin_task_seconds": b[4]},
-        "ratio_a_over_b": med["a"] / med["b"], "steps_each": args.steps,
+              "median_predict_seconds": med["pb"], "trainable_parameters": b[3],
+              "begin_task_seconds": b[4]},
+        "ratio_a_over_b": med["a"] / med["b"] if med["b"] else None,
+        "predict_ratio_a_over_b": med["pa"] / med["pb"], "steps_each": args.steps,
         "timed_task": args.after + 1,
         "batch_size": RunConfig(profile=args.profile).resolved().batch_size,
         "torch_threads": torch.get_num_threads(),

@@ -184,3 +184,18 @@ def test_ntk_cl_refuses_language_modelling_and_decoders():
 
     with pytest.raises(RetainError, match="BERT- or ViT-style encoder"):
         _method("tiny-llama")
+
+
+def test_retention_views(tiny_config):
+    """'bypassed' compares the frozen encoder itself (equal to the untouched one, bit for bit,
+    after training); 'modules' the mean of the four passes, which training moves."""
+    _, method = train_stream(tiny_config(method="ntk-cl", lr=1e-2), progress=False)
+    fresh = load_backbone(method.backbone.name)
+    batch = _text_batch(method)
+    method.eval()
+    with torch.no_grad():
+        untouched = fresh.features(batch)
+        method.config.retention_view = "bypassed"
+        assert torch.equal(method.represent(batch), untouched)
+        method.config.retention_view = "modules"
+        assert (method.represent(batch) - untouched).abs().max() > 1e-4

@@ -59,7 +59,7 @@ class NTKCL(ContinualMethod):
                    "averaged copies, three feature views, prototype inference")
     config_class = NTKCLOptions
     default_head = "prototypes"
-    default_lr = 1e-3
+    default_lr = 3e-4  # 1e-3 let the old prototypes go stale (see the README)
     kinds = ("classification",)
     kinds_reason = "its views, prototypes and contrastive terms need class labels"
     config: NTKCLOptions
