@@ -62,6 +62,8 @@ def grid() -> dict[str, dict]:
         g[f"ntk-cl/{head}"] = {"method": "ntk-cl", "head": head}
         g[f"ntk-cl/{head}-official"] = {"method": "ntk-cl", "head": head,
                                         "method_options": {"official_losses": True}}
+    g["ntk-cl/prototypes-head-lr0.05"] = {"method": "ntk-cl", "head": "prototypes",
+                                          "head_lr": 5e-2}
     g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
                                        "method_options": {"retention_view": "bypassed"}}
     return g
