@@ -166,8 +166,9 @@ def test_contrast_pulls_classes_together_and_pushes_old_prototypes_away():
     same = min(float(f[0] @ f[1]), float(f[2] @ f[3]))
     assert same > float((f @ p.T).max()) + 0.5 and same > float((f[:2] @ f[2:].T).max()) + 0.5
     # no positive pair: nothing to contrast; the authors' form counts it as 0 as well
-    assert float(losses.contrast(x[:1], labels[:1], protos, proto_labels, 0.1)) == 0
-    assert float(losses.official_contrast(x[:1], labels[:1], protos, proto_labels, 0.1)) == 0
+    assert float(losses.contrast(x[:1].detach(), labels[:1], protos, proto_labels, 0.1)) == 0
+    assert float(losses.official_contrast(x[:1].detach(), labels[:1], protos, proto_labels,
+                                          0.1)) == 0
     # the authors' form enters their loss negated: minimising it pulls classes apart again
     opt = torch.optim.Adam([x], lr=0.05)
     for _ in range(50):
