@@ -190,6 +190,3 @@ class NTKCL(ContinualMethod):
         if self.anchors is not None:
             self.anchors.absorb(task, replay, lambda batch: by_id[id(batch)])
         self.start = {}
-
-    def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
-        return self.head.logits(self.features(batch))
