@@ -64,6 +64,9 @@ def grid() -> dict[str, dict]:
                                         "method_options": {"official_losses": True}}
     g["ntk-cl/prototypes-head-lr0.05"] = {"method": "ntk-cl", "head": "prototypes",
                                           "head_lr": 5e-2}
+    for head in ("prototypes", "analytic"):  # the fusion a plain mean, the classifier fast
+        g[f"ntk-cl/{head}-mean"] = {"method": "ntk-cl", "head": head, "head_lr": 5e-2,
+                                    "method_options": {"fusion": "mean"}}
     g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
                                        "method_options": {"retention_view": "bypassed"}}
     return g

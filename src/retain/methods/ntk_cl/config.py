@@ -18,6 +18,9 @@ class NTKCLOptions(MethodConfig):
         "help": "scale of the adapter's output added to the MLP's"})
     prompts: int = field(default=10, metadata={
         "help": "prompt tokens generated per block by mixing the block's input tokens"})
+    fusion: str = field(default="attention", metadata={
+        "help": "how f_m fuses the adapter and prompt views: 'attention' (the paper's, learnt "
+                "query and keys) or 'mean' (their average, nothing learnt)"})
     fusion_dim: int = field(default=64, metadata={
         "help": "query/key width of the attention that fuses the adapter and prompt views"})
     w_nce: float = field(default=0.2, metadata={
@@ -45,6 +48,8 @@ class NTKCLOptions(MethodConfig):
                               ">= 1")
         if self.temperature <= 0:
             raise RetainError(f"ntk-cl temperature must be > 0, got {self.temperature}")
+        if self.fusion not in ("attention", "mean"):
+            raise RetainError(f"ntk-cl fusion must be 'attention' or 'mean', got '{self.fusion}'")
         if self.retention_view not in ("modules", "bypassed"):
             raise RetainError(f"ntk-cl retention_view must be 'modules' or 'bypassed', got "
                               f"'{self.retention_view}'")

@@ -37,15 +37,19 @@ from retain.methods.ntk_cl.modules import Blocks, Switch, encoder_layers, inject
 
 class Fusion(nn.Module):
     """Attention of the prompt view's query over the two views (keys ``W_k f``, values the
-    views themselves); the query starts at zero, so ``f_m`` starts as ``(f_c + f_p) / 2``."""
+    views themselves); the query starts at zero, so ``f_m`` starts as ``(f_c + f_p) / 2``.
+    ``width=0``: that mean, with nothing to learn."""
 
     def __init__(self, dim: int, width: int):
         super().__init__()
-        self.query = nn.Linear(dim, width, bias=False)
-        self.key = nn.Linear(dim, width, bias=False)
-        nn.init.zeros_(self.query.weight)
+        self.query = nn.Linear(dim, width, bias=False) if width else None
+        self.key = nn.Linear(dim, width, bias=False) if width else None
+        if self.query is not None:
+            nn.init.zeros_(self.query.weight)
 
     def forward(self, fc: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+        if self.query is None:
+            return (fc + fp) / 2
         views = torch.stack([fc, fp], 1)  # [B, 2, D]
         scores = (self.key(views) @ self.query(fp)[:, :, None]).squeeze(-1)
         weights = (scores / math.sqrt(self.query.out_features)).softmax(-1)
@@ -78,7 +82,8 @@ class NTKCL(ContinualMethod):
                               mc.num_attention_heads, cfg.adapter_dim, cfg.adapter_scale,
                               cfg.prompts)
         self.averaged = copy.deepcopy(self.current).requires_grad_(False)
-        self.fusion = Fusion(2 * mc.hidden_size, cfg.fusion_dim)
+        self.fusion = Fusion(2 * mc.hidden_size,
+                             cfg.fusion_dim if cfg.fusion == "attention" else 0)
         self.register_buffer("tasks_done", torch.zeros((), dtype=torch.long))
         self.switch = Switch()
         self.handles = inject(model, self.switch)
