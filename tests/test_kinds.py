@@ -69,10 +69,13 @@ def test_lm3_stream_is_defined_exactly(tmp_path):
         assert {len(r) for r in rows} == {64} and len(set(rows)) == len(rows)  # disjoint
 
 
-@pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "share", "joint"])
+@pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "share", "joint",
+                                    "grow"])
 def test_every_method_runs_on_lm3_smoke(tmp_path, method):
-    options = {} if method == "seq-ft" else {"target_modules": LLAMA_ALL}
-    res, m = train_stream(lm3(tmp_path, method=method, method_options=options), progress=False)
+    options = {} if method in ("seq-ft", "grow") else {"target_modules": LLAMA_ALL}
+    lr = {"lr": 1e-3} if method == "grow" else {}  # its copies barely move a random model
+    res, m = train_stream(lm3(tmp_path, method=method, method_options=options, **lr),
+                          progress=False)
     assert res["score"] == {"name": "perplexity", "direction": "lower"}
     assert [len(r) for r in res["matrix"]] == [1, 2, 3]
     assert all(np.isfinite(v) and v > 1 for r in res["matrix"] for v in r)
@@ -90,6 +93,8 @@ def test_every_method_runs_on_lm3_smoke(tmp_path, method):
     if method == "seq-ft":  # every parameter once (tied embedding and LM head: once)
         assert res["cost"]["stored_parameters"] == m.model.num_parameters() == 49152 * 32 + 2 * (
             sum(o * i for o, i in shapes) + 2 * 32) + 32
+    if method == "grow":  # a copy of gate, up and down per block and task, nothing else
+        assert res["cost"]["stored_parameters"] == 3 * 2 * 3 * 64 * 32
     if method == "inflora":  # the merged matrices in full, and the memories' bases
         bases = sum(mem.basis.numel() for mem in m.memories.values())
         assert res["cost"]["stored_parameters"] == 2 * sum(o * i for o, i in shapes) + bases
@@ -137,7 +142,7 @@ def test_image_folder_stream(image_folder, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "inflora", "plate", "frozen-ncm",
-                                    "ntk-cl", "joint"])
+                                    "ntk-cl", "grow", "joint"])
 def test_every_method_runs_on_images(image_folder, tmp_path, method):
     res = run(RunConfig(method=method, data=image_folder, benchmark=None, profile="smoke",
                         head_options=small_head(method),

@@ -56,6 +56,19 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def transformer_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """A model's transformer blocks: ``encoder.layer`` (BERT), ``layers`` (ViT in transformers
+    5, a bare decoder), ``encoder.layers`` or ``model.layers`` (a causal LM); None if none."""
+    for path in ("encoder.layer", "layers", "encoder.layers", "model.layers"):
+        try:
+            layers = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList) and len(layers):
+            return layers
+    return None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("RETAIN_CACHE", Path.home() / ".cache" / "retain")).expanduser()
 

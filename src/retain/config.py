@@ -114,6 +114,9 @@ class RunConfig:
                 raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
                                   f"{', '.join(SCENARIOS)}")
         method_config = cls.config_class.from_options(self.method_options)
+        if self.weight_decay and cls.no_weight_decay:
+            raise RetainError(f"{cls.name} takes no weight decay ({cls.no_weight_decay}): drop "
+                              "--weight-decay")
         lr = self.lr if self.lr is not None else cls.default_lr
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(

@@ -60,6 +60,7 @@ class ContinualMethod(nn.Module):
     task_aware_prediction: ClassVar[bool] = False  # predict() uses task_id when given
     kinds: ClassVar[tuple[str, ...]] = ("classification", "lm")  # task kinds it serves
     kinds_reason: ClassVar[str] = ""  # why not the others (for the error message)
+    no_weight_decay: ClassVar[str] = ""  # why --weight-decay must stay 0 (empty: allowed)
     # parts of tensor names recomputed from the pretrained weights without data: checkpoints
     # keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: ClassVar[tuple[str, ...]] = ()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retain.backbones import transformer_blocks
 from retain.errors import RetainError
 
 # suffixes of each role's linear layer in a block: BERT-style, then ViT-style (transformers 5)
@@ -114,15 +115,12 @@ class Switch:
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's blocks: ``encoder.layer`` (BERT) or ``layers`` (ViT in transformers 5)."""
-    for path in ("encoder.layer", "layers", "encoder.layers"):
-        try:
-            layers = model.get_submodule(path)
-        except AttributeError:
-            continue
-        if isinstance(layers, nn.ModuleList) and len(layers):
-            return layers
-    raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder, got {type(model).__name__}: "
-                      "use --backbone minilm, tiny-bert, tiny-vit or a BERT/ViT folder")
+    layers = transformer_blocks(model)
+    if layers is None:
+        raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder, got "
+                          f"{type(model).__name__}: use --backbone minilm, tiny-bert, tiny-vit "
+                          "or a BERT/ViT folder")
+    return layers
 
 
 def _role(layer: nn.Module, role: str) -> nn.Linear:

@@ -1,0 +1,188 @@
+"""A transformer MLP widened so that it computes exactly the same function.
+
+``y = W_down act(W_up x)`` (or ``W_down (act(W_gate x) * W_up x)``) is a sum over hidden units,
+so stacking ``g`` copies of ``W_up`` (``W_gate``, the up bias) along the hidden axis and ``g``
+copies of ``W_down / g`` along its input axis leaves ``y`` unchanged. Here the copies are kept
+as separate linear layers beside the untouched pretrained one, so that what trains, what stays
+frozen and what a checkpoint stores are whole tensors:
+
+- :class:`GrownUp` replaces an up (or gate) projection: ``[W_0 x + b_0 | W_1 x + b_1 | ...]``;
+- :class:`GrownDown` replaces the down projection: ``s_0 V_0 h_0 + b + V_1 h_1 + ...``, where
+  ``h_k`` is copy ``k``'s slice of the hidden units and ``s_0`` the scale of the pretrained
+  ``V_0`` (a number, so the pretrained tensor itself is never rewritten).
+
+The widths of the copies are recorded (:meth:`MLPSite.widths`) and a grown model is rebuilt by
+replaying its growths. This is not a ``peft`` tuner: ``peft`` adapters keep each layer's shape
+and add a delta to its weight, while growth changes the hidden width of a pair of layers and
+cannot be merged back into the pretrained shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retain.backbones import transformer_blocks
+from retain.errors import RetainError
+
+# (up, down, gate) of a block's MLP: BERT, ViT of transformers < 5, Llama-style, ViT 5
+FAMILIES = (("intermediate.dense", "output.dense", None),
+            ("mlp.up_proj", "mlp.down_proj", "mlp.gate_proj"),
+            ("mlp.fc1", "mlp.fc2", None))
+
+
+class GrownUp(nn.Module):
+    """An up (or gate) projection and its copies, outputs concatenated along the hidden axis."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.copies = nn.ModuleList()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(self.copies):
+            return self.base(x)
+        return torch.cat([self.base(x), *(c(x) for c in self.copies)], -1)
+
+
+class GrownDown(nn.Module):
+    """A down projection over the concatenated hidden units: ``s_0 V_0 h_0 + b + sum V_k h_k``."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.copies = nn.ModuleList()
+        self.base_scale = 1.0  # a number in the method's state, not a stored tensor
+
+    def widths(self) -> list[int]:
+        return [self.base.in_features, *(c.in_features for c in self.copies)]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not len(self.copies) and self.base_scale == 1.0:
+            return self.base(h)
+        parts = h.split(self.widths(), -1)
+        y = F.linear(parts[0], self.base.weight) * self.base_scale
+        if self.base.bias is not None:
+            y = y + self.base.bias
+        for copy, part in zip(self.copies, parts[1:], strict=True):
+            y = y + copy(part)
+        return y
+
+
+def _copy(linear: nn.Linear, bias: bool, scale: float = 1.0) -> nn.Linear:
+    """A fresh linear layer holding ``scale *`` the weight (and the bias), computed in float32
+    or wider."""
+    w = linear.weight.detach()
+    new = nn.Linear(linear.in_features, linear.out_features, bias=bias and linear.bias is not None,
+                    device=w.device, dtype=w.dtype)
+    work = torch.promote_types(w.dtype, torch.float32)
+    with torch.no_grad():
+        new.weight.copy_((w.to(work) * scale).to(w.dtype))
+        if new.bias is not None:
+            new.bias.copy_(linear.bias.detach())
+    return new
+
+
+@dataclass
+class MLPSite:
+    """One block's MLP: its up (and gate) projections and its down projection, grown in place."""
+
+    index: int
+    block: nn.Module
+    up: str
+    down: str
+    gate: str | None
+
+    def _module(self, path: str) -> nn.Module:
+        return self.block.get_submodule(path)
+
+    def _swap(self, path: str, cls) -> nn.Module:
+        module = self._module(path)
+        if not isinstance(module, cls):
+            if not isinstance(module, nn.Linear):
+                raise RetainError(f"grow needs plain linear MLP layers; block {self.index}'s "
+                                  f"{path} is a {type(module).__name__}")
+            parent, _, name = path.rpartition(".")
+            module = cls(module)
+            setattr(self.block.get_submodule(parent) if parent else self.block, name, module)
+        return module
+
+    def ups(self) -> list[GrownUp]:
+        return [self._swap(p, GrownUp) for p in (self.up, self.gate) if p]
+
+    def down_layer(self) -> GrownDown:
+        return self._swap(self.down, GrownDown)
+
+    def widths(self) -> list[int]:
+        down = self._module(self.down)
+        return down.widths() if isinstance(down, GrownDown) else [down.in_features]
+
+    def copies(self) -> list[nn.Linear]:
+        """Every copy's linear layers (ups, gate, down), oldest first."""
+        layers = [*self.ups(), self.down_layer()]
+        return [c for layer in layers for c in layer.copies]
+
+    @torch.no_grad()
+    def grow(self, factor: int, source: str = "latest") -> int:
+        """Add ``factor - 1`` copies of the source units (the latest copy or the pretrained
+        units) as one new copy, dividing the source's down-projection by ``factor``; return
+        the new copy's width. The function is unchanged."""
+        ups, down = self.ups(), self.down_layer()
+        k = len(down.copies) if source == "latest" else 0  # 0: the pretrained units
+        n = factor - 1
+        for up in ups:
+            src = up.copies[k - 1] if k else up.base
+            new = _copy(src, bias=True)
+            if n > 1:
+                new = _stack(new, n)
+            up.copies.append(new.requires_grad_(True))
+        src = down.copies[k - 1] if k else down.base
+        scale = (down.base_scale if not k else 1.0) / factor
+        new = _copy(src, bias=False, scale=scale)
+        if n > 1:
+            new = _stack(new, n, axis=1)
+        down.copies.append(new.requires_grad_(True))
+        if k:
+            src.weight.div_(factor)
+        else:
+            down.base_scale /= factor
+        return new.in_features
+
+
+def _stack(linear: nn.Linear, n: int, axis: int = 0) -> nn.Linear:
+    """``n`` copies of ``linear`` side by side: output rows (``axis=0``, with the bias) or input
+    columns (``axis=1``)."""
+    w = linear.weight.detach()
+    d_in, d_out = (w.shape[1], w.shape[0] * n) if axis == 0 else (w.shape[1] * n, w.shape[0])
+    new = nn.Linear(d_in, d_out, bias=linear.bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([w] * n, axis))
+        if new.bias is not None:
+            new.bias.copy_(torch.cat([linear.bias.detach()] * n))
+    return new
+
+
+def mlp_sites(model: nn.Module) -> list[MLPSite]:
+    """Every block's MLP, for BERT-, ViT- and Llama-style models."""
+    blocks = transformer_blocks(model)
+    if blocks is None:
+        raise RetainError(f"grow found no transformer blocks in {type(model).__name__}: use a "
+                          "BERT-, ViT- or Llama-style backbone")
+    sites = []
+    for i, block in enumerate(blocks):
+        for up, down, gate in FAMILIES:
+            try:
+                for path in (up, down, *([gate] if gate else [])):
+                    block.get_submodule(path)
+            except AttributeError:
+                continue
+            sites.append(MLPSite(i, block, up, down, gate))
+            break
+        else:
+            raise RetainError(f"grow found no MLP in block {i} ({type(block).__name__}); it "
+                              "knows BERT (intermediate.dense / output.dense), Llama "
+                              "(gate_proj / up_proj / down_proj) and ViT (fc1 / fc2) blocks")
+    return sites

@@ -1,0 +1,148 @@
+"""Function-preserving growth for a stream of tasks ("grow, don't overwrite").
+
+Before each task the chosen blocks' MLPs are widened by copies of their units
+(:mod:`retain.methods.grow.layer`), so the model computes the same function; only the new copy
+trains (G-Freeze), or the new copy and the named modules of the grown blocks (G-Train). Every
+earlier copy and the pretrained weights stay frozen. Stored: the copies (and G-Train's modules);
+the growths are recorded in the method's state and replayed when a run is resumed or reloaded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from retain.data.stream import Task
+from retain.errors import RetainError
+from retain.methods.base import Batches, ContinualMethod, register
+from retain.methods.grow.config import GrowOptions
+from retain.methods.grow.layer import MLPSite, mlp_sites
+
+
+@register
+class Grow(ContinualMethod):
+    name = "grow"
+    description = ("function-preserving growth: widen chosen MLPs by copies of their units "
+                   "before each task, train only the new copy")
+    config_class = GrowOptions
+    default_head = "analytic"
+    default_lr = 5e-5
+    no_weight_decay = "AdamW's decay pulls the new copy towards zero and moves the function"
+    config: GrowOptions
+
+    def wrap(self, model: nn.Module) -> None:
+        model.requires_grad_(False)
+        self.sites = mlp_sites(model)
+        cfg = self.config
+        bad = [i for i in cfg.layers if not 0 <= i < len(self.sites)]
+        if bad:
+            raise RetainError(f"grow layers {bad} out of range: the backbone has "
+                              f"{len(self.sites)} blocks (0..{len(self.sites) - 1})")
+        self.growths: list[list[int]] = []  # [task, block, width of the new copy]
+        self.extra = self._also_trained(model)
+
+    def _also_trained(self, model: nn.Module) -> list[nn.Parameter]:
+        """G-Train's extra parameters: those of the blocks' modules whose names (inside the
+        block) contain one of ``also_train``; refused when they are only the MLP that grows."""
+        parts = self.config.also_train
+        if not parts:
+            return []
+        found: dict[tuple[int, str], nn.Parameter] = {}
+        for site in self.sites:
+            for local, p in site.block.named_parameters():
+                if any(part in local for part in parts):
+                    found[site.index, local] = p
+        if not found:
+            raise RetainError(f"grow also_train {parts} matches no parameter of the blocks; "
+                              "try 'attention' (BERT, ViT) or 'self_attn' (Llama)")
+        mlp = tuple(p for s in self.sites[:1] for p in (s.up, s.down, s.gate) if p)
+        if all(local.startswith(mlp) for _, local in found):
+            raise RetainError("grow also_train names only the MLP that grows: the pretrained "
+                              "units and their copy would train from a symmetric start and get "
+                              "identical gradients for good; add other modules or drop it")
+        return list(found.values())
+
+    # --- which blocks grow ---------------------------------------------------------------------
+    def chosen(self, batches: Batches) -> list[MLPSite]:
+        cfg = self.config
+        if cfg.layers:
+            return [self.sites[i] for i in sorted(set(cfg.layers))]
+        n = len(self.sites)
+        k = max(1, round(cfg.fraction * n))
+        if cfg.select == "all":
+            return list(self.sites)
+        if cfg.select == "spread":
+            return [self.sites[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1))
+                                                   for j in range(k)})]
+        scores = self.gradient_scores(batches)
+        top = sorted(range(n), key=lambda i: -scores[i])[:k]
+        return [self.sites[i] for i in sorted(top)]
+
+    def gradient_scores(self, batches: Batches) -> list[float]:
+        """Per block, ``||dL/dW_down|| / ||W_down||`` of the MLP's pretrained down-projection,
+        summed over the task's first batches (the model's loss, or the head's on the task's
+        classes)."""
+        downs = [s.down_layer().base.weight for s in self.sites]
+        for w in downs:
+            w.requires_grad_(True)
+        grads = [torch.zeros((), device=w.device) for w in downs]
+        try:
+            with torch.enable_grad():
+                for i, batch in enumerate(batches()):
+                    if i == self.config.gradient_batches:
+                        break
+                    gs = torch.autograd.grad(self.loss(batch), downs, allow_unused=True)
+                    grads = [a + (g.float().norm() if g is not None else 0.0)
+                             for a, g in zip(grads, gs, strict=True)]
+        finally:
+            for w in downs:
+                w.requires_grad_(False)
+        return [float(g) / max(float(w.float().norm()), 1e-12)
+                for g, w in zip(grads, downs, strict=True)]
+
+    # --- the lifecycle -------------------------------------------------------------------------
+    def begin_task(self, task: Task, batches: Batches) -> None:
+        super().begin_task(task, batches)
+        if task.index and not self.config.each_task:
+            return
+        for site in self.sites:  # earlier copies stay as they are
+            for copy in site.copies():
+                copy.requires_grad_(False)
+        for site in self.chosen(batches):
+            self._grow(task.index, site)
+        for p in self.extra:
+            p.requires_grad_(True)
+
+    def _grow(self, task: int, site: MLPSite) -> None:
+        width = site.grow(self.config.factor, self.config.source)
+        self.growths.append([task, site.index, width])
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        state = self.model.state_dict()
+        extra = {id(p) for p in self.extra}
+        names = {n for n, p in self.model.named_parameters()
+                 if ".copies." in n or id(p) in extra}
+        return {k: v for k, v in state.items() if k in names}
+
+    def state(self) -> dict:
+        return {**super().state(), "growths": self.growths}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        tasks = sorted({t for t, _, _ in state["growths"]})
+        for task in tasks:  # replay: the same structure, then the stored copies load on top
+            for _, index, width in (g for g in state["growths"] if g[0] == task):
+                self._grow(task, self.sites[index])
+                if self.growths[-1][2] != width:
+                    raise RetainError(f"grow checkpoint: block {index} regrew to width "
+                                      f"{self.growths[-1][2]}, not the recorded {width}; it was "
+                                      "written with other options")
+        for site in self.sites:  # a resumed run continues at the next task's begin_task
+            for copy in site.copies():
+                copy.requires_grad_(not self.config.each_task)
+        for p in self.extra:
+            p.requires_grad_(bool(self.growths))
+
+    def widths(self) -> dict[int, list[int]]:
+        """Per block, the pretrained hidden width followed by each copy's width."""
+        return {s.index: s.widths() for s in self.sites}
