@@ -2,6 +2,7 @@
 perplexity ratio and KL, trainable and stored parameters, median step time (JSON).
 
     python benchmarks/lm3.py --profile quick --methods seq-ft,seq-lora,inflora,plate
+    python benchmarks/lm3.py --methods grow,grow/gradient-third   # a method or a variant
 
 Each run's results stay in ``runs/lm3/<profile>/<method>/results.json`` (a finished run of the
 same config is read, not run again); the rows go to ``benchmarks/results/lm3_<profile>.json``.
@@ -18,12 +19,20 @@ from retain import RunConfig
 from retain.engine import run_or_load
 
 ROOT = Path(__file__).resolve().parent
+# label -> RunConfig fields beyond the method's defaults
+VARIANTS = {
+    "grow/gradient-third": {"method": "grow", "method_options": {"select": "gradient"}},
+    "grow/spread-third": {"method": "grow", "method_options": {"select": "spread"}},
+    "grow/lr2e-05": {"method": "grow", "lr": 2e-5},
+    "grow/lr0.0001": {"method": "grow", "lr": 1e-4},
+}
 
 
 def row(res: dict) -> dict:
     m, c, ret = res["metrics"], res["cost"], res["retention"] or {}
     shakes = ret.get("shakespeare_perplexity", {})
-    return {"method": res["method"], "perplexity_matrix": res["matrix"],
+    return {"method": res["method"], "lr": res["config"]["lr"],
+            "perplexity_matrix": res["matrix"],
             "final_perplexity": m["final_perplexity"], "forgetting": m["forgetting"],
             "relative_forgetting": m["relative_forgetting"], "bwt": m["bwt"],
             "plasticity": m["plasticity"],
@@ -45,11 +54,17 @@ def main() -> None:
     args = p.parse_args()
     dest = ROOT / "results" / f"lm3_{args.profile}.json"
     rows = json.loads(dest.read_text()) if dest.exists() else []
-    for method in args.methods.split(","):
-        cfg = RunConfig(method=method, benchmark="lm3", profile=args.profile, seed=args.seed,
-                        out=f"runs/lm3/{args.profile}/{method}")
-        rows = [r for r in rows if r["method"] != method] + [row(run_or_load(cfg,
-                                                                           progress=False))]
+    for label in args.methods.split(","):
+        fields = VARIANTS.get(label, {"method": label})
+        cfg = RunConfig(benchmark="lm3", profile=args.profile, seed=args.seed,
+                        out=f"runs/lm3/{args.profile}/{label.replace('/', '--')}", **fields)
+        res = run_or_load(cfg, progress=False)
+        state = Path(cfg.out) / "checkpoint" / "state.json"  # which blocks grew, and when
+        growths = json.loads(state.read_text())["method_state"].get("growths") if \
+            state.is_file() else None
+        extra = {"growths": growths} if growths else {}
+        rows = [r for r in rows if r.get("label", r["method"]) != label] + [
+            {"label": label, **row(res), **extra}]
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "method_options"}),
               flush=True)
         dest.write_text(json.dumps(rows, indent=1))
