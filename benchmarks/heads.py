@@ -67,6 +67,10 @@ def grid() -> dict[str, dict]:
     for head in ("prototypes", "analytic"):  # the fusion a plain mean, the classifier fast
         g[f"ntk-cl/{head}-mean"] = {"method": "ntk-cl", "head": head, "head_lr": 5e-2,
                                     "method_options": {"fusion": "mean"}}
+    for head in ALL_HEADS:  # growth: every block's MLP, then a third chosen by gradient
+        g[f"grow/{head}"] = {"method": "grow", "head": head}
+    g["grow/analytic-gradient-third"] = {"method": "grow", "head": "analytic",
+                                         "method_options": {"select": "gradient"}}
     g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
                                        "method_options": {"retention_view": "bypassed"}}
     return g

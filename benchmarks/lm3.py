@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent
 VARIANTS = {
     "grow/gradient-third": {"method": "grow", "method_options": {"select": "gradient"}},
     "grow/spread-third": {"method": "grow", "method_options": {"select": "spread"}},
+    "grow/gradient-third-lr0.0002": {"method": "grow", "lr": 2e-4,
+                                     "method_options": {"select": "gradient"}},
     "grow/lr2e-05": {"method": "grow", "lr": 2e-5},
     "grow/lr0.0001": {"method": "grow", "lr": 1e-4},
 }
