@@ -71,6 +71,10 @@ def grid() -> dict[str, dict]:
         g[f"grow/{head}"] = {"method": "grow", "head": head}
     g["grow/analytic-gradient-third"] = {"method": "grow", "head": "analytic",
                                          "method_options": {"select": "gradient"}}
+    for w in (0.1, 1.0):  # a stronger pull towards where each task started
+        for head in STAT_HEADS:
+            g[f"ntk-cl/{head}-wreg{w:g}"] = {"method": "ntk-cl", "head": head,
+                                             "method_options": {"w_reg": w}}
     g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
                                        "method_options": {"retention_view": "bypassed"}}
     return g
