@@ -182,12 +182,14 @@ def main() -> None:
             print(json.dumps({k: row.get(k) for k in ("label", "final_accuracy",
                                                       "refit_final_accuracy", "run_seconds")}),
                   flush=True)
-    rows = []
+    dest = ROOT / "results" / f"heads_{name}.json"
+    # rows saved earlier stay (their run folders may be gone); finished runs replace them
+    saved = {r["label"]: r for r in json.loads(dest.read_text())} if dest.is_file() else {}
     for label in grid():
         path = Path("runs/heads") / name / label.replace("/", "--") / "row.json"
         if path.is_file():
-            rows.append(json.loads(path.read_text()))
-    dest = ROOT / "results" / f"heads_{name}.json"
+            saved[label] = json.loads(path.read_text())
+    rows = [saved[label] for label in grid() if label in saved]
     dest.write_text(json.dumps(rows, indent=1))
     print(f"saved {len(rows)} rows to {dest}")
 
