@@ -39,9 +39,9 @@ class Grow(ContinualMethod):
             raise RetainError(f"grow layers {bad} out of range: the backbone has "
                               f"{len(self.sites)} blocks (0..{len(self.sites) - 1})")
         self.growths: list[list[int]] = []  # [task, block, width of the new copy]
-        self.extra = self._also_trained(model)
+        self.extra = self._also_trained()
 
-    def _also_trained(self, model: nn.Module) -> list[nn.Parameter]:
+    def _also_trained(self) -> list[nn.Parameter]:
         """G-Train's extra parameters: those of the blocks' modules whose names (inside the
         block) contain one of ``also_train``; refused when they are only the MLP that grows."""
         parts = self.config.also_train
