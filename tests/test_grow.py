@@ -151,7 +151,7 @@ def test_gradient_rule_ranks_by_relative_gradient(tiny_config):
                                                       return_tensors="pt").items()}]
     collate[0]["labels"] = torch.tensor(stream.tasks[0].classes[:2])
     with torch.no_grad():  # make block 0's MLP output matter far more than block 1's
-        method.sites[1].down_layer().base.weight.mul_(1e-3)
+        method.sites[1].down_weight().mul_(1e-3)
     scores = method.gradient_scores(lambda: collate)
     assert scores[1] > 100 * scores[0] > 0  # relative to the weight's size
     assert not any(p.requires_grad for p in method.model.parameters())

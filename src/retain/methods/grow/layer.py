@@ -72,17 +72,19 @@ class GrownDown(nn.Module):
         return y
 
 
-def _copy(linear: nn.Linear, bias: bool, scale: float = 1.0) -> nn.Linear:
-    """A fresh linear layer holding ``scale *`` the weight (and the bias), computed in float32
-    or wider."""
+def _copies(linear: nn.Linear, n: int, axis: int, scale: float = 1.0) -> nn.Linear:
+    """``n`` copies of ``scale *`` the weight of ``linear`` side by side: output rows (``axis=0``,
+    with the bias: an up projection) or input columns (``axis=1``, no bias: a down projection),
+    computed in float32 or wider."""
     w = linear.weight.detach()
-    new = nn.Linear(linear.in_features, linear.out_features, bias=bias and linear.bias is not None,
-                    device=w.device, dtype=w.dtype)
     work = torch.promote_types(w.dtype, torch.float32)
+    weight = torch.cat([(w.to(work) * scale).to(w.dtype)] * n, axis)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=axis == 0 and linear.bias is not None,
+                    device=w.device, dtype=w.dtype)
     with torch.no_grad():
-        new.weight.copy_((w.to(work) * scale).to(w.dtype))
+        new.weight.copy_(weight)
         if new.bias is not None:
-            new.bias.copy_(linear.bias.detach())
+            new.bias.copy_(torch.cat([linear.bias.detach()] * n))
     return new
 
 
@@ -121,9 +123,15 @@ class MLPSite:
         return down.widths() if isinstance(down, GrownDown) else [down.in_features]
 
     def copies(self) -> list[nn.Linear]:
-        """Every copy's linear layers (ups, gate, down), oldest first."""
-        layers = [*self.ups(), self.down_layer()]
-        return [c for layer in layers for c in layer.copies]
+        """Every copy's linear layers (up, gate, down), oldest first; none before growth."""
+        layers = [self._module(p) for p in (self.up, self.gate, self.down) if p]
+        return [c for layer in layers if isinstance(layer, GrownUp | GrownDown)
+                for c in layer.copies]
+
+    def down_weight(self) -> nn.Parameter:
+        """The pretrained down-projection's weight, grown or not."""
+        down = self._module(self.down)
+        return down.base.weight if isinstance(down, GrownDown) else down.weight
 
     @torch.no_grad()
     def grow(self, factor: int, source: str = "latest") -> int:
@@ -132,37 +140,17 @@ class MLPSite:
         the new copy's width. The function is unchanged."""
         ups, down = self.ups(), self.down_layer()
         k = len(down.copies) if source == "latest" else 0  # 0: the pretrained units
-        n = factor - 1
         for up in ups:
-            src = up.copies[k - 1] if k else up.base
-            new = _copy(src, bias=True)
-            if n > 1:
-                new = _stack(new, n)
-            up.copies.append(new.requires_grad_(True))
+            up.copies.append(_copies(up.copies[k - 1] if k else up.base, factor - 1, 0)
+                             .requires_grad_(True))
         src = down.copies[k - 1] if k else down.base
-        scale = (down.base_scale if not k else 1.0) / factor
-        new = _copy(src, bias=False, scale=scale)
-        if n > 1:
-            new = _stack(new, n, axis=1)
+        new = _copies(src, factor - 1, 1, (1.0 if k else down.base_scale) / factor)
         down.copies.append(new.requires_grad_(True))
         if k:
             src.weight.div_(factor)
         else:
             down.base_scale /= factor
         return new.in_features
-
-
-def _stack(linear: nn.Linear, n: int, axis: int = 0) -> nn.Linear:
-    """``n`` copies of ``linear`` side by side: output rows (``axis=0``, with the bias) or input
-    columns (``axis=1``)."""
-    w = linear.weight.detach()
-    d_in, d_out = (w.shape[1], w.shape[0] * n) if axis == 0 else (w.shape[1] * n, w.shape[0])
-    new = nn.Linear(d_in, d_out, bias=linear.bias is not None, device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        new.weight.copy_(torch.cat([w] * n, axis))
-        if new.bias is not None:
-            new.bias.copy_(torch.cat([linear.bias.detach()] * n))
-    return new
 
 
 def mlp_sites(model: nn.Module) -> list[MLPSite]:

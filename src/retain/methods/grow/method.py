@@ -82,7 +82,7 @@ class Grow(ContinualMethod):
         """Per block, ``||dL/dW_down|| / ||W_down||`` of the MLP's pretrained down-projection,
         summed over the task's first batches (the model's loss, or the head's on the task's
         classes)."""
-        downs = [s.down_layer().base.weight for s in self.sites]
+        downs = [s.down_weight() for s in self.sites]
         for w in downs:
             w.requires_grad_(True)
         grads = [torch.zeros((), device=w.device) for w in downs]
