@@ -129,14 +129,12 @@ class Grow(ContinualMethod):
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
-        tasks = sorted({t for t, _, _ in state["growths"]})
-        for task in tasks:  # replay: the same structure, then the stored copies load on top
-            for _, index, width in (g for g in state["growths"] if g[0] == task):
-                self._grow(task, self.sites[index])
-                if self.growths[-1][2] != width:
-                    raise RetainError(f"grow checkpoint: block {index} regrew to width "
-                                      f"{self.growths[-1][2]}, not the recorded {width}; it was "
-                                      "written with other options")
+        for task, index, width in state["growths"]:  # replay in order: the same structure,
+            self._grow(task, self.sites[index])        # then the stored copies load on top
+            if self.growths[-1][2] != width:
+                raise RetainError(f"grow checkpoint: block {index} regrew to width "
+                                  f"{self.growths[-1][2]}, not the recorded {width}; it was "
+                                  "written with other options")
         for site in self.sites:  # a resumed run continues at the next task's begin_task
             for copy in site.copies():
                 copy.requires_grad_(not self.config.each_task)
