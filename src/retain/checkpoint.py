@@ -94,7 +94,7 @@ def load_weights(directory: Path, method, state: dict[str, Any]) -> None:
     try:
         if unknown or missing:
             raise RuntimeError(f"unexpected tensors {unknown[:3]}, missing tensors {missing[:3]}")
-        method.load_state_dict(tensors, strict=False)
+        method.load_stored(tensors)
     except RuntimeError as e:
         raise RetainError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}"
                           "); it was written by another backbone or method") from None

@@ -1,5 +1,5 @@
-"""Command line: ``retain run``, ``sweep``, ``compare``, ``report`` and ``list``. Thin: parse,
-build a config, call the API."""
+"""Command line: ``retain run``, ``sweep``, ``compare``, ``report``, ``predict``, ``export``
+and ``list``. Thin: parse, build a config, call the API."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ from retain.summary import format_table, format_value
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+class _Defaults(argparse.HelpFormatter):
+    """``--help`` shows every default that is a value (None means "the profile's" or "the
+    method's", which the help text says)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default not in (None, [], argparse.SUPPRESS) and action.option_strings
+                and action.nargs != 0 and "%(default)" not in text):
+            text += " (default: %(default)s)"
+        return text
 
 
 def _help(name: str) -> str:
@@ -152,6 +164,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from retain.trained import load, write_rows
+
+    text = write_rows(load(args.directory).predict(args.data, args.batch_size), args.out)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from retain.trained import load
+
+    print(f"wrote {load(args.directory).export(args.to, overwrite=args.overwrite)}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from retain.report import build_report
 
@@ -161,26 +191,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from retain.backbones import PACKAGED, TINY
+    """Everything from light modules (no torch): well under a second. With a name, that
+    method's or head's options (imports it)."""
+    from retain.catalogue import HEADS, METHODS, PACKAGED, TINY
     from retain.data import BENCHMARKS
-    from retain.methods import REGISTRY
 
-    print("methods:")
-    for name, cls in REGISTRY.items():
-        print(f"  {name:<14} {cls.description} [head: {cls.default_head}; "
-              f"{', '.join(cls.kinds)}]")
-    from retain.config import HEADS
-    from retain.methods.heads import HEAD_CONFIGS
-
-    print("heads (--head NAME, options --head-set KEY=VALUE):")
-    for name in HEADS:
-        print(f"  {name}")
-        for line in HEAD_CONFIGS[name].describe() if name in HEAD_CONFIGS else ():
-            print(f"      {line}")
+    if args.name:
+        print("\n".join(describe(args.name)))
+        return 0
+    print("methods (`retain list METHOD` shows its options, set with --set KEY=VALUE):")
+    for name, info in METHODS.items():
+        print(f"  {name:<14} {info.description} [head: {info.default_head}; "
+              f"{', '.join(info.kinds)}]")
+    print("heads (`retain list HEAD` shows its options, set with --head-set KEY=VALUE):")
+    for name, description in HEADS.items():
+        print(f"  {name:<14} {description}")
     print("benchmarks:")
     for name, benchmark in BENCHMARKS.items():
         print(f"  {name:<14} {benchmark.description} [{benchmark.kind}]")
-    print("backbones:")
+    print("backbones (or a local model folder, or a hub id):")
     for name, (_, description) in PACKAGED.items():
         print(f"  {name:<14} {description}")
     for name, description in TINY.items():
@@ -189,14 +218,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe(name: str) -> list[str]:
+    """A method's or a head's options: name, default and help text, one per line."""
+    from retain.catalogue import HEADS, METHODS
+
+    if name in METHODS:
+        from retain.methods import get_method_class
+
+        cls = get_method_class(name)
+        lines = [f"{name}: {cls.description}",
+                 f"default head: {cls.default_head}; default --lr: {cls.default_lr:g}; "
+                 f"serves: {', '.join(cls.kinds)}", "options (--set KEY=VALUE):"]
+        return lines + [f"  {line}" for line in cls.config_class.describe()] \
+            if cls.config_class.describe() else lines + ["  none"]
+    if name in HEADS:
+        from retain.methods.heads import HEAD_CONFIGS
+
+        options = HEAD_CONFIGS[name].describe() if name in HEAD_CONFIGS else ["none"]
+        return [f"{name}: {HEADS[name]}", "options (--head-set KEY=VALUE):",
+                *[f"  {line}" for line in options]]
+    raise RetainError(f"'{name}' is neither a method nor a head: `retain list` shows them")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retain", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run one method on a continual stream")
+    from retain import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="retain", description="Teach a pretrained transformer a stream of tasks, one after "
+        "another and without keeping old data, and measure what it learns, forgets and costs. "
+        "Start with `retain run` (MiniLM on the WordNet benchmark); `retain list` shows the "
+        "methods, heads, benchmarks and backbones.")
+    parser.add_argument("--version", action="version", version=f"retain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run one method on a continual stream",
+                       formatter_class=_Defaults)
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of method options and write the plasticity-"
-                       "retention frontier (JSON and PNG)")
+                       "retention frontier (JSON and PNG)", formatter_class=_Defaults)
     _add_run_options(p)
     p.add_argument("--grid", type=_grid, action="append", required=True, metavar="KEY=V1,V2",
                    help="a method option and its values, e.g. --grid r=8,32,64 (repeatable; "
@@ -205,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a results.json to plot beside the grid (e.g. seq-lora's)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("compare", help="run several methods on the same stream and seeds, "
-                       "then write comparison.json and a report with figures")
+                       "then write comparison.json and a report with figures",
+                       formatter_class=_Defaults)
     _add_stream_options(p)
     p.add_argument("--methods", default="all",
                    help="comma-separated method names, or 'all' (default)")
@@ -215,12 +275,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "results (no training)")
     p.add_argument("directory", help="the --out directory of `retain compare`")
     p.set_defaults(func=cmd_report)
-    sub.add_parser("list", help="methods and benchmarks").set_defaults(func=cmd_list)
+    p = sub.add_parser("predict", help="predict with a finished run: class and score per row "
+                       "(language models: perplexity per row)", formatter_class=_Defaults)
+    p.add_argument("directory", help="the --out directory of `retain run`")
+    p.add_argument("--data", required=True, help="CSV or JSON Lines file with a `text` column "
+                   "(or `image` paths), or an image folder")
+    p.add_argument("--out", help="a .csv or .jsonl file for the predictions (default: CSV on "
+                   "standard output)")
+    p.add_argument("--batch-size", type=int, help="items per forward (default: the run's)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="write a finished run as a model folder that plain "
+                       "transformers (and peft) load, with its head as safetensors")
+    p.add_argument("directory", help="the --out directory of `retain run`")
+    p.add_argument("--to", required=True, help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("list", help="methods, heads, benchmarks, backbones; with a name, its "
+                       "options")
+    p.add_argument("name", nargs="?", help="a method or head whose options to show")
+    p.set_defaults(func=cmd_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from retain.api import FROM_COMMAND_LINE
+
     args = build_parser().parse_args(argv)
+    token = FROM_COMMAND_LINE.set(True)
     try:
         return args.func(args)
     except RetainError as e:
@@ -230,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         print("retain: interrupted; the last finished task is checkpointed (use --resume)",
               file=sys.stderr)
         return 130
+    finally:
+        FROM_COMMAND_LINE.reset(token)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ class RunConfig:
         if self.weight_decay and cls.no_weight_decay:
             raise RetainError(f"{cls.name} takes no weight decay ({cls.no_weight_decay}): drop "
                               "--weight-decay")
+        if self.epochs is not None and self.epochs < 1:
+            raise RetainError(f"epochs must be 1 or more, got {self.epochs} (to train nothing, "
+                              "use --method frozen-ncm)")
         lr = self.lr if self.lr is not None else cls.default_lr
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(

@@ -31,6 +31,7 @@ from retain.kinds import get_kind, perplexity
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod, count_unique
 from retain.retention import retention_after, retention_probe
+from retain.trained import stream_outline
 
 
 class _Items(Dataset):
@@ -218,9 +219,10 @@ class Engine:
                                 self.kind.score: score})
         record.wall_seconds += time.perf_counter() - start
         if self.progress:
-            tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): "
-                       f"{self.kind.score} {score:.3f}, {fit['steps']} steps in "
-                       f"{fit['train_seconds']:.1f}s")
+            seen_text = "task 1" if task.index == 0 else f"tasks 1-{task.index + 1}"
+            tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): mean "
+                       f"{self.kind.score} over {seen_text} {score:.3f}, {fit['steps']} steps "
+                       f"in {fit['train_seconds']:.1f}s")
 
 
 def _versions() -> dict[str, str]:
@@ -297,10 +299,14 @@ def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
                  ) -> tuple[dict[str, Any], ContinualMethod]:
     """Like :func:`run`, and also return the trained method (to predict or inspect)."""
+    started = time.perf_counter()
     cfg = config.resolved()
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     saved = checkpoint.read_state(ckpt_dir)
+    if resume and not saved:
+        raise RetainError(f"nothing to resume: {out} holds no checkpoint; drop --resume to start "
+                          "a new run there")
     if saved and not resume:
         raise RetainError(f"{out} holds a checkpoint of an earlier run: add --resume to continue "
                           "it, or choose another --out")
@@ -324,7 +330,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
                           f"'{cfg.backbone}' is a {backbone.modality} model (try --backbone "
                           "smollm2 or tiny-llama)")
     stream = build_stream(cfg, backbone)
-    untouched = retention_probe(backbone, cfg) if cfg.retention else None
+    show = progress and accelerator.is_main_process
+    untouched = retention_probe(backbone, cfg, show) if cfg.retention else None
     method = build_method(cfg)
     method.prepare(backbone, stream)
     record, start = Record(), 0
@@ -332,21 +339,29 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         method.load_state(saved["method_state"])
         checkpoint.load_weights(ckpt_dir, method, saved)
         record, start = Record(**saved["record"]), saved["tasks_done"]
+        if progress and accelerator.is_main_process:
+            print(f"resuming {out}: {start} of {len(stream)} tasks done"
+                  + (f", picking up at task {start + 1}" if start < len(stream) else ""),
+                  file=sys.stderr)
     method.to(accelerator.device)
+    startup = time.perf_counter() - started
     engine = Engine(cfg, stream, backbone, method, accelerator, progress)
     for task in stream.tasks[start:]:
         engine.run_task(task, record)
         if accelerator.is_main_process:
             checkpoint.save(ckpt_dir, method.stored_tensors(), {
-                "config": cfg.to_dict(), "tasks_done": task.index + 1,
+                "config": cfg.to_dict(), "stream": stream_outline(stream),
+                "tasks_done": task.index + 1,
                 "method_state": method.state(), "record": record.__dict__}, task.index + 1)
         accelerator.wait_for_everyone()
-    ret = None
+    ret, t0 = None, time.perf_counter()
     if cfg.retention:
         method.eval()
         with accelerator.autocast():
-            ret = retention_after(untouched, backbone, method, cfg)
-    results = _results(cfg, stream, method, record, ret, accelerator)
+            ret = retention_after(untouched, backbone, method, cfg, show)
+    phases = {"startup_seconds": startup, "tasks_seconds": record.wall_seconds,
+              "retention_seconds": time.perf_counter() - t0}
+    results = _results(cfg, stream, method, record, ret, accelerator, phases)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)
@@ -354,7 +369,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
 
 
 def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,
-             ret: dict | None, accelerator: Accelerator) -> dict[str, Any]:
+             ret: dict | None, accelerator: Accelerator, phases: dict[str, float]
+             ) -> dict[str, Any]:
     """``results.json``: one schema for every task kind; ``score`` names the matrix and its
     direction."""
     kind = get_kind(stream.kind)
@@ -413,7 +429,10 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "median_step_seconds": statistics.median(steps) if steps else 0.0,
         "steps": len(steps),
         "peak_memory_mb": _peak_memory_mb(accelerator.device),
-        "wall_seconds": record.wall_seconds,
+        # start-up (backbone, data, the untouched probe; this session's), every task
+        # (training, boundaries, evaluation; summed over resumed sessions), retention
+        **phases,
+        "wall_seconds": sum(phases.values()),
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,
     }

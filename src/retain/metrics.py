@@ -1,13 +1,12 @@
-"""Continual-learning metrics: pure functions of a score matrix and its direction
-(``specs/metrics.md``).
+"""Continual-learning metrics: pure functions of a score matrix and its direction.
 
-``R[t][i]`` is the score on task ``i`` after training through task ``t`` (0-based here; the spec
-counts from 1): accuracy (higher is better) or perplexity (lower is better). ``R`` is given as a
-list of rows, row ``t`` holding ``t + 1`` entries, or as a square array whose entries above the
-diagonal are ignored. With ``higher_is_better=False`` the summary figures keep their names and
-read the matrix with the direction reversed, so that a positive forgetting still means something
-was lost: forgetting ``mean_i (P[T][i] - min_{t in [i, T-1]} P[t][i])`` and BWT
-``mean_i (P[i][i] - P[T][i])``.
+``R[t][i]`` is the score on task ``i`` after training through task ``t`` (0-based here; the
+documentation counts from 1): accuracy (higher is better) or perplexity (lower is better).
+``R`` is given as a list of rows, row ``t`` holding ``t + 1`` entries, or as a square array
+whose entries above the diagonal are ignored. With ``higher_is_better=False`` the summary
+figures keep their names and read the matrix with the direction reversed, so that a positive
+forgetting still means something was lost: forgetting
+``mean_i (P[T][i] - min_{t in [i, T-1]} P[t][i])`` and BWT ``mean_i (P[i][i] - P[T][i])``.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
+from tqdm.auto import tqdm
 
-from retain.backbones import package_dir
+from retain.catalogue import package_dir
 
 Embed = Callable[[list[str]], torch.Tensor]  # texts -> L2-normalised embeddings
 NEUTRAL_FIRST_LINE = 10_000  # Shakespeare lines from here on, two lines a sentence
@@ -76,20 +77,28 @@ class Probe:
     neutral: torch.Tensor
 
 
-def probe(embed: Embed, limit: int | None = None) -> Probe:
+def probe(embed: Embed, limit: int | None = None, progress: bool = False,
+          label: str = "retention") -> Probe:
+    """The four probes of one encoder (a progress bar over them when ``progress``)."""
     scores = {}
+    bar = tqdm(total=4, desc=label, unit="probe", disable=not progress, leave=False)
     for name in ("wordsim353", "simlex999"):
         pairs = word_pairs(name)[:limit]
         words = sorted({w for a, b, _ in pairs for w in (a, b)})
         emb = dict(zip(words, embed(words), strict=True))
         cos = [float(emb[a] @ emb[b]) for a, b, _ in pairs]
         scores[name] = float(spearmanr(cos, [s for *_, s in pairs]).statistic)
+        bar.update()
     docs, human = lee()
     n = len(docs) if limit is None else min(len(docs), max(10, limit // 4))
     e = embed(list(docs[:n]))
     iu = np.triu_indices(n, 1)
     scores["lee"] = float(pearsonr((e @ e.T).numpy()[iu], human[:n, :n][iu]).statistic)
-    return Probe(scores, embed(list(neutral_sentences())))
+    bar.update()
+    neutral = embed(list(neutral_sentences()))
+    bar.update()
+    bar.close()
+    return Probe(scores, neutral)
 
 
 LM_FIRST_LINE = 20_000  # 1-based: the 20,000th line of shaks12.txt
@@ -112,14 +121,15 @@ def shakespeare_chunks(tokenizer, chunks: int = LM_CHUNKS, length: int = LM_CHUN
 
 
 @torch.no_grad()
-def lm_retention(untouched, adapted, chunks: torch.Tensor, batch_size: int = 8
-                 ) -> dict[str, dict[str, float]]:
+def lm_retention(untouched, adapted, chunks: torch.Tensor, progress: bool = False,
+                 batch_size: int = 8) -> dict[str, dict[str, float]]:
     """Shakespeare perplexity of both models (``untouched(batch)``/``adapted(batch)`` give
     next-token logits) and the mean per-token KL(untouched || adapted)."""
     from retain.kinds import token_nll
 
     sums = torch.zeros(4, dtype=torch.float64)  # nll untouched, nll adapted, kl, tokens
-    for i in range(0, len(chunks), batch_size):
+    for i in tqdm(range(0, len(chunks), batch_size), desc="retention: Shakespeare",
+                  unit="batch", disable=not progress, leave=False):
         ids = chunks[i:i + batch_size]
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         lu = untouched(batch).float()
@@ -138,13 +148,16 @@ def lm_retention(untouched, adapted, chunks: torch.Tensor, batch_size: int = 8
                                   "ratio": None}}
 
 
-def retention_probe(backbone, cfg) -> Probe | None:
+def retention_probe(backbone, cfg, progress: bool = False) -> Probe | None:
     """What retention needs of the untouched backbone before any task changes it: the
     similarity probes of a text encoder (a causal LM is reloaded at the end instead)."""
-    return probe(backbone.embed, cfg.retention_limit) if backbone.modality == "text" else None
+    if backbone.modality != "text":
+        return None
+    return probe(backbone.embed, cfg.retention_limit, progress, "retention: untouched")
 
 
-def retention_after(untouched: Probe | None, backbone, method, cfg) -> dict | None:
+def retention_after(untouched: Probe | None, backbone, method, cfg, progress: bool = False
+                    ) -> dict | None:
     """Retention of the trained method against the untouched backbone (see module docstring);
     ``None`` for image encoders."""
     if backbone.modality == "image":
@@ -161,8 +174,9 @@ def retention_after(untouched: Probe | None, backbone, method, cfg) -> dict | No
 
         def on(model_logits):
             return lambda b: model_logits({k: v.to(device) for k, v in b.items()})
-        return lm_retention(on(fresh.token_logits), on(method.represent), chunks)
-    adapted = probe(lambda texts: backbone.embed(texts, method.represent), cfg.retention_limit)
+        return lm_retention(on(fresh.token_logits), on(method.represent), chunks, progress)
+    adapted = probe(lambda texts: backbone.embed(texts, method.represent), cfg.retention_limit,
+                    progress, "retention: adapted")
     return retention(untouched, adapted)
 
 

@@ -27,7 +27,10 @@ COLUMNS = [
     ("boundary_seconds", "boundary seconds"),
     ("median_step_seconds", "median step seconds"),
     ("peak_memory_mb", "peak memory MB"),
-    ("wall_seconds", "wall seconds"),
+    ("startup_seconds", "start-up seconds (model, data, probe)"),
+    ("tasks_seconds", "task seconds (train, boundaries, eval)"),
+    ("retention_seconds", "retention seconds"),
+    ("wall_seconds", "wall seconds (the three above)"),
 ]
 
 
@@ -35,7 +38,8 @@ COLUMNS = [
 LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perplexity",
                    "retention_shakespeare_perplexity", "retention_kl_from_untouched",
                    "trainable_parameters", "stored_parameters", "train_seconds",
-                   "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds"}
+                   "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds",
+                   "startup_seconds", "tasks_seconds", "retention_seconds"}
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +66,9 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     for key in ("trainable_parameters", "stored_parameters", "train_seconds", "boundary_seconds",
                 "median_step_seconds", "peak_memory_mb", "wall_seconds"):
         row[key] = c.get(key)
+    for key in ("startup_seconds", "tasks_seconds", "retention_seconds"):  # not in older results
+        if key in c:
+            row[key] = c[key]
     return row
 
 
@@ -71,13 +78,18 @@ def format_table(results: dict[str, Any]) -> str:
     width = max(len(label) for label, _ in lines)
     title = f"{results['method']} on {results['stream']} (head: {results['head']})"
     out = [title, "-" * len(title)]
-    for label, v in lines:
-        out.append(f"{label:<{width}}  {format_value(v):>12}")
+    for (key, _), (label, v) in zip([c for c in COLUMNS if c[0] in row], lines, strict=True):
+        digits = 0 if key.endswith("_mb") else 1 if key.endswith("seconds") and \
+            key != "median_step_seconds" else 4
+        out.append(f"{label:<{width}}  {format_value(v, digits):>12}")
     return "\n".join(out)
 
 
 def format_value(v: Any, digits: int = 4) -> str:
-    """``n/a`` for undefined figures, thousands separators for counts."""
+    """``n/a`` for undefined figures, thousands separators for counts, no ``-0.0000``."""
     if v is None or v != v:
         return "n/a"
-    return f"{v:,}" if isinstance(v, int) else f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    text = f"{v:,.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text.replace(",", "")) == 0 else text

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retain.backbones import package_dir
+from retain.catalogue import package_dir
 from retain.data.stream import Split, Stream, Task, register_benchmark, resolved_profile
 from retain.data.wordnet import parse_gloss, wordnet_dir
 from retain.errors import RetainError

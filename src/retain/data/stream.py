@@ -107,6 +107,12 @@ def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_na
     if groups is not None:
         n_groups = min(n_groups, groups)
     used = order[: n_groups * classes_per_task]
+    if classes_per_task > 1 and len(used) % classes_per_task == 1:
+        raise RetainError(
+            f"the last task would hold one class ('{class_names[used[-1]]}'; {len(used)} classes "
+            f"in tasks of {classes_per_task}), which a task-local classifier cannot learn: "
+            f"choose --classes-per-task that leaves at least 2 in the last task, or --tasks "
+            f"{n_groups - 1}")
     stream = Stream(name, scenario, [class_names[c] for c in used], list(order))
     for t in range(n_groups):
         classes = list(range(t * classes_per_task, min((t + 1) * classes_per_task, len(used))))
@@ -115,6 +121,13 @@ def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_na
         task = Task(t, classes, _subset(items, pos_labels, tr), _subset(items, pos_labels, te),
                     name="+".join(class_names[order[c]] for c in classes))
         _check_task(task)
+        for c in classes:
+            for part, split in (("training", tr), ("test", te)):
+                if not (pos_labels[split] == c).any():
+                    raise RetainError(
+                        f"class '{class_names[order[c]]}' has no {part} items ("
+                        f"{int((pos_labels == c).sum())} in all): give every class at least 2 "
+                        "examples (80/20 split per class), or a `split` column")
         stream.tasks.append(task)
     return stream
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retain.backbones import package_dir
+from retain.catalogue import package_dir
 from retain.data.stream import (
     Stream,
     class_incremental,

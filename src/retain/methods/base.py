@@ -26,6 +26,7 @@ A new method must write ``wrap`` (or ``prepare``) and ``model_tensors``; it may 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from retain.backbones import Backbone
+from retain.catalogue import METHODS
 from retain.data.stream import Stream, Task
 from retain.errors import RetainError
 from retain.methods.heads import make_head
@@ -52,6 +54,8 @@ class ContinualMethod(nn.Module):
     """A backbone (adapted in place), a head, and the lifecycle hooks."""
 
     name: ClassVar[str] = ""
+    # description, default_head, kinds, kinds_reason: from the method's entry in
+    # retain.catalogue.METHODS (listed without importing torch)
     description: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_head: ClassVar[str] = "growing"
@@ -61,9 +65,19 @@ class ContinualMethod(nn.Module):
     kinds: ClassVar[tuple[str, ...]] = ("classification", "lm")  # task kinds it serves
     kinds_reason: ClassVar[str] = ""  # why not the others (for the error message)
     no_weight_decay: ClassVar[str] = ""  # why --weight-decay must stay 0 (empty: allowed)
+    # the active peft adapter over the pretrained weights holds the method's whole change (it
+    # is exported as peft saves it); False where updates are merged into W or sit elsewhere
+    adapter_holds_all: ClassVar[bool] = False
     # parts of tensor names recomputed from the pretrained weights without data: checkpoints
     # keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = METHODS.get(cls.__dict__.get("name", ""))
+        if info is not None:
+            cls.description, cls.default_head = info.description, info.default_head
+            cls.kinds, cls.kinds_reason = info.kinds, info.kinds_reason
 
     def __init__(self, config: MethodConfig, head: str,
                  head_options: dict[str, Any] | None = None):
@@ -165,11 +179,38 @@ class ContinualMethod(nn.Module):
         out.update({f"model.{k}": v for k, v in self.model_tensors().items()})
         return out
 
+    def load_stored(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put a checkpoint's tensors (the names of ``stored_tensors()``) back in place."""
+        self.load_state_dict(tensors, strict=False)
+
     def stored_parameters(self) -> int:
         """Numbers stored beyond the untouched backbone: every stored tensor once (tied tensors
         count once), except those named in ``recomputed_tensors``."""
         return count_unique(t for n, t in self.stored_tensors().items()
                             if not any(part in n for part in self.recomputed_tensors))
+
+    # --- leaving retain ---------------------------------------------------------------------
+    def merged_model(self) -> nn.Module:
+        """A copy of the adapted model as a plain ``transformers`` model, every ``peft`` layer
+        merged into its weight by ``peft`` (``merge_and_unload``); the run's own model is left
+        as it is. Methods whose modules do not fold into the backbone override this."""
+        clone = copy.deepcopy(self)  # the model and its tuner together
+        return clone.tuner.merge_and_unload() if clone.tuner is not None else clone.model
+
+    def peft_adapter(self) -> tuple[Any, dict[str, torch.Tensor]] | None:
+        """The active adapter's ``peft`` config and tensors, renamed to the ``default``
+        adapter, when it holds the whole change (``adapter_holds_all``); else None."""
+        if not self.adapter_holds_all or self.tuner is None:
+            return None
+        name = self.tuner.active_adapters[-1]
+        prefix = self.tuner.prefix
+        tensors = {}
+        for key, value in self.model.state_dict().items():
+            if prefix in key and (f".{name}." in key or key.endswith(f".{name}")):
+                key = key.replace(f".{name}.", ".default.")
+                tensors[key[: -len(name)] + "default" if key.endswith(f".{name}") else key] = \
+                    value
+        return self.tuner.peft_config[name], tensors
 
     def lora_per_task(self) -> int | None:
         """What one LoRA of the method's rank on the method's layers stores: the reference of
@@ -208,6 +249,10 @@ def register(cls: type[ContinualMethod]) -> type[ContinualMethod]:
 
 
 def get_method_class(name: str) -> type[ContinualMethod]:
+    if name not in REGISTRY and name in METHODS:
+        import importlib
+
+        importlib.import_module(METHODS[name].module)  # registers the class
     if name not in REGISTRY:
         raise RetainError(f"unknown method '{name}': choose one of {', '.join(REGISTRY)} "
                           "(`retain list`)")

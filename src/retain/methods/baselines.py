@@ -99,7 +99,6 @@ def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 @register
 class SeqFT(ContinualMethod):
     name = "seq-ft"
-    description = "sequential full fine-tuning of the whole backbone (lower bound on forgetting)"
     config_class = NoConfig
     default_lr = 2e-5
 
@@ -118,8 +117,8 @@ class SeqFT(ContinualMethod):
 @register
 class SeqLoRA(ContinualMethod):
     name = "seq-lora"
-    description = "one peft LoRA adapter trained on task after task (the naive PEFT baseline)"
     config_class = LoraOptions
+    adapter_holds_all = True
     default_lr = 5e-4
 
     def wrap(self, model: nn.Module) -> None:
@@ -137,12 +136,7 @@ class SeqLoRA(ContinualMethod):
 @register
 class LoraPerTask(SeqLoRA):
     name = "lora-per-task"
-    description = ("a fresh peft LoRA adapter for every task, all kept: with a task id, that "
-                   "task's adapter; without, the latest (the storage reference for Share)")
-    default_head = "analytic"
     task_aware_prediction = True
-    kinds = ("classification",)
-    kinds_reason = "it needs a task id to pick an adapter"
 
     def _adapter(self, index: int) -> str:
         return "default" if index == 0 else f"task{index}"
@@ -185,11 +179,6 @@ class LoraPerTask(SeqLoRA):
 @register
 class FirstSession(SeqLoRA):
     name = "first-session"
-    description = ("a peft LoRA adapter trained on the first task only, then frozen (APER / "
-                   "RanPAC's first-session adaptation); later tasks only build the head")
-    default_head = "analytic"
-    kinds = ("classification",)
-    kinds_reason = "after the first task it only builds a classification head"
 
     def end_task(self, task: Task, batches) -> None:
         super().end_task(task, batches)
@@ -203,11 +192,7 @@ class FirstSession(SeqLoRA):
 @register
 class FrozenNCM(ContinualMethod):
     name = "frozen-ncm"
-    description = "no training: cosine to per-class mean features of the frozen backbone"
     config_class = NoConfig
-    default_head = "prototypes"
-    kinds = ("classification",)
-    kinds_reason = "it classifies by class means and trains nothing"
 
     def wrap(self, model: nn.Module) -> None:
         model.requires_grad_(False)
@@ -216,8 +201,6 @@ class FrozenNCM(ContinualMethod):
 @register
 class Joint(SeqLoRA):
     name = "joint"
-    description = ("LoRA trained once on all tasks' data at the last task (upper bound, not "
-                   "continual: only the final accuracy is meaningful)")
     continual = False
 
     def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:

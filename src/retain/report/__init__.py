@@ -45,7 +45,7 @@ def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, b
         cells = [(name, False), (entry["head"], False)]
         for k, _ in keys:
             mean, std = entry["mean"].get(k, math.nan), entry["std"].get(k, math.nan)
-            digits = 1 if k.endswith("seconds") or k.endswith("_mb") else 3
+            digits = 0 if k.endswith("_mb") else 1 if k.endswith("seconds") else 3
             text = format_value(int(round(mean)) if "parameters" in k and mean == mean
                                 else mean, digits)
             if std == std and std is not None:
@@ -57,7 +57,8 @@ def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, b
 
 def _markdown(comparison: dict[str, Any], header: list[str], rows: list) -> str:
     out = [f"# {_heading(comparison)}", "", _intro(comparison), "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+           f"## {_table_title(comparison)}", "", "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
     for cells in rows:
         out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
     out += ["", "Bold: the best value of a column (higher is better, except forgetting, "
@@ -83,9 +84,16 @@ def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: 
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
             f"{html.escape(_heading(comparison))}</title><style>{style}</style></head><body>"
             f"<h1>{html.escape(_heading(comparison))}</h1><p>{html.escape(_intro(comparison))}"
-            f"</p><table><tr>{head}</tr>{body}</table><p>Bold: the best value of a column "
+            f"</p><h2>{html.escape(_table_title(comparison))}</h2><table><tr>{head}</tr>{body}"
+            f"</table><p>Bold: the best value of a column "
             f"(higher is better, except forgetting, parameters, times and memory).</p>"
             + "".join(figures) + "</body></html>")
+
+
+def _table_title(comparison: dict[str, Any]) -> str:
+    scenario = comparison["scenario"]
+    what = ("language modelling" if scenario == "lm" else f"{scenario}-incremental")
+    return f"Summary after the last task ({what}, {comparison['benchmark']})"
 
 
 def _heading(comparison: dict[str, Any]) -> str:
@@ -97,7 +105,9 @@ def _heading(comparison: dict[str, Any]) -> str:
 def _intro(comparison: dict[str, Any]) -> str:
     n = len(comparison["seeds"])
     spread = " Mean ± sample standard deviation over the seeds." if n > 1 else ""
-    orders = "; ".join(f"seed {s}: {o}" for s, o in comparison["class_orders"].items())
+    first = next(iter(comparison["methods"].values()))["runs"][0]
+    used = sum(len(t["classes"]) for t in first.get("tasks", [])) or None  # lm: no classes
+    orders = "; ".join(f"seed {s}: {o[:used]}" for s, o in comparison["class_orders"].items())
     runs = [r for entry in comparison["methods"].values() for r in entry["runs"]]
     wall = sum(r["cost"]["wall_seconds"] for r in runs)
     return (f"{len(comparison['methods'])} methods on the same stream and seeds, each seed with "

@@ -11,11 +11,24 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    MaxNLocator,
+    SymmetricalLogLocator,
+)
 
 from retain.metrics import as_square  # noqa: E402
 
 RETENTION_AXIS = ("retention (lowest ratio to the untouched backbone: WordSim353, SimLex-999, "
                   "Lee, drift)")
+
+
+def _count(v: float) -> str:
+    """A count as people write it: 0, 500, 20k, 1.5M, 2G."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{unit}"
+    return f"{v:g}"
 
 
 def _num(v: Any) -> float:
@@ -93,8 +106,10 @@ def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
         for i in range(t):
             for j in range(i + 1):
                 dark = (m[i, j] - lo) / max(hi - lo, 1e-9) < 0.5
-                ax.text(j, i, f"{m[i, j]:.2f}" if higher else f"{m[i, j]:.1f}", ha="center",
-                        va="center", fontsize=6,
+                # two digits without the leading zero (".96"), sized to the cell
+                text = f"{m[i, j]:.2f}".lstrip("0") if higher else f"{m[i, j]:.0f}"
+                ax.text(j, i, "1" if text == "1.00" else text, ha="center", va="center",
+                        fontsize=max(6.5, min(11.0, 80 / t)),
                         color="white" if dark == higher else "black")
         ax.set_xticks(range(t), [str(i + 1) for i in range(t)])
         ax.set_yticks(range(t), [str(i + 1) for i in range(t)])
@@ -133,6 +148,7 @@ def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
             ax.fill_between(x, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
         if math.isnan(_num(entry["mean"].get(f"average_incremental_{score}"))):
             line.set_linestyle("--")  # not continual (joint): only the last point is trained
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # tasks are whole
     ax.set_xlabel("tasks learned")
     ax.set_ylabel(f"{score} on all tasks seen so far" + ("" if higher else " (lower is better)"))
     if higher:
@@ -179,7 +195,10 @@ def cost_vs_accuracy(comparison: dict[str, Any], path: Path) -> None:
     score, _ = _score(comparison)
     _scatter(axes[0], comparison, "stored_parameters", f"final_{score}")
     axes[0].set_xscale("symlog", linthresh=1e3)
-    axes[0].set_xlabel("stored parameters beyond the untouched backbone (count, log scale)")
+    axes[0].xaxis.set_major_locator(SymmetricalLogLocator(linthresh=1e3, base=10,
+                                                          subs=[1, 2, 5]))
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+    axes[0].set_xlabel("stored parameters beyond the untouched backbone (log scale)")
     _scatter(axes[1], comparison, "wall_seconds", f"final_{score}")
     axes[1].set_xlabel("wall time of the run (seconds)")
     axes[0].set_ylabel(f"final {score} (all tasks)")

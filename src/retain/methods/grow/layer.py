@@ -134,6 +134,44 @@ class MLPSite:
         return down.base.weight if isinstance(down, GrownDown) else down.weight
 
     @torch.no_grad()
+    def merge(self, width: int) -> None:
+        """Fold the copies into plain linear layers of ``width`` hidden units: the pretrained
+        units (down-projection times ``s_0``), then every copy, then zero units up to
+        ``width`` (their up rows and down columns are zero, so they add nothing: act(0) = 0 for
+        GELU and SiLU). Every block of a model merged to one width fits its config's
+        ``intermediate_size``."""
+        def plain(weight, bias):
+            new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                            device=weight.device, dtype=weight.dtype)
+            new.weight.copy_(weight)
+            if bias is not None:
+                new.bias.copy_(bias)
+            return new
+
+        for path in (self.up, self.gate, self.down):
+            if not path:
+                continue
+            layer = self._module(path)
+            if path == self.down:
+                base = layer.base if isinstance(layer, GrownDown) else layer
+                scale = layer.base_scale if isinstance(layer, GrownDown) else 1.0
+                parts = [base.weight * scale, *(c.weight for c in getattr(layer, "copies", ()))]
+                have = sum(w.shape[1] for w in parts)
+                parts.append(base.weight.new_zeros(base.out_features, width - have))
+                merged = plain(torch.cat(parts, 1), base.bias)
+            else:
+                linears = [layer.base, *layer.copies] if isinstance(layer, GrownUp) else [layer]
+                have = sum(c.out_features for c in linears)
+                weight = torch.cat([c.weight for c in linears]
+                                   + [linears[0].weight.new_zeros(width - have,
+                                                                  linears[0].in_features)])
+                bias = None if linears[0].bias is None else torch.cat(
+                    [c.bias for c in linears] + [linears[0].bias.new_zeros(width - have)])
+                merged = plain(weight, bias)
+            parent, _, name = path.rpartition(".")
+            setattr(self.block.get_submodule(parent) if parent else self.block, name, merged)
+
+    @torch.no_grad()
     def grow(self, factor: int, source: str = "latest") -> int:
         """Add ``factor - 1`` copies of the source units (the latest copy or the pretrained
         units) as one new copy, dividing the source's down-projection by ``factor``; return

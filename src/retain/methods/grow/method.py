@@ -9,6 +9,8 @@ the growths are recorded in the method's state and replayed when a run is resume
 
 from __future__ import annotations
 
+import copy as copying
+
 import torch
 from torch import nn
 
@@ -22,10 +24,7 @@ from retain.methods.grow.layer import MLPSite, mlp_sites
 @register
 class Grow(ContinualMethod):
     name = "grow"
-    description = ("function-preserving growth: widen chosen MLPs by copies of their units "
-                   "before each task, train only the new copy")
     config_class = GrowOptions
-    default_head = "analytic"
     default_lr = 5e-5
     no_weight_decay = "AdamW's decay pulls the new copy towards zero and moves the function"
     config: GrowOptions
@@ -123,6 +122,17 @@ class Grow(ContinualMethod):
         names = {n for n, p in self.model.named_parameters()
                  if ".copies." in n or id(p) in extra}
         return {k: v for k, v in state.items() if k in names}
+
+    def merged_model(self) -> nn.Module:
+        """A plain model whose every MLP is as wide as the widest grown one (narrower blocks
+        padded with zero units): ``intermediate_size`` in its config says the width."""
+        model = copying.deepcopy(self.model)
+        sites = mlp_sites(model)
+        width = max(sum(site.widths()) for site in sites)
+        for site in sites:
+            site.merge(width)
+        model.config.intermediate_size = width
+        return model
 
     def state(self) -> dict:
         return {**super().state(), "growths": self.growths}

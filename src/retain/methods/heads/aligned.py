@@ -20,7 +20,13 @@ from torch import nn
 
 from retain.dist import all_reduce_sum
 from retain.errors import RetainError
-from retain.methods.heads.base import StatisticsHead, local_labels, masked
+from retain.methods.heads.base import (
+    ExportedHead,
+    StatisticsHead,
+    local_labels,
+    masked,
+    seen_rows,
+)
 from retain.options import Options
 
 
@@ -168,6 +174,10 @@ class AlignedHead(StatisticsHead):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(features.device.type, enabled=False):
             return masked(self.linear(features.float()), self.seen)
+
+    def export(self) -> ExportedHead:
+        rows = seen_rows(self.seen)
+        return ExportedHead("none", self.linear.weight[rows], self.linear.bias[rows], rows)
 
     def state(self) -> dict[str, Any]:
         return {"order": self.order, "blocks": self.blocks}

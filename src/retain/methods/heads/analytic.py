@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from retain.dist import all_reduce_sum
 from retain.errors import RetainError
-from retain.methods.heads.base import StatisticsHead, masked
+from retain.methods.heads.base import ExportedHead, StatisticsHead, masked, seen_rows
 from retain.options import Options
 
 
@@ -142,6 +142,12 @@ class AnalyticHead(StatisticsHead):
             return features.new_full((features.shape[0], self.num_classes), float("-inf"))
         scores = (self.expand(features).double() @ self.solution()).float()
         return masked(scores, self.seen)
+
+    def export(self) -> ExportedHead:
+        rows = seen_rows(self.seen)
+        weight = self.solution().T[rows]  # float64: the ridge solution as solved
+        return ExportedHead("none" if self.projection is None else "relu_projection", weight,
+                            weight.new_zeros(len(rows)), rows, self.projection)
 
     def state(self) -> dict[str, Any]:
         return {"lambda": self.ridge, "choices": self.choices}

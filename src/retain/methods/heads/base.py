@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +22,41 @@ def local_labels(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
 def masked(logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """``-inf`` on the classes not seen yet."""
     return logits.masked_fill(~seen, float("-inf"))
+
+
+@dataclass
+class ExportedHead:
+    """A head as plain tensors, applied to pooled features ``f`` without ``retain``:
+    ``transform`` first (``none``; ``normalize``: ``f / ||f||``; ``relu_projection``:
+    ``relu(f @ projection)``), then ``scores = f @ weight.T + bias`` (one row per score), and a
+    class's logit is the largest score of the rows whose ``row_class`` is that class (classes
+    with no row: ``-inf``)."""
+
+    transform: str
+    weight: torch.Tensor
+    bias: torch.Tensor
+    row_class: list[int]
+    projection: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"weight": self.weight, "bias": self.bias,
+               "row_class": torch.as_tensor(self.row_class, dtype=torch.int64)}
+        if self.projection is not None:
+            out["projection"] = self.projection
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def logits(self, features: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The formula above (float64), as the exported head's README states it."""
+        f = features.double()
+        if self.transform == "normalize":
+            f = F.normalize(f, dim=-1)
+        elif self.transform == "relu_projection":
+            f = F.relu(f @ self.projection.double())
+        scores = f @ self.weight.double().T + self.bias.double()
+        out = scores.new_full((len(f), num_classes), float("-inf"))
+        for r, c in enumerate(self.row_class):
+            out[:, c] = torch.maximum(out[:, c], scores[:, r])
+        return out
 
 
 class Head(nn.Module):
@@ -49,6 +85,14 @@ class Head(nn.Module):
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def export(self) -> ExportedHead:
+        """The head as plain tensors (see :class:`ExportedHead`)."""
+        raise NotImplementedError
+
+
+def seen_rows(seen: torch.Tensor) -> list[int]:
+    return [int(c) for c in torch.nonzero(seen).flatten()]
 
 
 class StatisticsHead(Head):

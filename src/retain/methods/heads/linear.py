@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retain.methods.heads.base import Head, local_labels
+from retain.methods.heads.base import ExportedHead, Head, local_labels
 
 
 class LinearHeads(Head):
@@ -46,6 +46,12 @@ class LinearHeads(Head):
             local = local_labels(labels, self.block_classes[-1])
             return F.cross_entropy(self.blocks[-1](features), local)
         return F.cross_entropy(self.logits(features), labels)
+
+    def export(self) -> ExportedHead:
+        weight = torch.cat([b.weight for b in self.blocks]) if self.blocks else torch.zeros(
+            0, self.dim)
+        bias = torch.cat([b.bias for b in self.blocks]) if self.blocks else torch.zeros(0)
+        return ExportedHead("none", weight, bias, [c for cls in self.block_classes for c in cls])
 
     def state(self) -> dict[str, Any]:
         return {"block_classes": self.block_classes}

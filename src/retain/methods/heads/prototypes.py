@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from retain.dist import all_reduce_sum
-from retain.methods.heads.base import StatisticsHead
+from retain.methods.heads.base import ExportedHead, StatisticsHead, seen_rows
 
 
 class Prototypes(StatisticsHead):
@@ -35,3 +35,8 @@ class Prototypes(StatisticsHead):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         sims = F.normalize(features.float(), dim=-1) @ F.normalize(self.means, dim=-1).T
         return sims.masked_fill(self.counts == 0, float("-inf"))
+
+    def export(self) -> ExportedHead:
+        rows = seen_rows(self.counts > 0)
+        weight = F.normalize(self.means[rows], dim=-1)
+        return ExportedHead("normalize", weight, weight.new_zeros(len(rows)), rows)

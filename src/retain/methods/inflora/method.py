@@ -79,10 +79,7 @@ def add_branch(model: nn.Module, tuner: LoraModel | None, adapter: str,
 @register
 class InfLoRA(ContinualMethod):
     name = "inflora"
-    description = ("InfLoRA: per-task LoRA branches designed orthogonal to old tasks' input "
-                   "subspace (DualGPM), merged after each task")
     config_class = InfLoRAConfig
-    default_head = "analytic"  # measured best; the paper's scheme is --head task-heads
     default_lr = 5e-4
     config: InfLoRAConfig
 

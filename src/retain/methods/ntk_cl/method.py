@@ -59,17 +59,17 @@ class Fusion(nn.Module):
 @register
 class NTKCL(ContinualMethod):
     name = "ntk-cl"
-    description = ("NTK-CL: parallel adapters and prompt generators beside a frozen encoder, "
-                   "averaged copies, three feature views, prototype inference")
     config_class = NTKCLOptions
-    default_head = "prototypes"
     default_lr = 3e-4  # 1e-3 let the old prototypes go stale (see the README)
-    kinds = ("classification",)
-    kinds_reason = "its views, prototypes and contrastive terms need class labels"
     config: NTKCLOptions
 
     def feature_dim(self, hidden_size: int) -> int:
         return 2 * hidden_size
+
+    def merged_model(self) -> nn.Module:
+        raise RetainError("ntk-cl's modules sit beside the encoder (three views fused) and do "
+                          "not fold into its weights: use `retain predict` or retain.load(DIR)"
+                          ".predict instead of exporting")
 
     def wrap(self, model: nn.Module) -> None:
         if self.backbone.modality == "causal-lm":

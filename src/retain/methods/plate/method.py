@@ -7,8 +7,9 @@ from zero after each merge. ``recompute='merged'``: the next task's ``B`` and ``
 merged weights (a fresh adapter each task).
 
 What it stores: the ``A`` matrices and, of each targeted ``W``, the rows that merges changed
-(``B``'s rows, recorded per layer) with one index each; ``Q`` and the indices of the live adapter
-are recomputed from the weights (checkpoints keep them for an exact resume)."""
+(``B``'s rows, recorded per layer) with one index each; ``B`` and ``Q`` of the live adapter are
+chosen again from the untouched weights when a checkpoint is loaded, as the first task chose
+them (the same computation, so a resume stays exact)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from retain.data.stream import Task
-from retain.methods.base import Batches, ContinualMethod, count_unique, lora_numbers, register
+from retain.methods.base import Batches, ContinualMethod, lora_numbers, register
 from retain.methods.baselines import make_tuner
 from retain.methods.plate.config import PlateOptions
 from retain.methods.plate.layer import PlateLinear
@@ -26,12 +27,8 @@ from retain.methods.plate.model import PlateModel, register_with_peft
 @register
 class Plate(ContinualMethod):
     name = "plate"
-    description = ("PLATE: only A trains in dW = s B A Q^T, with redundant neurons B and a "
-                   "low-energy input subspace Q from the weights alone; merged after each task")
     config_class = PlateOptions
-    default_head = "analytic"  # measured best (benchmarks/results/heads_quick.json)
     default_lr = 5e-4
-    recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
 
     def wrap(self, model) -> None:
@@ -69,19 +66,30 @@ class Plate(ContinualMethod):
             f"{layer}.weight"
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
+        """The ``A`` matrices and, of each targeted ``W``, the rows merges changed (stored as
+        ``<W>.rows``; their indices are in the state). ``B`` and ``Q`` are not stored: a reload
+        chooses them again from the untouched weights, as the first task did."""
         sd = self.model.state_dict()
-        out = {k: v for k, v in sd.items() if ".plate_" in k}
-        out.update({w: sd[w] for w in map(self._weight_name, self.touched)})
+        out = {k: v for k, v in sd.items() if ".plate_A." in k}
+        for layer, rows in self.touched.items():
+            weight = self._weight_name(layer)
+            out[weight + ".rows"] = sd[weight][torch.as_tensor(rows, device=sd[weight].device)]
         return out
 
+    def load_stored(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        sd = self.model.state_dict()
+        with torch.no_grad():
+            for layer, rows in self.touched.items():
+                weight = sd[self._weight_name(layer)]
+                rows_t = torch.as_tensor(rows, device=weight.device)
+                weight.index_copy_(0, rows_t, tensors.pop(
+                    f"model.{self._weight_name(layer)}.rows").to(weight))
+        super().load_stored(tensors)
+
     def stored_parameters(self) -> int:
-        """The ``A`` matrices, the head, and ``r`` changed rows (plus an index) per layer and
-        ``B`` drawn: not the full ``W`` the checkpoint keeps for resuming."""
-        weights = {f"model.{self._weight_name(n)}" for n in self.touched}
-        rest = count_unique(t for n, t in self.stored_tensors().items() if n not in weights
-                            and not any(part in n for part in self.recomputed_tensors))
-        in_features = {n: self.model.get_submodule(n).in_features for n in self.touched}
-        return rest + sum(len(rows) * (in_features[n] + 1) for n, rows in self.touched.items())
+        """The stored tensors (``A``, the changed rows, the head) and one index per row."""
+        return super().stored_parameters() + sum(len(rows) for rows in self.touched.values())
 
     def lora_per_task(self) -> int:
         return lora_numbers(self.model, list(self.touched), self.config.r)

@@ -18,12 +18,10 @@ from retain.methods.share.model import ShareModel, register_with_peft
 @register
 class Share(ContinualMethod):
     name = "share"
-    description = ("Share: shared orthonormal low-rank bases per layer and 2kp coefficients per "
-                   "task, updated by an SVD of every task's factors after each task")
     config_class = ShareOptions
-    default_head = "analytic"
     default_lr = 5e-4
     task_aware_prediction = True
+    adapter_holds_all = True  # bases and latest coefficients, over the pretrained weights
     # the next task's starting point (latest coefficients, seeded temporary directions):
     # checkpoints keep it for an exact resume, the count does not
     recomputed_tensors = ("share_Va", "share_Vb", "share_Ea.", "share_Eb.")

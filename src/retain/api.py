@@ -1,0 +1,134 @@
+"""The Python API: ``retain.run``, ``compare``, ``report`` and ``load``, the same calls as the
+command line. Errors are :class:`~retain.errors.RetainError` and name the Python argument
+(``method_options``), not the command-line flag (``--set``)."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from retain.config import RunConfig
+from retain.errors import RetainError
+
+# flags whose Python argument is not the flag's own name
+_PYTHON_NAMES = {"set": "method_options", "head-set": "head_options",
+                 "no-retention": "retention=False", "resume": "resume=True",
+                 "overwrite": "overwrite=True", "to": "to"}
+
+
+def python_message(message: str) -> str:
+    """A command-line error message with each ``--flag`` written as its Python argument, and
+    ``--flag VALUE`` as ``flag='VALUE'`` where VALUE is a name retain knows (a method, head,
+    backbone, scenario, kind or precision)."""
+    from retain.catalogue import HEADS, METHODS, PACKAGED, TINY
+    from retain.config import SCENARIOS
+
+    known = {*METHODS, *HEADS, *PACKAGED, *TINY, *SCENARIOS, "lm", "classification", "no",
+             "fp16", "bf16"}
+
+    def python(m: re.Match) -> str:
+        flag, value = m.group(1), m.group(2)
+        name = _PYTHON_NAMES.get(flag, flag.replace("-", "_"))
+        if value in known and "=" not in name:
+            return f"{name}={value!r}"
+        return name + (f" {value}" if value else "")
+    return re.sub(r"--([a-z][a-z0-9-]*)(?: ([A-Za-z0-9_.-]+))?", python, message)
+
+
+# set by the command line: its errors keep the flags
+FROM_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("cli", default=False)
+
+
+def python_errors(fn):
+    """Decorator: a RetainError raised inside names Python arguments (unless the command line
+    called)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RetainError as e:
+            if FROM_COMMAND_LINE.get():
+                raise
+            raise RetainError(python_message(str(e))) from None
+    return wrapper
+
+
+def _config(config: RunConfig | None, fields: dict[str, Any]) -> RunConfig:
+    if config is None:
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise RetainError(f"unknown RunConfig field(s) {', '.join(unknown)} (fields: "
+                              f"{', '.join(sorted(names))})")
+        return RunConfig(**fields)
+    if fields:
+        return dataclasses.replace(config, **fields)
+    return config
+
+
+def _clear(out: Path, names: Iterable[str]) -> None:
+    """Remove what an earlier call wrote there (only retain's own files and folders)."""
+    for name in names:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+@python_errors
+def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, **fields: Any) -> dict[str, Any]:
+    """Run one method on a continual stream and return its results (also written to
+    ``out/results.json``). Give a :class:`RunConfig`, or its fields as keywords:
+    ``retain.run(method="plate", profile="smoke", out="runs/plate")``. ``overwrite=True``
+    replaces an earlier run in ``out`` (so a notebook cell can run twice); ``resume=True``
+    continues one from its checkpoint."""
+    from retain.engine import run as _run
+
+    cfg = _config(config, fields)
+    if overwrite and not resume:
+        _clear(Path(cfg.out), ("checkpoint", "results.json"))
+    return _run(cfg, resume=resume, progress=progress)
+
+
+@python_errors
+def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
+            seeds: Iterable[int] = (0,), *, overwrite: bool = False, progress: bool = True,
+            **fields: Any) -> dict[str, Any]:
+    """Run several methods on the same stream and seeds (``methods``: names, or ``"all"``
+    that serve the stream's kind) and write ``comparison.json`` and the report in ``out``.
+    Finished runs are reused; ``overwrite=True`` runs them again."""
+    from retain.compare import compare as _compare
+    from retain.compare import method_names
+
+    cfg = _config(config, fields)
+    names = method_names(methods if isinstance(methods, str) else ",".join(methods),
+                         cfg.resolved().kind)
+    if overwrite:
+        _clear(Path(cfg.out), ("runs", "comparison.json"))
+    return _compare(cfg, names, list(seeds), progress=progress)
+
+
+@python_errors
+def report(directory: str | Path) -> list[Path]:
+    """Rebuild the report of a comparison from its saved results (no training); return the
+    files written (``report.md``, ``report.html``, figures)."""
+    from retain.report import build_report
+
+    return build_report(directory)
+
+
+@python_errors
+def load(directory: str | Path, cpu: bool = True):
+    """A finished (or checkpointed) run, rebuilt to predict and export:
+    ``retain.load("runs/plate").predict(["a text", ...])``; see :class:`retain.trained.Trained`."""
+    from retain.trained import load as _load
+
+    return _load(directory, cpu=cpu)

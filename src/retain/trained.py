@@ -1,0 +1,284 @@
+"""A run, rebuilt from its checkpoint to be used: ``retain.load(DIR)`` returns a :class:`Trained`
+that predicts (``retain predict``) and exports (``retain export``).
+
+An export is a folder that needs no ``retain`` to load:
+
+- ``model/``: the backbone with the method's changes merged into its weights
+  (``save_pretrained``, with its tokenizer or image processor): ``AutoModel`` loads an encoder,
+  ``AutoModelForCausalLM`` a decoder;
+- ``head.safetensors`` and ``retain.json``: the classification head as plain tensors and how to
+  apply them (:class:`~retain.methods.heads.base.ExportedHead`), the class names, the pooling,
+  the maximum length;
+- ``adapter/``: for methods whose ``peft`` adapter over the pretrained weights holds their whole
+  change (``seq-lora``, ``lora-per-task``, ``first-session``, ``joint``, ``share``), the adapter
+  as ``peft`` saves it (``PeftModel.from_pretrained(base, DIR/adapter)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from retain import checkpoint
+from retain.api import python_errors
+from retain.config import RunConfig
+from retain.data.stream import Split, Stream, Task
+from retain.errors import RetainError
+
+FORMAT = "retain-export/1"
+
+
+def stream_outline(stream: Stream) -> dict[str, Any]:
+    """What rebuilding a run needs of its stream (no data): saved in every checkpoint."""
+    return {"name": stream.name, "scenario": stream.scenario, "kind": stream.kind,
+            "class_names": stream.class_names, "class_order": stream.class_order,
+            "tasks": [{"name": t.name, "classes": t.classes} for t in stream.tasks]}
+
+
+def _probe(backbone, kind: str) -> dict[str, Any]:
+    """One item of the stream's own kind (a method may run one forward when it prepares)."""
+    if kind == "lm":
+        return {"input_ids": [0, 1, 2, 3]}
+    if backbone.modality == "image":
+        from PIL import Image
+
+        return {"image": Image.new("RGB", (32, 32))}
+    return {"text": "probe"}
+
+
+def _outline_stream(outline: dict[str, Any], backbone) -> Stream:
+    probe = _probe(backbone, outline["kind"])
+    empty = Split([], np.zeros(0, dtype=int))
+    tasks = [Task(i, list(t["classes"]), Split([probe], np.zeros(1, dtype=int)), empty,
+                  t["name"]) for i, t in enumerate(outline["tasks"])]
+    return Stream(outline["name"], outline["scenario"], list(outline["class_names"]),
+                  list(outline["class_order"]), tasks, outline["kind"])
+
+
+class Trained:
+    """A trained method with its backbone and stream outline, on the CPU unless moved."""
+
+    def __init__(self, directory: Path, config: RunConfig, method, backbone, stream: Stream,
+                 tasks_done: int):
+        self.directory, self.config, self.method = directory, config, method
+        self.backbone, self.stream, self.tasks_done = backbone, stream, tasks_done
+
+    @property
+    def kind(self) -> str:
+        return self.stream.kind
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.stream.class_names
+
+    def __repr__(self) -> str:
+        return (f"Trained({self.config.method}, head {self.config.head}, {self.kind}, "
+                f"{self.tasks_done} of {len(self.stream)} tasks, from {self.directory})")
+
+    # --- prediction ------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.method.parameters()).device
+
+    @python_errors
+    @torch.no_grad()
+    def predict(self, data: str | Path | list, batch_size: int | None = None
+                ) -> list[dict[str, Any]]:
+        """One dict per row: the row's own fields, then ``class`` and ``score`` (the head's
+        score of that class: cosine for prototypes, the ridge output for analytic, the logit
+        for linear heads) or, for a language-modelling run, ``perplexity`` and ``tokens``.
+        ``data``: a CSV / JSON Lines file (a ``text`` column, or ``image`` paths), an image
+        folder, or a list of texts or item dicts."""
+        rows = _rows(data, self.kind, self.backbone.modality)
+        size = batch_size or self.config.batch_size
+        self.method.eval()
+        out = []
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            if self.kind == "lm":
+                out.extend(self._perplexities(chunk))
+                continue
+            items = [{k: r[k] for k in ("text", "image") if k in r} for r in chunk]
+            batch = self.backbone.batch(items, self.config.max_length)
+            batch = {k: v.to(self._device()) for k, v in batch.items()}
+            logits = self.method.predict(batch).float()
+            score, index = logits.max(-1)
+            for row, s, i in zip(chunk, score.tolist(), index.tolist(), strict=True):
+                out.append({**_plain(row), "class": self.class_names[i], "score": s})
+        return out
+
+    def _perplexities(self, rows: list[dict]) -> list[dict[str, Any]]:
+        from retain.kinds import token_nll
+
+        tok = self.backbone.tokenizer
+        ids = [tok(r["text"], add_special_tokens=False)["input_ids"][:self.config.max_length]
+               for r in rows]
+        out = []
+        for row, seq in zip(rows, ids, strict=True):
+            if len(seq) < 2:
+                out.append({**_plain(row), "perplexity": None, "tokens": len(seq)})
+                continue
+            batch = self.backbone.batch([{"input_ids": seq}], self.config.max_length)
+            batch = {k: v.to(self._device()) for k, v in batch.items()}
+            nll, n = token_nll(self.method.predict(batch), batch["labels"])
+            out.append({**_plain(row), "perplexity": float(torch.exp(nll / n)),
+                        "tokens": len(seq)})
+        return out
+
+    # --- export ----------------------------------------------------------------------------
+    @python_errors
+    def export(self, to: str | Path, overwrite: bool = False) -> Path:
+        """Write the export folder described in this module's docstring; return its path."""
+        dest = Path(to).expanduser()
+        occupied = (dest.is_dir() and any(dest.iterdir())) or dest.is_file()
+        if occupied and not overwrite:
+            raise RetainError(f"{dest} exists and is not empty: choose another --to, or add "
+                              "--overwrite")
+        model = self.method.merged_model()  # refuses where it cannot merge (before writing)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        from retain.backbones import _quiet
+
+        with _quiet():
+            model.save_pretrained(tmp / "model")
+            self.backbone.processor.save_pretrained(tmp / "model")
+        info: dict[str, Any] = {
+            "format": FORMAT, "method": self.config.method, "kind": self.kind,
+            "modality": self.backbone.modality, "pooling": self.backbone.pooling,
+            "max_length": self.config.max_length, "backbone": self.config.backbone,
+            "tasks_done": self.tasks_done, "class_names": self.class_names,
+            "model_class": ("AutoModelForCausalLM" if self.backbone.modality == "causal-lm"
+                            else "AutoModel")}
+        if self.kind == "classification":
+            head = self.method.head.export()
+            save_file(head.tensors(), str(tmp / "head.safetensors"))
+            info["head"] = {"scheme": self.config.head, "transform": head.transform,
+                            "rule": "f = pooled features; transform (none | normalize: f/|f| | "
+                                    "relu_projection: relu(f @ projection)); scores = f @ "
+                                    "weight.T + bias; logit of class c = max of the scores of "
+                                    "the rows r with row_class[r] == c (no row: -inf)"}
+        adapter = self.method.peft_adapter()
+        info["adapter"] = None
+        if adapter is not None:
+            _save_adapter(self.config, *adapter, tmp / "adapter")
+            info["adapter"] = "adapter"
+        checkpoint.write_json(tmp / "retain.json", info)
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        tmp.rename(dest)
+        return dest
+
+
+def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tensor],
+                  dest: Path) -> None:
+    """The adapter as ``peft`` saves it: injected into a fresh untouched backbone, filled with
+    the run's tensors, saved with ``save_pretrained``."""
+    import copy
+
+    from peft import get_peft_model
+
+    from retain.backbones import load_backbone, resolve
+
+    base = load_backbone(config.backbone, config.pooling).model
+    peft_config = copy.deepcopy(peft_config)
+    peft_config.base_model_name_or_path = resolve(config.backbone)
+    with warnings.catch_warnings():  # a tiny or hub name is not the base's own path: fine
+        warnings.simplefilter("ignore")
+        model = get_peft_model(base, peft_config)
+    result = model.base_model.model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys:
+        raise RetainError(f"the adapter's tensors do not fit a fresh peft model "
+                          f"({result.unexpected_keys[:2]}); export without the adapter")
+    model.save_pretrained(dest)
+    peft_type = str(peft_config.peft_type.value)
+    if peft_type in ("PLATE", "SHARE"):  # peft knows only its own types until retain registers
+        card = dest / "README.md"
+        card.write_text(card.read_text() + f"\n\nThis is retain's {peft_type} adapter: run "
+                        f"`import retain.methods.{peft_type.lower()}` before "
+                        "`PeftModel.from_pretrained` (that registers it with peft).\n")
+
+
+def _plain(row: dict) -> dict:
+    """A row's fields that CSV and JSON can hold (image objects are left out)."""
+    return {k: v for k, v in row.items() if isinstance(v, str | int | float | bool | None)}
+
+
+def _rows(data, kind: str, modality: str) -> list[dict]:
+    from retain.data.files import read_records
+
+    if isinstance(data, str | Path):
+        path = Path(data).expanduser()
+        if path.is_dir():
+            exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+            rows = [{"image": str(p)} for p in sorted(path.rglob("*")) if p.suffix.lower()
+                    in exts]
+            if not rows:
+                raise RetainError(f"image folder '{data}' holds no images (.png, .jpg, ...)")
+        else:
+            rows = read_records(path)
+    else:
+        rows = [{"text": d} if isinstance(d, str) else dict(d) for d in data]
+    if not rows:
+        raise RetainError(f"nothing to predict: '{data}' has no rows")
+    need = "image" if modality == "image" and kind == "classification" else "text"
+    for n, row in enumerate(rows, 1):
+        if not row.get(need):
+            raise RetainError(f"row {n} has no '{need}' value: predicting with this run needs "
+                              f"a '{need}' column")
+    return rows
+
+
+def load(directory: str | Path, cpu: bool = True) -> Trained:
+    """Rebuild the run in ``directory`` (its ``--out``) from its last checkpoint: the untouched
+    backbone, then the method's stored tensors and state on top. The run's data is not needed."""
+    from retain.backbones import load_backbone
+    from retain.data import build_stream
+    from retain.engine import build_method
+
+    directory = Path(directory).expanduser()
+    ckpt = directory / "checkpoint"
+    saved = checkpoint.read_state(ckpt) if directory.is_dir() else None
+    if saved is None:
+        raise RetainError(f"{directory} holds no checkpoint: give the --out directory of a "
+                          "`retain run`")
+    config = RunConfig(**saved["config"])
+    backbone = load_backbone(config.backbone, config.pooling)
+    stream = (_outline_stream(saved["stream"], backbone) if "stream" in saved
+              else build_stream(config, backbone))  # checkpoints written before the outline
+    method = build_method(config)
+    method.prepare(backbone, stream)
+    method.load_state(saved["method_state"])
+    checkpoint.load_weights(ckpt, method, saved)
+    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    method.to(device).eval()
+    return Trained(directory, config, method, backbone, stream, saved["tasks_done"])
+
+
+def write_rows(rows: list[dict[str, Any]], dest: str | Path | None) -> str | None:
+    """Rows as CSV (``.csv``, or stdout when ``dest`` is None: returned as text) or JSON Lines
+    (``.jsonl`` / ``.json``)."""
+    if dest is not None and Path(dest).suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        with open(dest, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        return None
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    if dest is None:
+        return buf.getvalue()
+    if Path(dest).suffix.lower() not in (".csv", ".tsv"):
+        raise RetainError(f"unknown output format '{Path(dest).suffix}': use .csv or .jsonl")
+    Path(dest).write_text(buf.getvalue(), encoding="utf-8")
+    return None
