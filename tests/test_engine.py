@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,19 @@ def test_every_method_runs(tiny_config, method):
     diagonal = [res["matrix"][t][t] for t in range(3)]
     if trained.continual:
         assert res["metrics"]["plasticity"] == pytest.approx(sum(diagonal) / 3)
+    # the checkpoint holds what stored_parameters counts; beyond it only the tensors a method
+    # names in recomputed_tensors (kept for an exact resume); PLATE keeps its row indices in
+    # the state (JSON), counted but not a tensor
+    from safetensors import safe_open
+
+    path = next((Path(cfg.out) / "checkpoint").glob("*.safetensors"))
+    with safe_open(str(path), "pt") as f:
+        sizes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    numbers = {k: int(np.prod(s)) if s else 1 for k, s in sizes.items()}
+    extra = sum(n for k, n in numbers.items()
+                if any(part in k for part in trained.recomputed_tensors))
+    indices = sum(len(r) for r in getattr(trained, "touched", {}).values())
+    assert sum(numbers.values()) - extra + indices == res["cost"]["stored_parameters"]
 
 
 def test_frozen_ncm_trains_nothing_and_keeps_the_backbone(tiny_config):
