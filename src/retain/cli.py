@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from retain.api import FROM_COMMAND_LINE
+    from retain.pythonic import FROM_COMMAND_LINE
 
     args = build_parser().parse_args(argv)
     token = FROM_COMMAND_LINE.set(True)

@@ -31,7 +31,6 @@ from retain.kinds import get_kind, perplexity
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod, count_unique
 from retain.retention import retention_after, retention_probe
-from retain.trained import stream_outline
 
 
 class _Items(Dataset):
@@ -350,7 +349,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         engine.run_task(task, record)
         if accelerator.is_main_process:
             checkpoint.save(ckpt_dir, method.stored_tensors(), {
-                "config": cfg.to_dict(), "stream": stream_outline(stream),
+                "config": cfg.to_dict(), "stream": stream.outline(),
                 "tasks_done": task.index + 1,
                 "method_state": method.state(), "record": record.__dict__}, task.index + 1)
         accelerator.wait_for_everyone()

@@ -29,19 +29,12 @@ import torch
 from safetensors.torch import save_file
 
 from retain import checkpoint
-from retain.api import python_errors
 from retain.config import RunConfig
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
+from retain.pythonic import python_errors
 
 FORMAT = "retain-export/1"
-
-
-def stream_outline(stream: Stream) -> dict[str, Any]:
-    """What rebuilding a run needs of its stream (no data): saved in every checkpoint."""
-    return {"name": stream.name, "scenario": stream.scenario, "kind": stream.kind,
-            "class_names": stream.class_names, "class_order": stream.class_order,
-            "tasks": [{"name": t.name, "classes": t.classes} for t in stream.tasks]}
 
 
 def _probe(backbone, kind: str) -> dict[str, Any]:

@@ -61,6 +61,13 @@ class Stream:
     def __len__(self) -> int:
         return len(self.tasks)
 
+    def outline(self) -> dict[str, Any]:
+        """What rebuilding a trained run needs of its stream, without the data (saved in every
+        checkpoint; ``retain.trained`` rebuilds from it)."""
+        return {"name": self.name, "scenario": self.scenario, "kind": self.kind,
+                "class_names": self.class_names, "class_order": self.class_order,
+                "tasks": [{"name": t.name, "classes": t.classes} for t in self.tasks]}
+
 
 def split_per_class(labels: np.ndarray, cap: int | None, split_seed: int = 0,
                     train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
