@@ -177,3 +177,20 @@ def test_python_api_overwrite_and_python_names_in_errors(tiny_config, tmp_path):
         retain.run(colour="red")
     with pytest.raises(RetainError, match="no checkpoint"):
         retain.load(tmp_path / "none")
+
+
+def test_image_run_predicts_a_folder_and_python_images(image_folder, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "img"
+    retain.run(method="frozen-ncm", data=image_folder, benchmark=None, profile="smoke",
+               classes_per_task=2, retention=False, out=str(out), progress=False)
+    trained = retain.load(out)
+    rows = trained.predict(image_folder)
+    assert len(rows) == sum(1 for _ in Path(image_folder).rglob("*.png"))
+    assert all(r["class"] in trained.class_names for r in rows)
+    first = sorted(Path(image_folder).rglob("*.png"))[0]
+    with Image.open(first) as im:
+        ours = trained.predict([{"image": im.copy()}])
+    assert ours[0]["class"] == rows[0]["class"]
+    assert ours[0]["score"] == pytest.approx(rows[0]["score"], abs=1e-6)
