@@ -123,3 +123,12 @@ def test_help_shows_defaults(capsys):
     out = capsys.readouterr().out
     assert "(default: wordnet45)" in out and "(default: quick)" in out
     assert "--no-retention" in out and "(default: True)" not in out
+
+
+def test_compare_takes_one_head_for_every_method():
+    from retain.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["compare", "--methods", "seq-lora,plate", "--head",
+                                      "analytic"])
+    assert config_from_args(args).head == "analytic"
+    assert config_from_args(build_parser().parse_args(["compare"])).head is None

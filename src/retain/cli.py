@@ -269,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_options(p)
     p.add_argument("--methods", default="all",
                    help="comma-separated method names, or 'all' (default)")
-    p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
+    p.add_argument("--head", choices=HEADS, help="one head scheme for every method (default: "
+                   "each method's own; joint takes only growing)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild the report of a comparison from its saved "
                        "results (no training)")
