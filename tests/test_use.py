@@ -137,9 +137,14 @@ def test_language_model_predicts_perplexity_and_exports(tmp_path):
     retain.run(method="seq-lora", benchmark="lm3", profile="smoke", backbone="tiny-llama",
                retention=False, out=str(out), progress=False)
     trained = retain.load(out)
-    rows = trained.predict(["The cat sat on the mat and looked at the door.", "a"])
+    long = " ".join(["The cat sat on the mat and looked at the door."] * 20)
+    rows = trained.predict(["The cat sat on the mat and looked at the door.", "a", long])
     assert rows[0]["perplexity"] > 1 and rows[0]["tokens"] > 2
     assert rows[1]["perplexity"] is None  # one token: nothing to score
+    ids = trained.backbone.tokenizer(long, add_special_tokens=False)["input_ids"]
+    size = trained.config.max_length
+    assert len(ids) > 2 * size  # scored in windows: every token but each window's first
+    assert rows[2]["tokens"] == len(ids) - -(-len(ids) // size)
     dest = trained.export(tmp_path / "export")
     info = json.loads((dest / "retain.json").read_text())
     assert info["model_class"] == "AutoModelForCausalLM" and "head" not in info
@@ -150,17 +155,41 @@ def test_language_model_predicts_perplexity_and_exports(tmp_path):
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
-def test_export_keeps_an_existing_folder_unless_told(tiny_config, tmp_path):
+def test_export_replaces_only_an_earlier_export(tiny_config, tmp_path):
     cfg = tiny_config(method="frozen-ncm")
     retain.run(cfg, progress=False)
-    dest = tmp_path / "taken"
-    dest.mkdir()
-    (dest / "mine.txt").write_text("keep me")
+    trained = retain.load(cfg.out)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
     with pytest.raises(RetainError, match="not empty.*overwrite=True"):
-        retain.load(cfg.out).export(dest)
-    assert (dest / "mine.txt").read_text() == "keep me"
-    retain.load(cfg.out).export(dest, overwrite=True)
-    assert (dest / "retain.json").is_file() and not (dest / "mine.txt").exists()
+        trained.export(mine)
+    with pytest.raises(RetainError, match="not an earlier export"):
+        trained.export(mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    for where in (cfg.out, tmp_path):  # the run itself, or a folder that holds it
+        with pytest.raises(RetainError, match="holds the run"):
+            trained.export(where, overwrite=True)
+    dest = trained.export(tmp_path / "export")
+    (dest / "stale.txt").write_text("from before")
+    trained.export(dest, overwrite=True)
+    assert (dest / "retain.json").is_file() and not (dest / "stale.txt").exists()
+    assert not list(tmp_path.glob(".export.*"))  # no temporary folder left behind
+
+
+def test_overwrite_removes_only_retains_own_files(tiny_config, tmp_path):
+    from retain.api import _clear_run
+
+    out = tmp_path / "out"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "mine.txt").write_text("not a checkpoint")
+    (out / "notes.txt").write_text("keep")
+    _clear_run(out)
+    assert (out / "checkpoint" / "mine.txt").is_file() and (out / "notes.txt").is_file()
+    with pytest.raises(RetainError, match="joint takes only head='growing'"):
+        retain.compare(tiny_config(), methods=["seq-lora", "joint"], head="analytic",
+                       out=str(tmp_path / "cmp"))
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_python_api_overwrite_and_python_names_in_errors(tiny_config, tmp_path):
@@ -194,3 +223,33 @@ def test_image_run_predicts_a_folder_and_python_images(image_folder, tmp_path):
         ours = trained.predict([{"image": im.copy()}])
     assert ours[0]["class"] == rows[0]["class"]
     assert ours[0]["score"] == pytest.approx(rows[0]["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["seq-ft", "seq-lora", "lora-per-task", "first-session",
+                                    "frozen-ncm", "joint", "inflora", "plate", "share", "grow"])
+def test_every_method_exports_what_it_predicts(method, tiny_config, tmp_path):
+    """The exported model's pooled features and the exported head give the logits the
+    method predicts with (without a task id), for every method that merges."""
+    from transformers import AutoModel
+
+    from retain.backbones import pool
+
+    head = "growing" if method == "joint" else None
+    cfg = tiny_config(method=method, head=head, lr=1e-2)
+    retain.run(cfg, progress=False)
+    trained = retain.load(cfg.out)
+    dest = trained.export(tmp_path / "export")
+    model = AutoModel.from_pretrained(dest / "model").eval()
+    batch = trained.backbone.batch([{"text": "the dog and the cat"}, {"text": "red rain"}], 32)
+    with torch.no_grad():
+        ours = trained.method.predict(batch).double()
+        features = pool(model(**batch).last_hidden_state, batch["attention_mask"],
+                        trained.backbone.pooling)
+        theirs = trained.method.head.export().logits(features, len(trained.class_names))
+    finite = torch.isfinite(ours)
+    assert torch.equal(finite, torch.isfinite(theirs))
+    assert torch.allclose(ours[finite], theirs[finite], atol=1e-5, rtol=1e-5)
+    base = AutoModel.from_pretrained(tiny_config().backbone)
+    moved = any(not torch.equal(p, base.state_dict()[n]) for n, p in model.named_parameters()
+                if not n.startswith("pooler.") and n in base.state_dict())
+    assert moved == (method != "frozen-ncm")

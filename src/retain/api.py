@@ -16,26 +16,30 @@ from retain.pythonic import python_errors
 
 
 def _config(config: RunConfig | None, fields: dict[str, Any]) -> RunConfig:
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise RetainError(f"unknown RunConfig field(s) {', '.join(unknown)} (fields: "
+                          f"{', '.join(sorted(names))})")
     if config is None:
-        names = {f.name for f in dataclasses.fields(RunConfig)}
-        unknown = sorted(set(fields) - names)
-        if unknown:
-            raise RetainError(f"unknown RunConfig field(s) {', '.join(unknown)} (fields: "
-                              f"{', '.join(sorted(names))})")
         return RunConfig(**fields)
-    if fields:
-        return dataclasses.replace(config, **fields)
-    return config
+    return dataclasses.replace(config, **fields) if fields else config
 
 
-def _clear(out: Path, names: Iterable[str]) -> None:
-    """Remove what an earlier call wrote there (only retain's own files and folders)."""
-    for name in names:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def _clear_run(out: Path) -> None:
+    """Remove an earlier run's checkpoint and results from ``out`` (only when they are a
+    retain run's: a checkpoint with its state, a results.json), on the main process only."""
+    from accelerate import PartialState
+
+    from retain import checkpoint
+
+    state = PartialState()
+    if state.is_main_process:
+        if checkpoint.read_state(out / "checkpoint") is not None:
+            shutil.rmtree(out / "checkpoint")
+        if (out / "results.json").is_file():
+            (out / "results.json").unlink()
+    state.wait_for_everyone()
 
 
 @python_errors
@@ -50,7 +54,8 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
 
     cfg = _config(config, fields)
     if overwrite and not resume:
-        _clear(Path(cfg.out), ("checkpoint", "results.json"))
+        cfg.resolved()  # a bad config fails before anything is removed
+        _clear_run(Path(cfg.out))
     return _run(cfg, resume=resume, progress=progress)
 
 
@@ -60,7 +65,8 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
             **fields: Any) -> dict[str, Any]:
     """Run several methods on the same stream and seeds (``methods``: names, or ``"all"``
     that serve the stream's kind) and write ``comparison.json`` and the report in ``out``.
-    Finished runs are reused; ``overwrite=True`` runs them again."""
+    Finished runs are reused; ``overwrite=True`` runs these methods and seeds again (other
+    runs in ``out`` stay)."""
     from retain.compare import compare as _compare
     from retain.compare import method_names
 
@@ -68,7 +74,9 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
     names = method_names(methods if isinstance(methods, str) else ",".join(methods),
                          cfg.resolved().kind)
     if overwrite:
-        _clear(Path(cfg.out), ("runs", "comparison.json"))
+        for name in names:
+            for seed in seeds:
+                _clear_run(Path(cfg.out) / "runs" / name / f"seed{seed}")
     return _compare(cfg, names, list(seeds), progress=progress)
 
 

@@ -165,8 +165,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from retain.trained import load, write_rows
+    from retain.trained import load, output_format, write_rows
 
+    output_format(args.out)  # a bad suffix fails before any work
     text = write_rows(load(args.directory).predict(args.data, args.batch_size), args.out)
     if text is not None:
         sys.stdout.write(text)

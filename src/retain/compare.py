@@ -72,6 +72,9 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
 
     if not seeds:
         raise RetainError("--seeds needs at least one seed")
+    if config.head not in (None, "growing") and "joint" in methods:
+        raise RetainError(f"joint takes only --head growing: drop joint from --methods, or "
+                          f"drop --head {config.head}")
     out = Path(config.out)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     jobs = [(m, s) for m in methods for s in seeds]

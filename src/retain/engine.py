@@ -291,7 +291,7 @@ def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             raise RetainError(f"{config.out} holds a finished run with another config "
                               f"({', '.join(diff)} differ): choose another --out")
         return results
-    resume = (Path(config.out) / "checkpoint").is_dir()
+    resume = checkpoint.read_state(Path(config.out) / "checkpoint") is not None
     return run(config, resume=resume, progress=progress)
 
 

@@ -11,7 +11,9 @@ An export is a folder that needs no ``retain`` to load:
   the maximum length;
 - ``adapter/``: for methods whose ``peft`` adapter over the pretrained weights holds their whole
   change (``seq-lora``, ``lora-per-task``, ``first-session``, ``joint``, ``share``), the adapter
-  as ``peft`` saves it (``PeftModel.from_pretrained(base, DIR/adapter)``).
+  as ``peft`` saves it (``PeftModel.from_pretrained(base, DIR/adapter)``); for methods with one
+  adapter state per task (``lora-per-task``, ``share``) it is the latest task's, the one that
+  predicts without a task id (``adapter_task`` in ``retain.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import io
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,8 @@ class Trained:
         for linear heads) or, for a language-modelling run, ``perplexity`` and ``tokens``.
         ``data``: a CSV / JSON Lines file (a ``text`` column, or ``image`` paths), an image
         folder, or a list of texts or item dicts."""
+        if batch_size is not None and batch_size < 1:
+            raise RetainError(f"--batch-size must be 1 or more, got {batch_size}")
         rows = _rows(data, self.kind, self.backbone.modality)
         size = batch_size or self.config.batch_size
         self.method.eval()
@@ -109,36 +114,56 @@ class Trained:
         return out
 
     def _perplexities(self, rows: list[dict]) -> list[dict[str, Any]]:
+        """Each row's perplexity over all its tokens: consecutive windows of ``max_length``
+        tokens, the first token of each window unscored (as the stream's sequences)."""
         from retain.kinds import token_nll
 
-        tok = self.backbone.tokenizer
-        ids = [tok(r["text"], add_special_tokens=False)["input_ids"][:self.config.max_length]
-               for r in rows]
+        tok, size = self.backbone.tokenizer, self.config.max_length
         out = []
-        for row, seq in zip(rows, ids, strict=True):
-            if len(seq) < 2:
-                out.append({**_plain(row), "perplexity": None, "tokens": len(seq)})
+        for row in rows:
+            ids = tok(row["text"], add_special_tokens=False)["input_ids"]
+            windows = [ids[i:i + size] for i in range(0, len(ids), size)]
+            windows = [w for w in windows if len(w) > 1]
+            if not windows:
+                out.append({**_plain(row), "perplexity": None, "tokens": 0})
                 continue
-            batch = self.backbone.batch([{"input_ids": seq}], self.config.max_length)
+            batch = self.backbone.batch([{"input_ids": w} for w in windows], size)
             batch = {k: v.to(self._device()) for k, v in batch.items()}
             nll, n = token_nll(self.method.predict(batch), batch["labels"])
             out.append({**_plain(row), "perplexity": float(torch.exp(nll / n)),
-                        "tokens": len(seq)})
+                        "tokens": int(n)})
         return out
 
     # --- export ----------------------------------------------------------------------------
     @python_errors
     def export(self, to: str | Path, overwrite: bool = False) -> Path:
-        """Write the export folder described in this module's docstring; return its path."""
-        dest = Path(to).expanduser()
-        occupied = (dest.is_dir() and any(dest.iterdir())) or dest.is_file()
-        if occupied and not overwrite:
-            raise RetainError(f"{dest} exists and is not empty: choose another --to, or add "
-                              "--overwrite")
+        """Write the export folder described in this module's docstring; return its path.
+        ``overwrite`` replaces an earlier export there, never other files."""
+        dest = Path(to).expanduser().resolve()
+        run = self.directory.resolve()
+        if dest == run or dest in run.parents:
+            raise RetainError(f"{dest} holds the run being exported: choose another --to")
+        if dest.is_file() or (dest.is_dir() and any(dest.iterdir())):
+            if not overwrite:
+                raise RetainError(f"{dest} exists and is not empty: choose another --to, or "
+                                  "add --overwrite to replace an earlier export")
+            if not (dest / "retain.json").is_file():
+                raise RetainError(f"{dest} is not an earlier export (no retain.json): choose "
+                                  "an empty or new --to")
         model = self.method.merged_model()  # refuses where it cannot merge (before writing)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            self._write(model, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+        return dest
+
+    def _write(self, model, tmp: Path) -> None:
         from retain.backbones import _quiet
 
         with _quiet():
@@ -164,11 +189,9 @@ class Trained:
         if adapter is not None:
             _save_adapter(self.config, *adapter, tmp / "adapter")
             info["adapter"] = "adapter"
+            if self.method.task_aware_prediction:  # one adapter state per task: the latest
+                info["adapter_task"] = self.tasks_done
         checkpoint.write_json(tmp / "retain.json", info)
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        tmp.rename(dest)
-        return dest
 
 
 def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tensor],
@@ -256,22 +279,33 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     return Trained(directory, config, method, backbone, stream, saved["tasks_done"])
 
 
+def output_format(dest: str | Path | None) -> str:
+    """``csv``, ``tsv`` or ``jsonl`` by the file's suffix (standard output: csv)."""
+    if dest is None:
+        return "csv"
+    suffix = Path(dest).suffix.lower()
+    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+               ".ndjson": "jsonl"}
+    if suffix not in formats:
+        raise RetainError(f"unknown output format '{suffix}': use .csv, .tsv or .jsonl")
+    return formats[suffix]
+
+
 def write_rows(rows: list[dict[str, Any]], dest: str | Path | None) -> str | None:
-    """Rows as CSV (``.csv``, or stdout when ``dest`` is None: returned as text) or JSON Lines
-    (``.jsonl`` / ``.json``)."""
-    if dest is not None and Path(dest).suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    """Rows as CSV / TSV or JSON Lines by ``dest``'s suffix; with no ``dest``, CSV returned as
+    text (for standard output)."""
+    fmt = output_format(dest)
+    if fmt == "jsonl":
         with open(dest, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
         return None
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns)
+    writer = csv.DictWriter(buf, columns, delimiter="\t" if fmt == "tsv" else ",")
     writer.writeheader()
     writer.writerows(rows)
     if dest is None:
         return buf.getvalue()
-    if Path(dest).suffix.lower() not in (".csv", ".tsv"):
-        raise RetainError(f"unknown output format '{Path(dest).suffix}': use .csv or .jsonl")
     Path(dest).write_text(buf.getvalue(), encoding="utf-8")
     return None

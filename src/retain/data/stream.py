@@ -133,7 +133,7 @@ def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_na
                 if not (pos_labels[split] == c).any():
                     raise RetainError(
                         f"class '{class_names[order[c]]}' has no {part} items ("
-                        f"{int((pos_labels == c).sum())} in all): give every class at least 2 "
+                        f"{int((pos_labels == c).sum())} in all): give every class at least 3 "
                         "examples (80/20 split per class), or a `split` column")
         stream.tasks.append(task)
     return stream

@@ -7,9 +7,8 @@ from zero after each merge. ``recompute='merged'``: the next task's ``B`` and ``
 merged weights (a fresh adapter each task).
 
 What it stores: the ``A`` matrices and, of each targeted ``W``, the rows that merges changed
-(``B``'s rows, recorded per layer) with one index each; ``B`` and ``Q`` of the live adapter are
-chosen again from the untouched weights when a checkpoint is loaded, as the first task chose
-them (the same computation, so a resume stays exact)."""
+(``B``'s rows, recorded per layer) with one index each; ``Q`` and the indices of the live adapter
+are recomputed from the weights (checkpoints keep them for an exact resume)."""
 
 from __future__ import annotations
 
@@ -29,6 +28,7 @@ class Plate(ContinualMethod):
     name = "plate"
     config_class = PlateOptions
     default_lr = 5e-4
+    recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
 
     def wrap(self, model) -> None:
@@ -53,7 +53,9 @@ class Plate(ContinualMethod):
         for name, layer in self.plate_layers().items():
             rows = set(self.touched.get(name, [])) | set(layer.plate_index["default"].tolist())
             self.touched[name] = sorted(rows)
-        if self.config.recompute == "merged":
+        if self.config.recompute == "merged" or task.index == self.num_tasks - 1:
+            # after the last task nothing trains again: unload the adapter, so that the last
+            # checkpoint holds no B or Q and loading it chooses none
             self.tuner.merge_and_unload()
             self.tuner = None
         else:
@@ -67,10 +69,12 @@ class Plate(ContinualMethod):
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         """The ``A`` matrices and, of each targeted ``W``, the rows merges changed (stored as
-        ``<W>.rows``; their indices are in the state). ``B`` and ``Q`` are not stored: a reload
-        chooses them again from the untouched weights, as the first task did."""
+        ``<W>.rows``; their indices are in the state). The live adapter's ``B`` (its row index)
+        and ``Q`` come from the weights without data; checkpoints keep them for an exact
+        resume (a choice made again on another device or thread count can differ in the null
+        space), ``stored_parameters`` does not count them."""
         sd = self.model.state_dict()
-        out = {k: v for k, v in sd.items() if ".plate_A." in k}
+        out = {k: v for k, v in sd.items() if ".plate_" in k}
         for layer, rows in self.touched.items():
             weight = self._weight_name(layer)
             out[weight + ".rows"] = sd[weight][torch.as_tensor(rows, device=sd[weight].device)]
