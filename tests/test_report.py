@@ -9,10 +9,10 @@ import re
 import pytest
 
 from retain.cli import main
-from retain.compare import compare, mean_std, method_names
+from retain.comparison import compare, mean_std, method_names
 from retain.data import build_stream
 from retain.errors import RetainError
-from retain.report import FIGURES, build_report, table
+from retain.reporting import FIGURES, build_report, table
 from retain.summary import summary_row
 
 
@@ -132,7 +132,7 @@ def test_summary_row_reports_the_lowest_retention_ratio():
 
 def test_a_language_model_comparison_gets_its_report(tmp_path):
     from retain import RunConfig
-    from retain.compare import compare, method_names
+    from retain.comparison import compare, method_names
 
     cfg = RunConfig(benchmark="lm3", profile="smoke", retention=True, out=str(tmp_path / "c"))
     assert "frozen-ncm" not in method_names("all", "lm")

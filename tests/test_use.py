@@ -253,3 +253,15 @@ def test_every_method_exports_what_it_predicts(method, tiny_config, tmp_path):
     moved = any(not torch.equal(p, base.state_dict()[n]) for n, p in model.named_parameters()
                 if not n.startswith("pooler.") and n in base.state_dict())
     assert moved == (method != "frozen-ncm")
+
+
+def test_the_api_names_stay_functions_after_their_modules_load():
+    """`retain.compare` and `retain.report` are functions, even once the modules that build
+    comparisons and reports are imported (a submodule of the same name would replace them)."""
+    import importlib
+
+    for module in ("retain.comparison", "retain.reporting", "retain.trained", "retain.engine"):
+        importlib.import_module(module)
+    assert all(callable(getattr(retain, name)) and not isinstance(getattr(retain, name),
+                                                                   type(retain))
+               for name in ("run", "compare", "report", "load"))

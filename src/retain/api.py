@@ -67,8 +67,8 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
     that serve the stream's kind) and write ``comparison.json`` and the report in ``out``.
     Finished runs are reused; ``overwrite=True`` runs these methods and seeds again (other
     runs in ``out`` stay)."""
-    from retain.compare import compare as _compare
-    from retain.compare import method_names
+    from retain.comparison import compare as _compare
+    from retain.comparison import method_names
 
     cfg = _config(config, fields)
     names = method_names(methods if isinstance(methods, str) else ",".join(methods),
@@ -84,7 +84,7 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
 def report(directory: str | Path) -> list[Path]:
     """Rebuild the report of a comparison from its saved results (no training); return the
     files written (``report.md``, ``report.html``, figures)."""
-    from retain.report import build_report
+    from retain.reporting import build_report
 
     return build_report(directory)
 

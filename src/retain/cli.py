@@ -146,8 +146,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from retain.compare import compare, method_names
-    from retain.report import table
+    from retain.comparison import compare, method_names
+    from retain.reporting import table
 
     config = config_from_args(args)
     comparison = compare(config, method_names(args.methods, config.resolved().kind), args.seeds,
@@ -184,7 +184,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from retain.report import build_report
+    from retain.reporting import build_report
 
     for path in build_report(args.directory)[:2]:
         print(f"wrote {path}")

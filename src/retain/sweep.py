@@ -41,7 +41,7 @@ def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | 
     from accelerate import PartialState
 
     from retain.engine import run_or_load
-    from retain.report.figures import frontier_figure
+    from retain.reporting.figures import frontier_figure
 
     out = Path(config.out)
     points = grid_points(grid)

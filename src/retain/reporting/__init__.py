@@ -118,7 +118,7 @@ def _intro(comparison: dict[str, Any]) -> str:
 
 def build_report(directory: str | Path) -> list[Path]:
     """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``."""
-    from retain.report import figures
+    from retain.reporting import figures
 
     directory = Path(directory)
     source = directory / "comparison.json"

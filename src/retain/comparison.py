@@ -68,7 +68,7 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     from accelerate import PartialState
 
     from retain.engine import run_or_load
-    from retain.report import build_report
+    from retain.reporting import build_report
 
     if not seeds:
         raise RetainError("--seeds needs at least one seed")
