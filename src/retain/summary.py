@@ -74,15 +74,22 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any]) -> str:
     row = summary_row(results)
-    lines = [(label, row[key]) for key, label in COLUMNS if key in row]
-    width = max(len(label) for label, _ in lines)
+    columns = [(key, label) for key, label in COLUMNS if key in row]
+    width = max(len(label) for _, label in columns)
     title = f"{results['method']} on {results['stream']} (head: {results['head']})"
     out = [title, "-" * len(title)]
-    for (key, _), (label, v) in zip([c for c in COLUMNS if c[0] in row], lines, strict=True):
-        digits = 0 if key.endswith("_mb") else 1 if key.endswith("seconds") and \
-            key != "median_step_seconds" else 4
-        out.append(f"{label:<{width}}  {format_value(v, digits):>12}")
+    for key, label in columns:
+        out.append(f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}")
     return "\n".join(out)
+
+
+def digits(key: str, default: int) -> int:
+    """Decimals a figure is shown with: whole MB, seconds to a tenth (a step's to 1e-4)."""
+    if key.endswith("_mb"):
+        return 0
+    if key.endswith("seconds") and key != "median_step_seconds":
+        return 1
+    return default
 
 
 def format_value(v: Any, digits: int = 4) -> str:

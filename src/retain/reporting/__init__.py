@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.errors import RetainError
-from retain.summary import COLUMNS, LOWER_IS_BETTER, format_value
+from retain.summary import COLUMNS, LOWER_IS_BETTER, digits, format_value
 
 FIGURES = [
     ("accuracy_matrices.png", "Accuracy matrices",
@@ -45,11 +45,11 @@ def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, b
         cells = [(name, False), (entry["head"], False)]
         for k, _ in keys:
             mean, std = entry["mean"].get(k, math.nan), entry["std"].get(k, math.nan)
-            digits = 0 if k.endswith("_mb") else 1 if k.endswith("seconds") else 3
+            places = digits(k, 3)
             text = format_value(int(round(mean)) if "parameters" in k and mean == mean
-                                else mean, digits)
+                                else mean, places)
             if std == std and std is not None:
-                text += f" ± {format_value(std, digits)}"
+                text += f" ± {format_value(std, places)}"
             cells.append((text, best[k] is not None and mean == best[k]))
         rows.append(cells)
     return header, rows
