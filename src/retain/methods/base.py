@@ -27,6 +27,7 @@ A new method must write ``wrap`` (or ``prepare``) and ``model_tensors``; it may 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -203,13 +204,9 @@ class ContinualMethod(nn.Module):
         if not self.adapter_holds_all or self.tuner is None:
             return None
         name = self.tuner.active_adapters[-1]
-        prefix = self.tuner.prefix
-        tensors = {}
-        for key, value in self.model.state_dict().items():
-            if prefix in key and (f".{name}." in key or key.endswith(f".{name}")):
-                key = key.replace(f".{name}.", ".default.")
-                tensors[key[: -len(name)] + "default" if key.endswith(f".{name}") else key] = \
-                    value
+        part = re.compile(rf"\.{re.escape(name)}(?=\.|$)")  # the adapter's name in a key
+        tensors = {part.sub(".default", k): v for k, v in self.model.state_dict().items()
+                   if self.tuner.prefix in k and part.search(k)}
         return self.tuner.peft_config[name], tensors
 
     def lora_per_task(self) -> int | None:
