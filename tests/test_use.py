@@ -100,6 +100,29 @@ def test_load_predicts_as_the_run_scored(tiny_config, jsonl_file):
     assert accuracies == pytest.approx(results["matrix"][-1])
 
 
+@pytest.mark.parametrize("method", ["lora-per-task", "seq-lora"])
+def test_predict_with_a_task_scores_as_task_incremental(method, tiny_config):
+    """``task=k``: the class comes from task k's classes, with task k's adapter where the
+    method keeps one per task; the run's own test items score the last row of its
+    task-incremental matrix."""
+    from retain.data import build_stream
+
+    cfg = tiny_config(method=method)
+    results = retain.run(cfg, progress=False)
+    trained = retain.load(cfg.out)
+    stream = build_stream(cfg.resolved(), trained.backbone)
+    accuracies = []
+    for task in stream.tasks:
+        preds = trained.predict([dict(it) for it in task.test.items], task=task.index + 1)
+        names = [stream.class_names[c] for c in task.test.labels]
+        assert {p["class"] for p in preds} <= {stream.class_names[c] for c in task.classes}
+        accuracies.append(sum(p["class"] == n for p, n in zip(preds, names, strict=True))
+                          / len(names))
+    assert accuracies == pytest.approx(results["task_incremental_matrix"][-1])
+    with pytest.raises(RetainError, match="task must be between 1 and 3"):
+        trained.predict(["a gloss"], task=4)
+
+
 def test_grow_exports_one_wider_mlp_with_the_same_function(tiny_config, tmp_path):
     """Blocks grown unequally (block 0 twice, block 1 never): the export pads every MLP to
     the widest with zero units, and plain transformers computes the same features."""

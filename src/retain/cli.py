@@ -168,7 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from retain.trained import load, output_format, write_rows
 
     output_format(args.out)  # a bad suffix fails before any work
-    text = write_rows(load(args.directory).predict(args.data, args.batch_size), args.out)
+    preds = load(args.directory).predict(args.data, args.batch_size, args.task)
+    text = write_rows(preds, args.out)
     if text is not None:
         sys.stdout.write(text)
     else:
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="a .csv or .jsonl file for the predictions (default: CSV on "
                    "standard output)")
     p.add_argument("--batch-size", type=int, help="items per forward (default: the run's)")
+    p.add_argument("--task", type=int, help="the task (1, 2, ...) every row belongs to: choose "
+                   "among its classes only, with its own adapter where the method keeps one "
+                   "(task-incremental prediction; default: among every class learnt)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="write a finished run as a model folder that plain "
                        "transformers (and peft) load, with its head as safetensors")

@@ -86,15 +86,18 @@ class Trained:
 
     @python_errors
     @torch.no_grad()
-    def predict(self, data: str | Path | list, batch_size: int | None = None
-                ) -> list[dict[str, Any]]:
+    def predict(self, data: str | Path | list, batch_size: int | None = None,
+                task: int | None = None) -> list[dict[str, Any]]:
         """One dict per row: the row's own fields, then ``class`` and ``score`` (the head's
         score of that class: cosine for prototypes, the ridge output for analytic, the logit
         for linear heads) or, for a language-modelling run, ``perplexity`` and ``tokens``.
         ``data``: a CSV / JSON Lines file (a ``text`` column, or ``image`` paths), an image
-        folder, or a list of texts or item dicts."""
+        folder, or a list of texts or item dicts. ``task`` (1 to the tasks learnt): the rows
+        belong to that task, so the class is chosen among its classes only, with its own
+        adapter where the method keeps one per task (task-incremental prediction)."""
         if batch_size is not None and batch_size < 1:
             raise RetainError(f"--batch-size must be 1 or more, got {batch_size}")
+        known = self._task(task)
         rows = _rows(data, self.kind, self.backbone.modality)
         size = batch_size or self.config.batch_size
         self.method.eval()
@@ -107,11 +110,27 @@ class Trained:
             items = [{k: r[k] for k in ("text", "image") if k in r} for r in chunk]
             batch = self.backbone.batch(items, self.config.max_length)
             batch = {k: v.to(self._device()) for k, v in batch.items()}
-            logits = self.method.predict(batch).float()
+            logits = self.method.predict(batch, None if known is None else known.index).float()
+            if known is not None:  # the task's classes only
+                within = torch.full_like(logits, float("-inf"))
+                within[:, known.classes] = logits[:, known.classes]
+                logits = within
             score, index = logits.max(-1)
             for row, s, i in zip(chunk, score.tolist(), index.tolist(), strict=True):
                 out.append({**_plain(row), "class": self.class_names[i], "score": s})
         return out
+
+    def _task(self, task: int | None):
+        """The stream's task numbered ``task`` (from 1), or None."""
+        if task is None:
+            return None
+        if self.kind == "lm":
+            raise RetainError("--task applies to classification runs only: leave it out for a "
+                              "language-modelling run")
+        if not 1 <= task <= self.tasks_done:
+            raise RetainError(f"--task must be between 1 and {self.tasks_done} (the tasks this "
+                              f"run has learnt), got {task}")
+        return self.stream.tasks[task - 1]
 
     def _perplexities(self, rows: list[dict]) -> list[dict[str, Any]]:
         """Each row's perplexity over all its tokens: consecutive windows of ``max_length``
