@@ -92,6 +92,42 @@ def test_every_method_runs(tiny_config, method):
     assert sum(numbers.values()) - extra + indices == res["cost"]["stored_parameters"]
 
 
+@pytest.mark.parametrize("method", ["seq-lora", "grow", "ntk-cl"])
+def test_inference_cost_times_the_untouched_and_the_deployed_model(method, tiny_config,
+                                                                   tiny_bert, monkeypatch):
+    """The two timed forwards are the right models: the untouched backbone (a fresh copy's
+    features), and the model as deployed (merged by peft, grown MLPs merged, or NTK-CL as it
+    runs), whose features are the trained method's."""
+    from retain import inference
+    from retain.backbones import load_backbone
+    from retain.data import build_stream
+
+    outputs, timer = [], inference.seconds_per_batch
+
+    def spy(forward, batch, accelerator, repeats=5):
+        with torch.no_grad():
+            outputs.append(forward(batch).float())
+        return timer(forward, batch, accelerator, repeats=1)
+
+    monkeypatch.setattr(inference, "seconds_per_batch", spy)
+    cfg = tiny_config(method=method)
+    res, trained = train_stream(cfg, progress=False)
+    untouched, deployed = outputs
+    batch = inference.probe_batch(build_stream(cfg.resolved()), trained.backbone,
+                                  cfg.resolved().batch_size, cfg.resolved().max_length,
+                                  torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(untouched, load_backbone(tiny_bert).features(batch), atol=1e-6)
+        assert torch.allclose(deployed, trained.features(batch), atol=1e-5)
+    # the training is in it (NTK-CL's fused feature is wider than the backbone's)
+    assert deployed.shape != untouched.shape or not torch.allclose(deployed, untouched, atol=1e-4)
+    cost = res["cost"]
+    assert cost["inference_path"] == ("as trained" if method == "ntk-cl" else "merged")
+    assert cost["inference_batch_size"] == len(untouched)
+    assert cost["inference_ratio"] == pytest.approx(
+        cost["inference_seconds_per_batch"] / cost["inference_seconds_per_batch_untouched"])
+
+
 def test_frozen_ncm_trains_nothing_and_keeps_the_backbone(tiny_config):
     res = run(tiny_config(method="frozen-ncm", retention=True), progress=False)
     assert res["cost"]["trainable_parameters"] == 0 and res["cost"]["steps"] == 0

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from retain import checkpoint, metrics
+from retain import checkpoint, inference, metrics
 from retain.backbones import Backbone, load_backbone
 from retain.config import RunConfig
 from retain.data import build_stream
@@ -331,6 +331,9 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     stream = build_stream(cfg, backbone)
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show) if cfg.retention else None
+    probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
+                                  accelerator.device)
+    untouched_s = inference.untouched_seconds(backbone, probe, stream.kind, accelerator)
     method = build_method(cfg)
     method.prepare(backbone, stream)
     record, start = Record(), 0
@@ -360,7 +363,10 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
             ret = retention_after(untouched, backbone, method, cfg, show)
     phases = {"startup_seconds": startup, "tasks_seconds": record.wall_seconds,
               "retention_seconds": time.perf_counter() - t0}
-    results = _results(cfg, stream, method, record, ret, accelerator, phases)
+    peak = _peak_memory_mb(accelerator.device)  # before the merged copy below
+    costs = inference.inference_cost(method, probe, stream.kind, untouched_s, accelerator)
+    results = _results(cfg, stream, method, record, ret, accelerator, phases,
+                       {"peak_memory_mb": peak, **costs})
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)
@@ -368,8 +374,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
 
 
 def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Record,
-             ret: dict | None, accelerator: Accelerator, phases: dict[str, float]
-             ) -> dict[str, Any]:
+             ret: dict | None, accelerator: Accelerator, phases: dict[str, float],
+             measured: dict[str, Any]) -> dict[str, Any]:
     """``results.json``: one schema for every task kind; ``score`` names the matrix and its
     direction."""
     kind = get_kind(stream.kind)
@@ -427,7 +433,9 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "boundary_share": boundary_s / max(train_s + boundary_s, 1e-9),
         "median_step_seconds": statistics.median(steps) if steps else 0.0,
         "steps": len(steps),
-        "peak_memory_mb": _peak_memory_mb(accelerator.device),
+        # peak memory, and inference seconds per batch as deployed against the untouched
+        # backbone (retain.inference)
+        **measured,
         # start-up (backbone, data, the untouched probe; this session's), every task
         # (training, boundaries, evaluation; summed over resumed sessions), retention
         **phases,

@@ -27,6 +27,7 @@ COLUMNS = [
     ("boundary_seconds", "boundary seconds"),
     ("median_step_seconds", "median step seconds"),
     ("peak_memory_mb", "peak memory MB"),
+    ("inference_ratio", "inference time vs untouched (ratio)"),
     ("startup_seconds", "start-up seconds (model, data, probe)"),
     ("tasks_seconds", "task seconds (train, boundaries, eval)"),
     ("retention_seconds", "retention seconds"),
@@ -39,7 +40,7 @@ LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perple
                    "retention_shakespeare_perplexity", "retention_kl_from_untouched",
                    "trainable_parameters", "stored_parameters", "train_seconds",
                    "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds",
-                   "startup_seconds", "tasks_seconds", "retention_seconds"}
+                   "startup_seconds", "tasks_seconds", "retention_seconds", "inference_ratio"}
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +67,8 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     for key in ("trainable_parameters", "stored_parameters", "train_seconds", "boundary_seconds",
                 "median_step_seconds", "peak_memory_mb", "wall_seconds"):
         row[key] = c.get(key)
-    for key in ("startup_seconds", "tasks_seconds", "retention_seconds"):  # not in older results
+    for key in ("inference_ratio", "startup_seconds", "tasks_seconds",
+                "retention_seconds"):  # not in older results
         if key in c:
             row[key] = c[key]
     return row

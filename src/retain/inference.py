@@ -1,0 +1,96 @@
+"""Inference cost: seconds per batch of the model as deployed after the stream, as a ratio to
+the untouched backbone on the same batch (the cost figure of ``metrics.md``).
+
+"As deployed" is what ``retain export`` writes: the method's changes merged into the backbone
+(``merged_model``), so a method that merges costs what the backbone costs, and a grown one
+what its wider MLPs cost. A method whose modules do not fold into the backbone (NTK-CL) is
+timed as it runs. Both sides time the backbone's forward to pooled features (next-token
+logits for a language model); the head is left out of both, as it is the same small product
+for every method."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from accelerate import Accelerator
+
+from retain.backbones import Backbone
+from retain.data.stream import Stream
+from retain.errors import RetainError
+
+Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def probe_batch(stream: Stream, backbone: Backbone, batch_size: int, max_length: int,
+                device: torch.device) -> dict[str, torch.Tensor]:
+    """The first ``batch_size`` test items of the first task, batched as the engine does."""
+    items = list(stream.tasks[0].test.items[:batch_size])
+    batch = backbone.batch(items, max_length)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def backbone_forward(backbone: Backbone, model: torch.nn.Module | None, kind: str) -> Forward:
+    """``model`` (default: the backbone's own) to pooled features, or to next-token logits."""
+    return partial(backbone.token_logits if kind == "lm" else backbone.features, model=model)
+
+
+def deployed_forward(method, kind: str) -> tuple[Forward, str]:
+    """The forward of the model as exported (``"merged"``), or of the method as it runs where
+    it cannot merge (``"as trained"``)."""
+    try:
+        merged = method.merged_model().eval()
+    except RetainError:
+        return (method.predict if kind == "lm" else method.features), "as trained"
+    return backbone_forward(method.backbone, merged, kind), "merged"
+
+
+@torch.no_grad()
+def seconds_per_batch(forward: Forward, batch: dict[str, torch.Tensor],
+                      accelerator: Accelerator, repeats: int = 5) -> float:
+    """Median wall seconds of ``forward(batch)`` over ``repeats`` calls after one warm-up,
+    under the run's autocast."""
+    times = []
+    for i in range(repeats + 1):
+        _synchronise(accelerator.device)
+        start = time.perf_counter()
+        with accelerator.autocast():
+            forward(batch)
+        _synchronise(accelerator.device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def untouched_seconds(backbone: Backbone, batch: dict[str, torch.Tensor], kind: str,
+                      accelerator: Accelerator) -> float:
+    """The untouched backbone's seconds per batch, on the run's device (the model goes back
+    where it was, so the methods prepare as before)."""
+    home = next(backbone.model.parameters()).device
+    was_training = backbone.model.training
+    backbone.model.to(accelerator.device).eval()
+    try:
+        return seconds_per_batch(backbone_forward(backbone, None, kind), batch, accelerator)
+    finally:
+        backbone.model.to(home).train(was_training)
+
+
+def inference_cost(method, batch: dict[str, torch.Tensor], kind: str, untouched: float,
+                   accelerator: Accelerator) -> dict[str, float | str]:
+    """The ``cost`` fields: seconds per batch deployed and untouched, their ratio, and which
+    model was timed."""
+    method.eval()
+    forward, path = deployed_forward(method, kind)
+    deployed = seconds_per_batch(forward, batch, accelerator)
+    return {"inference_seconds_per_batch": deployed,
+            "inference_seconds_per_batch_untouched": untouched,
+            "inference_ratio": deployed / untouched, "inference_path": path,
+            "inference_batch_size": len(next(iter(batch.values())))}
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
