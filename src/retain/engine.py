@@ -331,9 +331,6 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     stream = build_stream(cfg, backbone)
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show) if cfg.retention else None
-    probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
-                                  accelerator.device)
-    untouched_s = inference.untouched_seconds(backbone, probe, stream.kind, accelerator)
     method = build_method(cfg)
     method.prepare(backbone, stream)
     record, start = Record(), 0
@@ -364,7 +361,10 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     phases = {"startup_seconds": startup, "tasks_seconds": record.wall_seconds,
               "retention_seconds": time.perf_counter() - t0}
     peak = _peak_memory_mb(accelerator.device)  # before the merged copy below
-    costs = inference.inference_cost(method, probe, stream.kind, untouched_s, accelerator)
+    probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
+                                  accelerator.device)
+    costs = inference.inference_cost(method, load_backbone(cfg.backbone, cfg.pooling).model,
+                                     probe, stream.kind, accelerator)
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})
     if accelerator.is_main_process:

@@ -4,9 +4,10 @@ the untouched backbone on the same batch (the cost figure of ``metrics.md``).
 "As deployed" is what ``retain export`` writes: the method's changes merged into the backbone
 (``merged_model``), so a method that merges costs what the backbone costs, and a grown one
 what its wider MLPs cost. A method whose modules do not fold into the backbone (NTK-CL) is
-timed as it runs. Both sides time the backbone's forward to pooled features (next-token
-logits for a language model); the head is left out of both, as it is the same small product
-for every method."""
+timed as it runs. The untouched side is a fresh copy of the pretrained backbone, loaded after
+the stream; the two alternate on the same batch. Both sides stop at the pooled features
+(next-token logits for a language model): the head is left out of both, as it is the same
+small product for every method."""
 
 from __future__ import annotations
 
@@ -49,45 +50,39 @@ def deployed_forward(method, kind: str) -> tuple[Forward, str]:
 
 
 @torch.no_grad()
-def seconds_per_batch(forward: Forward, batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator, repeats: int = 5) -> float:
-    """Median wall seconds of ``forward(batch)`` over ``repeats`` calls after one warm-up,
-    under the run's autocast."""
-    times = []
-    for i in range(repeats + 1):
-        _synchronise(accelerator.device)
-        start = time.perf_counter()
-        with accelerator.autocast():
-            forward(batch)
-        _synchronise(accelerator.device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds_per_batch(forwards: dict[str, Forward], batch: dict[str, torch.Tensor],
+                      accelerator: Accelerator, repeats: int = 10, warmup: int = 2
+                      ) -> dict[str, float]:
+    """Median wall seconds of each ``forward(batch)`` over ``repeats`` rounds after ``warmup``
+    rounds, the forwards alternating within a round (so that a slower or busier moment of the
+    machine falls on all of them), under the run's autocast."""
+    times: dict[str, list[float]] = {name: [] for name in forwards}
+    for i in range(warmup + repeats):
+        for name, forward in forwards.items():
+            _synchronise(accelerator.device)
+            start = time.perf_counter()
+            with accelerator.autocast():
+                forward(batch)
+            _synchronise(accelerator.device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def untouched_seconds(backbone: Backbone, batch: dict[str, torch.Tensor], kind: str,
-                      accelerator: Accelerator) -> float:
-    """The untouched backbone's seconds per batch, on the run's device (the model goes back
-    where it was, so the methods prepare as before)."""
-    home = next(backbone.model.parameters()).device
-    was_training = backbone.model.training
-    backbone.model.to(accelerator.device).eval()
-    try:
-        return seconds_per_batch(backbone_forward(backbone, None, kind), batch, accelerator)
-    finally:
-        backbone.model.to(home).train(was_training)
-
-
-def inference_cost(method, batch: dict[str, torch.Tensor], kind: str, untouched: float,
-                   accelerator: Accelerator) -> dict[str, float | str]:
-    """The ``cost`` fields: seconds per batch deployed and untouched, their ratio, and which
-    model was timed."""
+def inference_cost(method, untouched: torch.nn.Module, batch: dict[str, torch.Tensor],
+                   kind: str, accelerator: Accelerator) -> dict[str, float | int | str]:
+    """The ``cost`` fields: seconds per batch of the model as deployed and of ``untouched``
+    (a fresh copy of the pretrained backbone), their ratio, and which model was timed."""
     method.eval()
     forward, path = deployed_forward(method, kind)
-    deployed = seconds_per_batch(forward, batch, accelerator)
-    return {"inference_seconds_per_batch": deployed,
-            "inference_seconds_per_batch_untouched": untouched,
-            "inference_ratio": deployed / untouched, "inference_path": path,
+    untouched = untouched.to(accelerator.device).eval()
+    seconds = seconds_per_batch(
+        {"deployed": forward, "untouched": backbone_forward(method.backbone, untouched, kind)},
+        batch, accelerator)
+    return {"inference_seconds_per_batch": seconds["deployed"],
+            "inference_seconds_per_batch_untouched": seconds["untouched"],
+            "inference_ratio": seconds["deployed"] / seconds["untouched"],
+            "inference_path": path,
             "inference_batch_size": len(next(iter(batch.values())))}
 
 
