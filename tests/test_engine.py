@@ -128,6 +128,23 @@ def test_inference_cost_times_the_untouched_and_the_deployed_model(method, tiny_
         cost["inference_seconds_per_batch"] / cost["inference_seconds_per_batch_untouched"])
 
 
+def test_a_failed_inference_measurement_keeps_the_results(tiny_config, monkeypatch, capsys):
+    from retain import inference
+
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+
+    monkeypatch.setattr(inference, "seconds_per_batch", out_of_memory)
+    cfg = tiny_config(method="seq-lora")
+    res = run(cfg, progress=False)
+    saved = json.loads((Path(cfg.out) / "results.json").read_text())
+    assert saved["cost"]["inference_ratio"] is None and res["matrix"] == saved["matrix"]
+    assert saved["cost"]["inference_path"] == "not measured"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["inference cost not measured: OutOfMemoryError: CUDA out of memory. Tried "
+                   "to allocate 2.00 GiB"]
+
+
 def test_frozen_ncm_trains_nothing_and_keeps_the_backbone(tiny_config):
     res = run(tiny_config(method="frozen-ncm", retention=True), progress=False)
     assert res["cost"]["trainable_parameters"] == 0 and res["cost"]["steps"] == 0

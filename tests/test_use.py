@@ -110,10 +110,15 @@ def test_predict_with_a_task_scores_as_task_incremental(method, tiny_config):
     cfg = tiny_config(method=method)
     results = retain.run(cfg, progress=False)
     trained = retain.load(cfg.out)
+    asked, predict = [], trained.method.predict
+    trained.method.predict = lambda batch, task_id=None: asked.append(task_id) or predict(
+        batch, task_id)
     stream = build_stream(cfg.resolved(), trained.backbone)
     accuracies = []
     for task in stream.tasks:
+        asked.clear()
         preds = trained.predict([dict(it) for it in task.test.items], task=task.index + 1)
+        assert asked and set(asked) == {task.index}  # the task's own adapter, numbered from 0
         names = [stream.class_names[c] for c in task.test.labels]
         assert {p["class"] for p in preds} <= {stream.class_names[c] for c in task.classes}
         accuracies.append(sum(p["class"] == n for p, n in zip(preds, names, strict=True))

@@ -363,8 +363,9 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     peak = _peak_memory_mb(accelerator.device)  # before the merged copy below
     probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
                                   accelerator.device)
-    costs = inference.inference_cost(method, load_backbone(cfg.backbone, cfg.pooling).model,
-                                     probe, stream.kind, accelerator)
+    costs = inference.inference_cost(
+        method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe, stream.kind,
+        accelerator)
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})
     if accelerator.is_main_process:

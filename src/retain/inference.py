@@ -1,5 +1,6 @@
 """Inference cost: seconds per batch of the model as deployed after the stream, as a ratio to
-the untouched backbone on the same batch (the cost figure of ``metrics.md``).
+the untouched backbone on the same batch (the cost figure of the project's metrics
+specification; ``docs/using.md`` lists it with the other costs).
 
 "As deployed" is what ``retain export`` writes: the method's changes merged into the backbone
 (``merged_model``), so a method that merges costs what the backbone costs, and a grown one
@@ -12,6 +13,7 @@ small product for every method."""
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -69,16 +71,30 @@ def seconds_per_batch(forwards: dict[str, Forward], batch: dict[str, torch.Tenso
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def inference_cost(method, untouched: torch.nn.Module, batch: dict[str, torch.Tensor],
-                   kind: str, accelerator: Accelerator) -> dict[str, float | int | str]:
-    """The ``cost`` fields: seconds per batch of the model as deployed and of ``untouched``
-    (a fresh copy of the pretrained backbone), their ratio, and which model was timed."""
+def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
+                   batch: dict[str, torch.Tensor], kind: str, accelerator: Accelerator
+                   ) -> dict[str, float | int | str | None]:
+    """The ``cost`` fields: seconds per batch of the model as deployed and of a fresh copy of
+    the pretrained backbone (``load_untouched()``), their ratio, and which model was timed.
+    A measurement that fails (out of memory with the two copies, a merge that fails) is
+    reported on standard error and left out (None), so that the run's results are written."""
     method.eval()
-    forward, path = deployed_forward(method, kind)
-    untouched = untouched.to(accelerator.device).eval()
-    seconds = seconds_per_batch(
-        {"deployed": forward, "untouched": backbone_forward(method.backbone, untouched, kind)},
-        batch, accelerator)
+    try:
+        forward, path = deployed_forward(method, kind)
+        untouched = load_untouched().to(accelerator.device).eval()
+        seconds = seconds_per_batch(
+            {"deployed": forward, "untouched": backbone_forward(method.backbone, untouched,
+                                                                kind)},
+            batch, accelerator)
+    except Exception as e:  # noqa: BLE001  (a cost figure must not lose the run's results)
+        if accelerator.is_main_process:
+            print(f"inference cost not measured: {type(e).__name__}: {e}".splitlines()[0],
+                  file=sys.stderr)
+        return {"inference_ratio": None, "inference_path": "not measured"}
+    finally:
+        forward = untouched = None  # the copies go before the results are written
+        if accelerator.device.type == "cuda":
+            torch.cuda.empty_cache()
     return {"inference_seconds_per_batch": seconds["deployed"],
             "inference_seconds_per_batch_untouched": seconds["untouched"],
             "inference_ratio": seconds["deployed"] / seconds["untouched"],
@@ -89,3 +105,5 @@ def inference_cost(method, untouched: torch.nn.Module, batch: dict[str, torch.Te
 def _synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

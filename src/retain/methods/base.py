@@ -195,8 +195,9 @@ class ContinualMethod(nn.Module):
         """A copy of the adapted model as a plain ``transformers`` model, every ``peft`` layer
         merged into its weight by ``peft`` (``merge_and_unload``); the run's own model is left
         as it is. Methods whose modules do not fold into the backbone override this."""
-        clone = copy.deepcopy(self)  # the model and its tuner together
-        return clone.tuner.merge_and_unload() if clone.tuner is not None else clone.model
+        if self.tuner is None:
+            return copy.deepcopy(self.model)
+        return copy.deepcopy(self.tuner).merge_and_unload()  # the tuner holds the model
 
     def peft_adapter(self) -> tuple[Any, dict[str, torch.Tensor]] | None:
         """The active adapter's ``peft`` config and tensors, renamed to the ``default``
