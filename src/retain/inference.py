@@ -8,7 +8,12 @@ what its wider MLPs cost. A method whose modules do not fold into the backbone (
 timed as it runs. The untouched side is a fresh copy of the pretrained backbone, loaded after
 the stream; the two alternate on the same batch. Both sides stop at the pooled features
 (next-token logits for a language model): the head is left out of both, as it is the same
-small product for every method."""
+small product for every method.
+
+The figure is the median of paired ratios, one per round (deployed over untouched, timed one
+right after the other), and its spread the interquartile range of those ratios: two models of
+equal cost read about 1 with a spread around 1 however busy the machine, while a median of
+each side apart lets a busy moment fall on one side only."""
 
 from __future__ import annotations
 
@@ -52,37 +57,59 @@ def deployed_forward(method, kind: str) -> tuple[Forward, str]:
 
 
 @torch.no_grad()
-def seconds_per_batch(forwards: dict[str, Forward], batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator, repeats: int = 10, warmup: int = 2
-                      ) -> dict[str, float]:
-    """Median wall seconds of each ``forward(batch)`` over ``repeats`` rounds after ``warmup``
-    rounds, the forwards alternating within a round (so that a slower or busier moment of the
-    machine falls on all of them), under the run's autocast."""
-    times: dict[str, list[float]] = {name: [] for name in forwards}
-    for i in range(warmup + repeats):
-        for name, forward in forwards.items():
+def paired_seconds(forwards: dict[str, Forward], batch: dict[str, torch.Tensor],
+                   accelerator: Accelerator, rounds: tuple[int, int] = (30, 100),
+                   warmup: int = 3, budget_seconds: float = 3.0) -> dict[str, list[float]]:
+    """Wall seconds of each ``forward(batch)`` in every timed round, under the run's autocast.
+    Every forward runs once a round, in an order reversed each round (so that none runs first
+    more often); ``warmup`` rounds are discarded, then at least ``rounds[0]`` rounds are timed,
+    and more (an even number, at most ``rounds[1]``) while they have taken under
+    ``budget_seconds``."""
+    if rounds[0] < 2:
+        raise ValueError("the spread needs at least two timed rounds")
+    names = list(forwards)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    spent, i = 0.0, 0
+    while True:
+        done = i - warmup
+        if done >= rounds[1] or (done >= rounds[0] and done % 2 == 0
+                                 and spent >= budget_seconds):
+            return times
+        for name in names if i % 2 == 0 else names[::-1]:
             _synchronise(accelerator.device)
             start = time.perf_counter()
             with accelerator.autocast():
-                forward(batch)
+                forwards[name](batch)
             _synchronise(accelerator.device)
-            if i >= warmup:
+            if done >= 0:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+                spent += times[name][-1]
+        i += 1
+
+
+def ratio_and_spread(deployed: list[float], untouched: list[float]
+                     ) -> tuple[float, list[float]]:
+    """The median of the per-round ratios ``deployed / untouched`` and their interquartile
+    range ``[low, high]``, rounded outwards to ratios measured: those ranked
+    ``floor((n - 1) / 4)`` from either end (so the median lies between them)."""
+    ratios = sorted(d / u for d, u in zip(deployed, untouched, strict=True))
+    k = (len(ratios) - 1) // 4
+    return statistics.median(ratios), [ratios[k], ratios[-1 - k]]
 
 
 def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
                    batch: dict[str, torch.Tensor], kind: str, accelerator: Accelerator
                    ) -> dict[str, float | int | str | None]:
-    """The ``cost`` fields: seconds per batch of the model as deployed and of a fresh copy of
-    the pretrained backbone (``load_untouched()``), their ratio, and which model was timed.
+    """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
+    copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
+    with its spread (interquartile range) and number of rounds, and which model was timed.
     A measurement that fails (out of memory with the two copies, a merge that fails) is
     reported on standard error and left out (None), so that the run's results are written."""
     method.eval()
     try:
         forward, path = deployed_forward(method, kind)
         untouched = load_untouched().to(accelerator.device).eval()
-        seconds = seconds_per_batch(
+        seconds = paired_seconds(
             {"deployed": forward, "untouched": backbone_forward(method.backbone, untouched,
                                                                 kind)},
             batch, accelerator)
@@ -90,14 +117,18 @@ def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
         if accelerator.is_main_process:
             print(f"inference cost not measured: {type(e).__name__}: {e}".splitlines()[0],
                   file=sys.stderr)
-        return {"inference_ratio": None, "inference_path": "not measured"}
+        return {"inference_ratio": None, "inference_ratio_spread": None,
+                "inference_path": "not measured"}
     finally:
         forward = untouched = None  # the copies go before the results are written
         if accelerator.device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"inference_seconds_per_batch": seconds["deployed"],
-            "inference_seconds_per_batch_untouched": seconds["untouched"],
-            "inference_ratio": seconds["deployed"] / seconds["untouched"],
+    ratio, spread = ratio_and_spread(seconds["deployed"], seconds["untouched"])
+    return {"inference_seconds_per_batch": statistics.median(seconds["deployed"]),
+            "inference_seconds_per_batch_untouched": statistics.median(seconds["untouched"]),
+            "inference_ratio": ratio,
+            "inference_ratio_spread": spread,
+            "inference_rounds": len(seconds["deployed"]),
             "inference_path": path,
             "inference_batch_size": len(next(iter(batch.values())))}
 

@@ -71,6 +71,8 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
                 "retention_seconds"):  # not in older results
         if key in c:
             row[key] = c[key]
+    if c.get("inference_ratio_spread") is not None:
+        row["inference_ratio_spread"] = c["inference_ratio_spread"]
     return row
 
 
@@ -81,17 +83,28 @@ def format_table(results: dict[str, Any]) -> str:
     title = f"{results['method']} on {results['stream']} (head: {results['head']})"
     out = [title, "-" * len(title)]
     for key, label in columns:
-        out.append(f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}")
+        line = f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}"
+        if row.get(f"{key}_spread") is not None:
+            line += f"  (interquartile {format_spread(row[f'{key}_spread'], digits(key, 4))})"
+        out.append(line)
     return "\n".join(out)
 
 
 def digits(key: str, default: int) -> int:
-    """Decimals a figure is shown with: whole MB, seconds to a tenth (a step's to 1e-4)."""
+    """Decimals a figure is shown with: whole MB, seconds to a tenth (a step's to 1e-4), the
+    inference ratio to a hundredth (its spread is wider)."""
     if key.endswith("_mb"):
         return 0
+    if key == "inference_ratio":
+        return 2
     if key.endswith("seconds") and key != "median_step_seconds":
         return 1
     return default
+
+
+def format_spread(spread: list[float], digits: int) -> str:
+    """An interval as ``low-high``."""
+    return "-".join(format_value(v, digits) for v in spread)
 
 
 def format_value(v: Any, digits: int = 4) -> str:
