@@ -9,6 +9,7 @@ from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from retain.engine import train_stream
+from retain.errors import RetainError
 from retain.methods.share import Share, ShareConfig, ShareLinear
 from tests.conftest import check_exact_resume
 from tests.test_plate import _tiny_bert
@@ -76,6 +77,73 @@ def test_a_stack_beyond_k_loses_exactly_the_discarded_energy():
     old = factors[0][0]
     rel = float((old - u_a @ layer.share_Ea_tasks["default"][0].double()).norm() / old.norm())
     assert rel > 1e-3  # the old task lost part of its update: measured, not hidden
+
+
+def test_new_temporary_directions_are_orthonormal_and_orthogonal_to_the_basis():
+    """After every update the temporary directions are orthonormal, orthogonal to the new basis
+    (1e-6), and start with zero coefficients, so the next task starts from the last update."""
+    model, layer = _layer_model(k=12, p=2, phi=3)
+    for t in range(3):
+        _train_randomly(layer, 20 + t)
+        last = layer.get_delta_weight("default").detach().clone()
+        model.base_model.consolidate()
+        for u, v, e in ((layer.share_Ua, layer.share_Va, layer.share_Ea),
+                        (layer.share_Ub, layer.share_Vb, layer.share_Eb)):
+            u, v, e = u["default"], v["default"], e["default"]
+            assert v.shape[1] == 3 and _orthonormal(v, tol=1e-6)
+            assert (u.T @ v).abs().max() <= 1e-6, (t, (u.T @ v).abs().max())
+            assert torch.equal(e[u.shape[1]:], torch.zeros(3, 2))
+        assert torch.allclose(layer.get_delta_weight("default"), last, atol=1e-5)
+
+
+def _widths_and_deltas(dtype, tasks=3, d_in=1200, d_out=128):
+    """The basis widths after each update and each task's stored update, for random factors
+    drawn in float32 and held in ``dtype``; d_in x dtype epsilon and d_out x bfloat16's
+    epsilon exceed 1 (where a cut-off scaled by the adapter dtype's epsilon kept nothing)."""
+    model, layer = _layer_model(k=32, p=8, phi=2, d_in=d_in, d_out=d_out)
+    model.to(dtype)
+    widths, deltas = [], []
+    for t in range(tasks):
+        g = torch.Generator().manual_seed(30 + t)
+        with torch.no_grad():
+            for store in (layer.share_Va, layer.share_Vb, layer.share_Ea, layer.share_Eb):
+                shape = store["default"].shape
+                store["default"].copy_(torch.randn(shape, generator=g).to(dtype))
+        deltas.append(layer.get_delta_weight("default").detach().float())
+        model.base_model.consolidate()
+        assert layer.tasks("default") == t + 1  # every task is stored
+        widths.append((layer.share_Ua["default"].shape[1], layer.share_Ub["default"].shape[1]))
+    stored = [layer.get_delta_weight("default", task=s).float() for s in range(tasks)]
+    return widths, deltas, stored
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_adapters_keep_as_many_directions_as_float32(dtype):
+    """The rank cut-off does not depend on the adapter's dtype: bf16 and fp16 bases hold as
+    many directions as float32 ones (8, then 2 more per task), and every task's update is
+    stored, to 20 of the dtype's epsilons (relative)."""
+    widths32, _, _ = _widths_and_deltas(torch.float32)
+    assert widths32 == [(8, 8), (10, 10), (12, 12)]
+    widths, deltas, stored = _widths_and_deltas(dtype)
+    assert widths == widths32
+    eps = torch.finfo(dtype).eps
+    for want, got in zip(deltas, stored, strict=True):
+        assert (got - want).norm() <= 20 * eps * want.norm()
+
+
+def test_a_task_that_learnt_nothing_is_stored_as_a_zero_update():
+    """A first task that leaves the update zero (the LoRA's B untouched) is stored as task 0
+    with a zero update, so the next task is stored as task 1 and task ids stay aligned."""
+    model, layer = _layer_model(k=12, p=2)
+    model.base_model.consolidate()  # V_b = 0: nothing learnt
+    assert layer.tasks("default") == 1 and layer.share_Ua["default"].shape[1] == 0
+    assert torch.equal(layer.get_delta_weight("default", task=0), torch.zeros(16, 20))
+    _train_randomly(layer, 40)
+    want = layer.get_delta_weight("default").detach().clone()
+    model.base_model.consolidate()
+    assert layer.tasks("default") == 2
+    assert not layer.get_delta_weight("default", task=0).any()
+    assert (layer.get_delta_weight("default", task=1) - want).norm() <= 1e-5 * want.norm()
 
 
 def test_merging_and_peft_round_trip_keep_every_task(tmp_path):
@@ -153,3 +221,25 @@ def test_a_task_id_selects_that_tasks_own_update(tiny_config, tmp_path, method):
         last = m.predict(batch, task_id=2)
     assert not torch.allclose(first, latest, atol=1e-4)
     assert torch.allclose(last, latest, atol=1e-4)
+
+
+def test_current_coefficients_option_scores_every_task_with_the_latest(tiny_config, tmp_path):
+    """``task_coefficients=current`` (the authors' evaluation): a task id no longer selects
+    stored coefficients; training and the class-incremental scores are those of the default."""
+    from retain.data import build_stream
+
+    runs = {}
+    for choice in ("own", "current"):
+        cfg = tiny_config(method="share", head="prototypes", lr=5e-2, out=str(tmp_path / choice),
+                          method_options={"task_coefficients": choice})
+        runs[choice] = (cfg, *train_stream(cfg, progress=False))
+    (cfg, own, _), (_, current, m) = runs["own"], runs["current"]
+    assert current["matrix"] == own["matrix"]
+    assert current["task_incremental_matrix"][-1][-1] == own["task_incremental_matrix"][-1][-1]
+    task = build_stream(cfg.resolved(), m.backbone).tasks[0]
+    batch = m.backbone.batch(task.test.items, 16)
+    with torch.no_grad():
+        assert torch.equal(m.predict(batch, task_id=0), m.predict(batch))
+    with pytest.raises(RetainError, match="task_coefficients must be one of own, current"):
+        train_stream(tiny_config(method="share", method_options={"task_coefficients": "mine"}),
+                     progress=False)

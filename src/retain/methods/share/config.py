@@ -20,7 +20,12 @@ HELP = {
     "alpha": "scale numerator: dW = (alpha / p) (U_b E_b)(U_a E_a)^T",
     "target_modules": "nn.Linear modules to adapt (name suffixes), or 'all-linear'",
     "seed": "seed of the temporary directions drawn after each update",
+    "task_coefficients": "coefficients of a prediction given a task id: 'own' (that task's "
+                         "stored ones, the paper) or 'current' (the latest for every task, as "
+                         "the authors' scripts evaluate every old task); only task-incremental "
+                         "scores change",
 }
+COEFFICIENTS = ("own", "current")
 PEFT_TYPE = "SHARE"
 
 
@@ -61,9 +66,13 @@ class ShareOptions(MethodConfig):
     seed: int = field(default=0, metadata={"help": HELP["seed"]})
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"], metadata={
         "help": HELP["target_modules"]})
+    task_coefficients: str = field(default="own", metadata={"help": HELP["task_coefficients"]})
 
     def __post_init__(self) -> None:
         _check(self.k, self.p, self.phi, self.alpha)
+        if self.task_coefficients not in COEFFICIENTS:
+            raise RetainError(f"share task_coefficients must be one of {', '.join(COEFFICIENTS)}"
+                              f", got '{self.task_coefficients}'")
 
     def peft_config(self, model) -> ShareConfig:
         from retain.methods.baselines import peft_targets

@@ -71,18 +71,21 @@ class ShareLayer(MethodLayer):
         """How many tasks' coefficients are stored."""
         return self.share_Ea_tasks[adapter].shape[0]
 
-    def factors(self, adapter: str, task: int | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def factors(self, adapter: str, task: int | None = None,
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``F_a`` (``d_in x p``) and ``F_b`` (``d_out x p``): the current task's, or a stored
-        task's (``task``)."""
-        u_a, u_b = self.share_Ua[adapter], self.share_Ub[adapter]
+        task's (``task``); computed in ``dtype`` (default: the tensors' own)."""
+        def get(store: BufferDict | nn.ParameterDict, index: int | None = None) -> torch.Tensor:
+            t = store[adapter] if index is None else store[adapter][index]
+            return t if dtype is None else t.to(dtype)
+
+        u_a, u_b = get(self.share_Ua), get(self.share_Ub)
         if task is not None and task < self.tasks(adapter):
-            return (u_a @ self.share_Ea_tasks[adapter][task],
-                    u_b @ self.share_Eb_tasks[adapter][task])
+            return u_a @ get(self.share_Ea_tasks, task), u_b @ get(self.share_Eb_tasks, task)
         if u_a.shape[1] == 0:  # no basis yet: a plain LoRA
-            return self.share_Va[adapter], self.share_Vb[adapter]
-        f_a = torch.cat([u_a, self.share_Va[adapter]], 1) @ self.share_Ea[adapter]
-        f_b = torch.cat([u_b, self.share_Vb[adapter]], 1) @ self.share_Eb[adapter]
+            return get(self.share_Va), get(self.share_Vb)
+        f_a = torch.cat([u_a, get(self.share_Va)], 1) @ get(self.share_Ea)
+        f_b = torch.cat([u_b, get(self.share_Vb)], 1) @ get(self.share_Eb)
         return f_a, f_b
 
     def scale(self, adapter: str) -> float:
@@ -97,20 +100,28 @@ class ShareLayer(MethodLayer):
     @torch.no_grad()
     def consolidate(self, adapter: str, generator: torch.Generator) -> None:
         """The basis update after a task: SVD of every task's factors, re-projection of all
-        stored coefficients, and the next task's starting point."""
+        stored coefficients, and the next task's starting point. Everything is computed in
+        float64 from the stored tensors, so the rank is that of the factors, whatever the
+        adapter's dtype."""
         cfg = self.share_config[adapter]
-        f_a, f_b = (f.double() for f in self.factors(adapter))
-        current_dtype = self.share_Va[adapter].dtype  # the precision the factors carry
-        new = {}
-        for side, current, basis, tasks in (("a", f_a, self.share_Ua, self.share_Ea_tasks),
-                                           ("b", f_b, self.share_Ub, self.share_Eb_tasks)):
+        f_a, f_b = self.factors(adapter, dtype=torch.float64)
+        new = []
+        for current, basis, tasks in ((f_a, self.share_Ua, self.share_Ea_tasks),
+                                      (f_b, self.share_Ub, self.share_Eb_tasks)):
             u_old = basis[adapter].double()
             factors = [u_old @ e for e in tasks[adapter].double()] + [current]
-            u = _top_basis(torch.cat(factors, 1), cfg.k, torch.finfo(current_dtype).eps)
-            new[side] = (u, torch.stack([u.T @ f for f in factors]))
-        (u_a, tasks_a), (u_b, tasks_b) = new["a"], new["b"]
+            u = _top_basis(torch.cat(factors, 1), cfg.k)
+            new.append((u, torch.stack([u.T @ f for f in factors])))
+        (u_a, tasks_a), (u_b, tasks_b) = new
         dtype = self.share_Va[adapter].dtype
-        if u_a.shape[1] == 0 or u_b.shape[1] == 0:  # nothing learnt yet: stay a plain LoRA
+        if u_a.shape[1] == 0 or u_b.shape[1] == 0:
+            # every task so far left a zero update: each is stored as one (no basis), and the
+            # next task goes on as the same plain LoRA
+            zeros = self.share_Va[adapter].new_zeros
+            self.share_Ua[adapter] = zeros(self.in_features, 0)
+            self.share_Ub[adapter] = zeros(self.out_features, 0)
+            self.share_Ea_tasks[adapter] = zeros(len(tasks_a), 0, cfg.p)
+            self.share_Eb_tasks[adapter] = zeros(len(tasks_b), 0, cfg.p)
             return
         v_a, v_b = _complement(u_a, cfg.phi, generator), _complement(u_b, cfg.phi, generator)
         self._set(adapter, u_a=u_a.to(dtype), u_b=u_b.to(dtype), v_a=v_a.to(dtype),
@@ -121,14 +132,15 @@ class ShareLayer(MethodLayer):
         self.set_adapter(self.active_adapters)
 
 
-def _top_basis(stack: torch.Tensor, k: int, eps: float) -> torch.Tensor:
-    """The top ``min(k, rank)`` left singular vectors of ``stack`` (orthonormal columns); the
-    rank counts singular values above ``max(shape) * eps`` of the largest, ``eps`` that of the
-    precision the factors were stored in (float32 rounding is not a direction)."""
+def _top_basis(stack: torch.Tensor, k: int) -> torch.Tensor:
+    """The top ``min(k, rank)`` left singular vectors of the float64 ``stack`` (orthonormal
+    columns); the rank counts singular values above ``max(shape)`` float64 epsilons of the
+    largest (as ``torch.linalg.matrix_rank``), never the adapter dtype's epsilon."""
     if stack.numel() == 0:
         return stack.new_zeros(stack.shape[0], 0)
     u, s, _ = torch.linalg.svd(stack, full_matrices=False)
-    rank = int((s > s[0] * max(stack.shape) * eps).sum()) if s[0] > 0 else 0
+    tol = s[0] * max(stack.shape) * torch.finfo(torch.float64).eps
+    rank = int((s > tol).sum()) if s[0] > 0 else 0
     return u[:, :min(k, rank)].contiguous()
 
 

@@ -1,7 +1,7 @@
 """Share for a stream of tasks: a ``peft`` Share adapter injected in place before task 1 (a
 rank-``p`` LoRA); after each task ``consolidate()`` folds it into the shared bases and re-projects
-every task's coefficients. Prediction with a task id uses that task's coefficients, without one
-the latest."""
+every task's coefficients. Prediction with a task id uses that task's coefficients (or the latest,
+with ``task_coefficients=current``), without one the latest."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Share(ContinualMethod):
     def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
         layers = list(self.share_layers().values())
         for layer in layers:
-            layer.use_task = task_id
+            layer.use_task = task_id if self.config.task_coefficients == "own" else None
         try:
             return super().predict(batch, task_id)
         finally:
