@@ -142,3 +142,146 @@ def test_a_language_model_comparison_gets_its_report(tmp_path):
                  "cost_vs_accuracy.png", "report.md"):
         assert (tmp_path / "c" / name).stat().st_size > 0
     assert "final perplexity" in (tmp_path / "c" / "report.md").read_text()
+
+
+def fake_run(method: str, ratio: float, spread: list[float]) -> dict:
+    return {"method": method, "head": "growing", "scenario": "class", "stream": "s",
+            "config": {"profile": "smoke", "seed": 0}, "class_order": [0, 1], "metrics": {},
+            "cost": {"inference_ratio": ratio, "inference_ratio_spread": spread}}
+
+
+def inference_cells(*methods) -> dict[str, tuple[str, bool]]:
+    """Each method's (text, is best) cell of the inference ratio, from one run each."""
+    from retain.comparison import assemble
+
+    header, rows = table(assemble({m: [fake_run(m, r, s)] for m, r, s in methods}, [0]))
+    col = header.index("inference time vs untouched (ratio)")
+    return {cells[0][0]: cells[col] for cells in rows}
+
+
+def test_an_inference_ratio_inside_another_spread_is_not_marked_best():
+    """Bold only where the best lies outside every other spread and the others outside its
+    own; two decimals and the spread in the cell."""
+    cells = inference_cells(("frozen-ncm", 0.97, [0.9, 1.1]), ("seq-lora", 1.03, [0.95, 1.2]))
+    assert cells == {"frozen-ncm": ("0.97 [0.90-1.10]", False),
+                     "seq-lora": ("1.03 [0.95-1.20]", False)}
+    for spreads in (([0.99, 1.01], [0.9, 1.3]), ([0.8, 1.3], [1.15, 1.25])):  # either side
+        cells = inference_cells(("a", 1.0, spreads[0]), ("b", 1.2, spreads[1]))
+        assert not cells["a"][1] and not cells["b"][1]
+    cells = inference_cells(("seq-lora", 1.0, [0.9, 1.1]), ("grow", 2.5, [2.3, 2.7]))
+    assert cells["seq-lora"] == ("1.00 [0.90-1.10]", True) and not cells["grow"][1]
+
+
+def run_dirs(cfg, methods=("frozen-ncm", "seq-lora"), seeds=(0, 1)) -> list[str]:
+    return [str(cfg_dir(cfg) / "runs" / m / f"seed{s}") for m in methods for s in seeds]
+
+
+def test_compare_runs_builds_the_report_from_finished_runs(compared, tmp_path, monkeypatch,
+                                                           capsys):
+    """`retain compare --runs` on the four runs of a comparison: the same comparison and
+    table, every report file, and nothing trained."""
+    from retain import engine
+
+    cfg, _ = compared
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("compare --runs trained a model")
+
+    monkeypatch.setattr(engine, "run", no_training)
+    monkeypatch.setattr(engine, "train_stream", no_training)
+    out = tmp_path / "again"
+    assert main(["compare", "--runs", *run_dirs(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "report.html" in capsys.readouterr().out
+    original = json.loads((cfg_dir(cfg) / "comparison.json").read_text())
+    again = json.loads((out / "comparison.json").read_text())
+    assert again == original
+    assert (out / "report.md").read_text() == (cfg_dir(cfg) / "report.md").read_text()
+    assert all((out / f).stat().st_size > 0 for f in ["report.md", "report.html"]
+               + [f for f, _, _ in FIGURES])
+
+
+def edited_copy(source: str, target, **changes):
+    """A copy of a run folder whose results.json has ``changes``."""
+    import shutil
+
+    shutil.copytree(source, target)
+    results = json.loads((target / "results.json").read_text())
+    results.update(changes)
+    (target / "results.json").write_text(json.dumps(results))
+    return str(target)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unfinished", "is not finished (3 of 3 tasks done, no results.json): finish it with "
+                   "`retain run --resume"),
+    ("empty", "holds no finished run (no results.json)"),
+    ("stream", "are runs on different streams (stream differ): compare runs of one stream"),
+    ("kind", "are runs on different streams (kind differ)"),
+    ("order", "have seed 0 with different class orders or tasks"),
+    ("seeds", "seq-lora has seeds [0] where the comparison has [0, 1]: give every method the "
+              "same seeds"),
+    ("twice", "are the same run (method, options and seed 0): give each once"),
+    ("option", "--runs compares finished runs as they are: drop --profile, --seeds"),
+    ("into a run", "holds a run: choose another --out for the comparison"),
+])
+def test_compare_runs_refuses_in_one_line(case, message, compared, tmp_path, capsys):
+    cfg, _ = compared
+    runs, out, extra = run_dirs(cfg), tmp_path / "cmp", []
+    seq0 = runs[2]
+    if case == "unfinished":
+        runs[2] = edited_copy(seq0, tmp_path / "run")
+        (tmp_path / "run" / "results.json").unlink()
+    elif case == "empty":
+        (tmp_path / "run").mkdir()
+        runs[2] = str(tmp_path / "run")
+    elif case in ("stream", "kind"):
+        runs[2] = edited_copy(seq0, tmp_path / "run", **{case: "other"})
+    elif case == "order":
+        order = json.loads((cfg_dir(cfg) / "runs/seq-lora/seed0/results.json").read_text())[
+            "class_order"]
+        runs[2] = edited_copy(seq0, tmp_path / "run", class_order=order[::-1])
+    elif case == "seeds":
+        runs = runs[:3]
+    elif case == "twice":
+        runs.append(seq0)
+    elif case == "option":
+        extra = ["--seeds", "0,1", "--profile", "smoke"]
+    else:
+        out = cfg_dir(cfg) / "runs/seq-lora/seed0"
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert main(["compare", "--runs", *runs, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("retain: error: ") and message in err[0]
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+def test_compare_runs_names_one_method_with_several_options_by_folder(compared, tmp_path):
+    from retain.comparison import compare_runs
+
+    cfg, _ = compared
+    seq = run_dirs(cfg, ("seq-lora",))
+    saved = json.loads((cfg_dir(cfg) / "runs/seq-lora/seed0/results.json").read_text())
+    other = [edited_copy(d, tmp_path / f"r16-seed{s}",
+                         config={**saved["config"], "seed": s, "method_options": {"r": 16}})
+             for s, d in enumerate(seq)]
+    comparison = compare_runs([*run_dirs(cfg, ("frozen-ncm",)), *seq, *other], tmp_path / "c")
+    assert list(comparison["methods"]) == ["frozen-ncm", f"seq-lora ({seq[0]})",
+                                           f"seq-lora ({other[0]})"]
+    assert [r["config"]["seed"] for r in comparison["methods"][f"seq-lora ({other[0]})"][
+        "runs"]] == [0, 1]
+
+
+def test_report_on_a_run_folder_points_to_compare_runs(compared, capsys):
+    cfg, _ = compared
+    assert main(["report", run_dirs(cfg)[0]]) == 2
+    assert "is a run, not a comparison: `retain compare --runs" in capsys.readouterr().err
+
+
+def test_compare_progress_lines_name_the_method_and_seed(compared, tmp_path, capsys):
+    cfg, _ = compared
+    compare(dataclasses.replace(cfg, retention=False, out=str(tmp_path / "c")), ["frozen-ncm"],
+            [3], progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("compare, run 1 of 1:"))
+    assert lines[header].startswith("compare, run 1 of 1: frozen-ncm, seed 3 (running, ")
+    assert any(line.startswith("task 1/") for line in lines[header + 1:])

@@ -10,6 +10,7 @@ import sys
 import warnings
 from typing import Any
 
+from retain import checks
 from retain.config import HEADS, SCENARIOS, RunConfig
 from retain.errors import RetainError
 from retain.profiles import PROFILE_NAMES
@@ -105,12 +106,57 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**values)
 
 
+# --- argument errors, answered before torch is imported and before any work ----------------
+def _check_run(args: argparse.Namespace) -> None:
+    config_from_args(args).check()
+    checks.check_run_out(args.out, args.resume, args.overwrite)
+
+
+def _check_sweep(args: argparse.Namespace) -> None:
+    config_from_args(args).check()
+    for path in args.baseline:
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise RetainError(f"--baseline {path} does not exist: give a run's results.json")
+
+
+def _check_compare(args: argparse.Namespace) -> None:
+    from retain.catalogue import METHODS
+
+    if getattr(args, "runs", None):
+        return
+    config_from_args(args).check()
+    checks.check_seeds(args.seeds)
+    names = [] if args.methods.strip() == "all" else args.methods.split(",")
+    for name in filter(None, (n.strip() for n in names)):
+        if name not in METHODS:
+            raise RetainError(f"unknown method '{name}' in --methods: choose among "
+                              f"{', '.join(METHODS)} or 'all'")
+
+
+def _check_predict(args: argparse.Namespace) -> None:
+    checks.check_run_folder(args.directory)
+    for flag, value in (("--batch-size", args.batch_size), ("--task", args.task)):
+        if value is not None and value < 1:
+            raise RetainError(f"{flag} must be 1 or more, got {value}")
+    checks.check_predictions_out(args.out, args.data, args.overwrite)
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    checks.check_run_folder(args.directory)
+    checks.check_export_to(args.directory, args.to, args.overwrite)
+
+
+CHECKS = {"run": _check_run, "sweep": _check_sweep, "compare": _check_compare,
+          "predict": _check_predict, "export": _check_export}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from retain.engine import run
+    from retain.api import run
 
-    results = run(config_from_args(args), resume=args.resume, progress=not args.quiet)
+    results = run(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
+                  progress=not args.quiet)
     if not PartialState().is_main_process:
         return 0
     print(format_table(results))
@@ -146,18 +192,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from retain.comparison import compare, method_names
+    from retain.comparison import compare, compare_runs, method_names
     from retain.reporting import table
 
-    config = config_from_args(args)
-    comparison = compare(config, method_names(args.methods, config.resolved().kind), args.seeds,
-                         progress=not args.quiet)
+    if args.runs:
+        defaults = vars(build_parser().parse_args(["compare"]))
+        given = [k for k, v in vars(args).items()
+                 if k not in ("runs", "out", "quiet") and v != defaults.get(k)]
+        if given:
+            flags = ", ".join("--no-retention" if k == "retention" else "--" + k.replace("_", "-")
+                              for k in given)
+            raise RetainError(f"--runs compares finished runs as they are: drop {flags}")
+        comparison = compare_runs(args.runs, args.out)
+    else:
+        config = config_from_args(args)
+        comparison = compare(config, method_names(args.methods, config.resolved().kind),
+                             args.seeds, progress=not args.quiet)
     if PartialState().is_main_process:
         header, rows = table(comparison)
         keep = [0, 1] + [i for i, h in enumerate(header) if h in (
             "final accuracy", "final perplexity", "forgetting", "plasticity",
             "retention, lowest ratio", "retention KL from untouched (nats/token)",
-            "stored parameters", "wall seconds")]
+            "stored parameters", "wall seconds (the three above)")]
         for cells in [[(h, False) for h in header]] + rows:
             print("  ".join(f"{cells[i][0]:>18}" for i in keep))
         print(f"report: {os.path.join(args.out, 'report.html')} (and report.md)")
@@ -165,9 +221,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from retain.trained import load, output_format, write_rows
+    from retain.trained import load, write_rows
 
-    output_format(args.out)  # a bad suffix fails before any work
     preds = load(args.directory).predict(args.data, args.batch_size, args.task)
     text = write_rows(preds, args.out)
     if text is not None:
@@ -255,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one method on a continual stream",
                        formatter_class=_Defaults)
     _add_run_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its "
+                   "checkpoint and results.json; nothing else there)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of method options and write the plasticity-"
                        "retention frontier (JSON and PNG)", formatter_class=_Defaults)
@@ -274,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
     p.add_argument("--head", choices=HEADS, help="one head scheme for every method (default: "
                    "each method's own; joint takes only growing)")
+    p.add_argument("--runs", nargs="+", metavar="DIR", help="compare these finished runs "
+                   "(`retain run --out` folders) instead of running: no training, and no "
+                   "option but --out")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild the report of a comparison from its saved "
                        "results (no training)")
@@ -287,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="a .csv or .jsonl file for the predictions (default: CSV on "
                    "standard output)")
     p.add_argument("--batch-size", type=int, help="items per forward (default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never "
+                   "the --data input)")
     p.add_argument("--task", type=int, help="the task (1, 2, ...) every row belongs to: choose "
                    "among its classes only, with its own adapter where the method keeps one "
                    "(task-incremental prediction; default: among every class learnt)")

@@ -2,11 +2,13 @@
 
 Each run lives in ``OUT/runs/<method>/seed<k>/`` (a finished run is not run again, an interrupted
 one resumes); ``OUT/comparison.json`` holds every run's results with the mean and standard
-deviation over seeds, and the report (``report.md``, ``report.html``, figures) is built from it."""
+deviation over seeds, and the report (``report.md``, ``report.html``, figures) is built from it.
+:func:`compare_runs` builds the same from finished runs made apart (``retain run --out``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 from pathlib import Path
@@ -49,16 +51,18 @@ def mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, fl
     return mean, std
 
 
-def assemble(config: RunConfig, runs: dict[str, list[dict[str, Any]]], seeds: list[int]
-             ) -> dict[str, Any]:
+def assemble(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+    """``comparison.json``: every method's runs (one per seed, in ``seeds``' order) with the
+    mean and standard deviation over seeds of its summary figures."""
     first_runs = next(iter(runs.values()))
     methods = {}
     for name, results in runs.items():
         mean, std = mean_std([summary_row(r) for r in results])
         methods[name] = {"head": results[0]["head"], "mean": mean, "std": std, "runs": results}
     orders = {str(seed): r["class_order"] for seed, r in zip(seeds, first_runs, strict=True)}
-    return {"benchmark": first_runs[0]["stream"], "profile": config.profile,
-            "scenario": config.scenario, "seeds": seeds, "class_orders": orders,
+    profiles = dict.fromkeys(r["config"]["profile"] for rs in runs.values() for r in rs)
+    return {"benchmark": first_runs[0]["stream"], "profile": ", ".join(profiles),
+            "scenario": first_runs[0]["scenario"], "seeds": seeds, "class_orders": orders,
             "methods": methods}
 
 
@@ -68,7 +72,6 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     from accelerate import PartialState
 
     from retain.engine import run_or_load
-    from retain.reporting import build_report
 
     if not seeds:
         raise RetainError("--seeds needs at least one seed")
@@ -79,15 +82,100 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     jobs = [(m, s) for m in methods for s in seeds]
     bar = tqdm(jobs, desc="compare", unit="run", disable=not progress)
-    for method, seed in bar:
+    for k, (method, seed) in enumerate(bar, 1):
         bar.set_postfix_str(f"{method}, seed {seed}")
         run_dir = out / "runs" / method / f"seed{seed}"
+        if progress and PartialState().is_main_process:  # the run's own lines follow this one
+            state = "finished, read back" if (run_dir / "results.json").is_file() else "running"
+            tqdm.write(f"compare, run {k} of {len(jobs)}: {method}, seed {seed} ({state}, "
+                       f"{run_dir})")
         cfg = dataclasses.replace(config, method=method, seed=seed, out=str(run_dir))
         runs[method].append(run_or_load(cfg, progress))
-    comparison = assemble(config, runs, seeds)
+    comparison = assemble(runs, seeds)
     if PartialState().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(out / "comparison.json", comparison)
-        build_report(out)
+        _write(out, comparison)
     PartialState().wait_for_everyone()
     return comparison
+
+
+def compare_runs(directories: list[str | Path], out: str | Path) -> dict[str, Any]:
+    """The comparison and report of finished runs (``retain run --out`` folders) in ``out``,
+    without training. Runs of one method and options are the seeds of one row (its name, or
+    with the first run's folder where one method comes with several options); every row needs the
+    same seeds. Refused: a run not finished, runs of different streams (data, kind, scenario,
+    tasks) or of one seed with different class orders."""
+    if not directories:
+        raise RetainError("--runs needs at least one run folder")
+    out = Path(out)
+    if (out / "results.json").is_file():
+        raise RetainError(f"{out} holds a run: choose another --out for the comparison")
+    loaded = [(Path(d), _finished(Path(d))) for d in directories]
+    first_dir, first = loaded[0]
+    orders: dict[int, tuple[Path, dict[str, Any]]] = {}
+    groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for directory, results in loaded:
+        differ = [key for key, value in _stream(results).items()
+                  if value != _stream(first)[key]]
+        if differ:
+            raise RetainError(f"{directory} and {first_dir} are runs on different streams "
+                              f"({', '.join(differ)} differ): compare runs of one stream")
+        seed = results["config"]["seed"]
+        seen, reference = orders.setdefault(seed, (directory, results))
+        if [reference[k] for k in ("class_order", "tasks")] != [results[k] for k in (
+                "class_order", "tasks")]:
+            raise RetainError(f"{directory} and {seen} have seed {seed} with different class "
+                              f"orders or tasks: compare runs made with one class order per "
+                              f"seed")
+        options = {k: v for k, v in results["config"].items()
+                   if k not in ("seed", "class_order_seed", "out")}  # orders: checked above
+        groups.setdefault(json.dumps(options, sort_keys=True), []).append((directory, results))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    seeds = sorted(orders)
+    for members in groups.values():
+        method = members[0][1]["method"]
+        several = sum(m[0][1]["method"] == method for m in groups.values()) > 1
+        label = f"{method} ({members[0][0]})" if several else method
+        by_seed = {}
+        for directory, results in members:
+            seed = results["config"]["seed"]
+            if seed in by_seed:
+                raise RetainError(f"{directory} and {by_seed[seed][0]} are the same run (method, "
+                                  f"options and seed {seed}): give each once")
+            by_seed[seed] = (directory, results)
+        if sorted(by_seed) != seeds:
+            raise RetainError(f"{label} has seeds {sorted(by_seed)} where the comparison has "
+                              f"{seeds}: give every method the same seeds")
+        runs[label] = [by_seed[seed][1] for seed in seeds]
+    comparison = assemble(runs, seeds)
+    _write(out, comparison)
+    return comparison
+
+
+def _stream(results: dict[str, Any]) -> dict[str, Any]:
+    """What every run of one stream shares, whatever its class order."""
+    return {"stream": results["stream"], "kind": results["kind"],
+            "scenario": results["scenario"], "classes": sorted(results["class_names"]),
+            "tasks": len(results["tasks"])}
+
+
+def _finished(directory: Path) -> dict[str, Any]:
+    """The results of the finished run in ``directory`` (refused: none, or unfinished)."""
+    done = directory / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text(), parse_constant=float)
+    state = checkpoint.read_state(directory / "checkpoint")
+    if state is not None:
+        raise RetainError(f"{directory} is not finished ({state['tasks_done']} of "
+                          f"{len(state['stream']['tasks'])} tasks done, no results.json): "
+                          f"finish it with `retain run --resume --out {directory}` and its "
+                          f"options")
+    raise RetainError(f"{directory} holds no finished run (no results.json): give the --out "
+                      f"folders of finished `retain run`s")
+
+
+def _write(out: Path, comparison: dict[str, Any]) -> None:
+    from retain.reporting import build_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "comparison.json", comparison)
+    build_report(out)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from retain.errors import RetainError
-from retain.summary import COLUMNS, LOWER_IS_BETTER, digits, format_value
+from retain.summary import (
+    COLUMNS,
+    LOWER_IS_BETTER,
+    digits,
+    format_spread,
+    format_value,
+    summary_row,
+)
 
 FIGURES = [
     ("accuracy_matrices.png", "Accuracy matrices",
@@ -26,11 +33,36 @@ FIGURES = [
 ]
 
 
-def _best(values: list[float], key: str) -> float | None:
+BOLD_RULE = ("Bold: the best value of a column (higher is better, except forgetting, "
+             "parameters, times and memory); an inference ratio only where it lies outside "
+             "every other method's spread (in brackets: the interquartile range of the paired "
+             "per-round ratios, the widest over seeds) and theirs outside its own.")
+
+
+def _best(values: list[float], key: str, spreads: list[list[float] | None]) -> float | None:
+    """The best finite value, or None where there is no best: fewer than two values, all
+    equal, or (figures measured with a spread) a difference inside a spread."""
     finite = [v for v in values if not math.isnan(v)]
     if len(finite) < 2 or len(set(finite)) == 1:
         return None
-    return min(finite) if key in LOWER_IS_BETTER else max(finite)
+    best = min(finite) if key in LOWER_IS_BETTER else max(finite)
+    own = spreads[values.index(best)]
+    for value, spread in zip(values, spreads, strict=True):
+        if value != best and (_inside(value, own) or _inside(best, spread)):
+            return None
+    return best
+
+
+def _inside(value: float, spread: list[float] | None) -> bool:
+    return spread is not None and spread[0] <= value <= spread[1]
+
+
+def _spread(entry: dict[str, Any], key: str) -> list[float] | None:
+    """The interval saved beside a method's figure: the widest over its runs (None: none
+    saved, as for every figure but the inference ratio)."""
+    saved = [s for s in (summary_row(r).get(f"{key}_spread") for r in entry["runs"])
+             if s is not None]
+    return [min(s[0] for s in saved), max(s[1] for s in saved)] if saved else None
 
 
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
@@ -38,10 +70,11 @@ def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, b
     methods = comparison["methods"]
     keys = [(k, label) for k, label in COLUMNS if any(k in m["mean"] for m in methods.values())]
     header = ["method", "head"] + [label for _, label in keys]
-    best = {k: _best([float(m["mean"].get(k, math.nan)) for m in methods.values()], k)
-            for k, _ in keys}
+    spreads = {k: [_spread(m, k) for m in methods.values()] for k, _ in keys}
+    best = {k: _best([float(m["mean"].get(k, math.nan)) for m in methods.values()], k,
+                     spreads[k]) for k, _ in keys}
     rows = []
-    for name, entry in methods.items():
+    for i, (name, entry) in enumerate(methods.items()):
         cells = [(name, False), (entry["head"], False)]
         for k, _ in keys:
             mean, std = entry["mean"].get(k, math.nan), entry["std"].get(k, math.nan)
@@ -50,6 +83,8 @@ def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, b
                                 else mean, places)
             if std == std and std is not None:
                 text += f" ± {format_value(std, places)}"
+            if spreads[k][i] is not None:
+                text += f" [{format_spread(spreads[k][i], places)}]"
             cells.append((text, best[k] is not None and mean == best[k]))
         rows.append(cells)
     return header, rows
@@ -61,8 +96,7 @@ def _markdown(comparison: dict[str, Any], header: list[str], rows: list) -> str:
            "|" + "---|" * len(header)]
     for cells in rows:
         out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
-    out += ["", "Bold: the best value of a column (higher is better, except forgetting, "
-            "parameters, times and memory).", ""]
+    out += ["", BOLD_RULE, ""]
     for file, title, caption in FIGURES:
         out += [f"## {title}", "", f"![{title}]({file})", "", caption, ""]
     return "\n".join(out)
@@ -85,8 +119,7 @@ def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: 
             f"{html.escape(_heading(comparison))}</title><style>{style}</style></head><body>"
             f"<h1>{html.escape(_heading(comparison))}</h1><p>{html.escape(_intro(comparison))}"
             f"</p><h2>{html.escape(_table_title(comparison))}</h2><table><tr>{head}</tr>{body}"
-            f"</table><p>Bold: the best value of a column "
-            f"(higher is better, except forgetting, parameters, times and memory).</p>"
+            f"</table><p>{html.escape(BOLD_RULE)}</p>"
             + "".join(figures) + "</body></html>")
 
 
@@ -122,6 +155,9 @@ def build_report(directory: str | Path) -> list[Path]:
 
     directory = Path(directory)
     source = directory / "comparison.json"
+    if (directory / "results.json").is_file():
+        raise RetainError(f"{directory} is a run, not a comparison: `retain compare --runs "
+                          f"{directory} OTHER_RUN ... --out DIR` compares finished runs")
     if not source.is_file():
         raise RetainError(f"no comparison.json in {directory}: run `retain compare --out "
                           f"{directory}` first")
