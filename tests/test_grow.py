@@ -41,6 +41,60 @@ def test_growth_preserves_the_function_in_float64(name):
         assert (_outputs(model, name, x) - before).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama"])
+def test_growth_in_half_precision_stays_within_one_step_of_the_largest_output(name, dtype):
+    """In bf16 and fp16 a copy's share W_down / g is rounded (exact for g = 2, not for g = 3) and
+    the grown down-projection adds its parts in that precision: after each growth every output
+    stays within one epsilon of the dtype times the largest output (one rounding step there)."""
+    model, _ = tiny(name)
+    model = model.to(dtype).eval()
+    x = {"input_ids": torch.randint(0, 1000, (3, 9), generator=torch.Generator().manual_seed(0))}
+    eps = torch.finfo(dtype).eps
+    with torch.no_grad():
+        before = _outputs(model, name, x).float()
+        sites = mlp_sites(model)
+        for factor, source in ((2, "latest"), (3, "latest"), (3, "original")):
+            for site in sites:
+                site.grow(factor, source)
+            diff = (_outputs(model, name, x).float() - before).abs().max().item()
+            assert diff <= eps * before.abs().max().item(), (factor, source, diff)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama"])
+def test_growing_again_from_a_trained_copy_copies_that_copy(name):
+    """source=latest after the first copy has moved (as training moves it): the function is
+    kept to 1e-9 in float64, the new copy's up (and gate) rows are the trained copy's, repeated
+    g - 1 times, and its down columns the trained copy's divided by g, as the trained copy's
+    own down-projection now is."""
+    model, _ = tiny(name)
+    model = model.double().eval()
+    x = {"input_ids": torch.randint(0, 1000, (3, 9), generator=torch.Generator().manual_seed(1))}
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        sites = mlp_sites(model)
+        for site in sites:
+            site.grow(2)
+            for copy in site.copies():  # "train" the first copy: every tensor moves
+                for t in copy.parameters():
+                    t.add_(0.2 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+        trained = [([(u.copies[0].weight.clone(), u.copies[0].bias) for u in site.ups()],
+                    site.down_layer().copies[0].weight.clone()) for site in sites]
+        before = _outputs(model, name, x)
+        for site in sites:
+            site.grow(3, "latest")
+        assert (_outputs(model, name, x) - before).abs().max() <= 1e-9
+        for site, (ups, down) in zip(sites, trained, strict=True):
+            for up, (weight, bias) in zip(site.ups(), ups, strict=True):
+                assert torch.equal(up.copies[0].weight, weight)
+                assert torch.equal(up.copies[1].weight, torch.cat([weight] * 2))
+                if bias is not None:
+                    assert torch.equal(up.copies[1].bias, torch.cat([bias] * 2))
+            first, new = site.down_layer().copies
+            assert torch.allclose(first.weight, down / 3, rtol=1e-15, atol=0)
+            assert torch.allclose(new.weight, torch.cat([down / 3] * 2, 1), rtol=1e-15, atol=0)
+
+
 @pytest.mark.smollm2
 def test_smollm2_with_every_mlp_grown_keeps_its_logits_in_float32():
     backbone = load_backbone("smollm2")
@@ -169,6 +223,42 @@ def test_gradient_rule_ranks_by_relative_gradient(tiny_config):
 def test_bad_options_are_refused(tiny_config, options, kw, message):
     with pytest.raises(RetainError, match=message):
         train_stream(_grow_config(tiny_config, method_options=options, **kw), progress=False)
+
+
+def test_g_train_trains_the_named_modules_of_the_grown_blocks_only(tiny_config, monkeypatch):
+    """G-Train with a different block grown for each task (0, 1, 0): a task trains the new copy
+    and the attention of the block grown for it, nothing of the other block, and everything
+    outside that set stays bit-identical; stored: every copy and both blocks' attention."""
+    seen = []
+    begin, end = Grow.begin_task, Grow.end_task
+    monkeypatch.setattr(Grow, "chosen", lambda self, batches: [self.sites[len(self.growths) % 2]])
+
+    def record_begin(self, task, batches):
+        begin(self, task, batches)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        seen.append((task.index, trainable,
+                     {n: p.detach().clone() for n, p in self.model.named_parameters()}))
+
+    def check_end(self, task, batches):
+        _, trainable, before = seen[-1]
+        for name, p in self.model.named_parameters():
+            assert torch.equal(p, before[name]) != (name in trainable), name
+        end(self, task, batches)
+
+    monkeypatch.setattr(Grow, "begin_task", record_begin)
+    monkeypatch.setattr(Grow, "end_task", check_end)
+    _, method = train_stream(_grow_config(tiny_config, method_options={
+        "also_train": ["attention"]}), progress=False)
+    attention = {i: {n for n, _ in method.model.named_parameters()
+                     if n.startswith(f"encoder.layer.{i}.attention.")} for i in (0, 1)}
+    assert all(attention.values())
+    for index, trainable, _ in seen:
+        block = index % 2
+        copies = {n for n in trainable if ".copies." in n}
+        assert len(copies) == 3 and all(f"encoder.layer.{block}." in n for n in copies)
+        assert trainable - copies == attention[block], index
+    stored = {k.removeprefix("model.") for k in method.stored_tensors() if k.startswith("model.")}
+    assert attention[0] | attention[1] <= stored
 
 
 def test_g_train_trains_and_stores_the_named_modules(tiny_config):

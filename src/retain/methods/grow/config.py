@@ -32,12 +32,14 @@ class GrowOptions(MethodConfig):
                 "pretrained units keep half the MLP for good) or 'original' (the pretrained "
                 "units every time)"})
     each_task: bool = field(default=True, metadata={
-        "help": "grow again for every task, freezing the previous copies (false: grow once, "
-                "before the first task, and keep training that copy)"})
+        "help": "grow again for every task; the previous copies get no more gradient (with "
+                "source=latest the newest one's down-projection is divided by g in place when "
+                "the next copy duplicates it); false: grow once, before the first task, and "
+                "keep training that copy"})
     also_train: list[str] = field(default_factory=list, metadata={
-        "help": "G-Train: name parts of the grown blocks' modules that train beside the new "
-                "copy (e.g. 'attention' or 'self_attn', 'norm'); empty: G-Freeze, the new copy "
-                "alone"})
+        "help": "G-Train: name parts of modules of the blocks grown for the task that train "
+                "beside the new copy (e.g. 'attention' or 'self_attn', 'norm'); other blocks' "
+                "stay frozen; empty: G-Freeze, the new copy alone"})
     gradient_batches: int = field(default=4, metadata={
         "help": "batches of the task read by select=gradient"})
 

@@ -2,9 +2,11 @@
 
 Before each task the chosen blocks' MLPs are widened by copies of their units
 (:mod:`retain.methods.grow.layer`), so the model computes the same function; only the new copy
-trains (G-Freeze), or the new copy and the named modules of the grown blocks (G-Train). Every
-earlier copy and the pretrained weights stay frozen. Stored: the copies (and G-Train's modules);
-the growths are recorded in the method's state and replayed when a run is resumed or reloaded.
+trains (G-Freeze), or the new copy and the named modules of the blocks grown for this task
+(G-Train). Earlier copies and the pretrained weights get no gradient; growing again from the
+latest copy divides that copy's down-projection in place (the function is unchanged). Stored: the
+copies (and G-Train's modules of every block grown so far); the growths are recorded in the
+method's state and replayed when a run is resumed or reloaded.
 """
 
 from __future__ import annotations
@@ -38,16 +40,17 @@ class Grow(ContinualMethod):
             raise RetainError(f"grow layers {bad} out of range: the backbone has "
                               f"{len(self.sites)} blocks (0..{len(self.sites) - 1})")
         self.growths: list[list[int]] = []  # [task, block, width of the new copy]
-        self.extra = self._also_trained()
+        self._also_trained(self.sites)  # refuses names that match nothing or only the MLP
 
-    def _also_trained(self) -> list[nn.Parameter]:
-        """G-Train's extra parameters: those of the blocks' modules whose names (inside the
-        block) contain one of ``also_train``; refused when they are only the MLP that grows."""
+    def _also_trained(self, sites: list[MLPSite]) -> list[nn.Parameter]:
+        """G-Train's extra parameters in ``sites``: those of the blocks' modules whose names
+        (inside the block) contain one of ``also_train``; refused when they are only the MLP
+        that grows."""
         parts = self.config.also_train
         if not parts:
             return []
         found: dict[tuple[int, str], nn.Parameter] = {}
-        for site in self.sites:
+        for site in sites:
             for local, p in site.block.named_parameters():
                 if any(part in local for part in parts):
                     found[site.index, local] = p
@@ -60,6 +63,10 @@ class Grow(ContinualMethod):
                               "units and their copy would train from a symmetric start and get "
                               "identical gradients for good; add other modules or drop it")
         return list(found.values())
+
+    def grown(self) -> list[MLPSite]:
+        """The blocks grown so far, in order."""
+        return [self.sites[i] for i in sorted({block for _, block, _ in self.growths})]
 
     # --- which blocks grow ---------------------------------------------------------------------
     def chosen(self, batches: Batches) -> list[MLPSite]:
@@ -104,12 +111,15 @@ class Grow(ContinualMethod):
         super().begin_task(task, batches)
         if task.index and not self.config.each_task:
             return
-        for site in self.sites:  # earlier copies stay as they are
+        for site in self.sites:  # earlier copies and G-Train modules get no gradient
             for copy in site.copies():
                 copy.requires_grad_(False)
-        for site in self.chosen(batches):
+        for p in self._also_trained(self.sites):
+            p.requires_grad_(False)
+        chosen = self.chosen(batches)
+        for site in chosen:
             self._grow(task.index, site)
-        for p in self.extra:
+        for p in self._also_trained(chosen):  # G-Train: the grown blocks' named modules
             p.requires_grad_(True)
 
     def _grow(self, task: int, site: MLPSite) -> None:
@@ -118,7 +128,7 @@ class Grow(ContinualMethod):
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         state = self.model.state_dict()
-        extra = {id(p) for p in self.extra}
+        extra = {id(p) for p in self._also_trained(self.grown())}
         names = {n for n, p in self.model.named_parameters()
                  if ".copies." in n or id(p) in extra}
         return {k: v for k, v in state.items() if k in names}
@@ -148,8 +158,8 @@ class Grow(ContinualMethod):
         for site in self.sites:  # a resumed run continues at the next task's begin_task
             for copy in site.copies():
                 copy.requires_grad_(not self.config.each_task)
-        for p in self.extra:
-            p.requires_grad_(bool(self.growths))
+        for p in self._also_trained(self.grown()):
+            p.requires_grad_(not self.config.each_task)
 
     def widths(self) -> dict[int, list[int]]:
         """Per block, the pretrained hidden width followed by each copy's width."""
