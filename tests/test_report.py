@@ -215,6 +215,7 @@ def edited_copy(source: str, target, **changes):
     ("unfinished", "is not finished (3 of 3 tasks done, no results.json): finish it with "
                    "`retain run --resume"),
     ("empty", "holds no finished run (no results.json)"),
+    ("corrupt", "results.json is not valid JSON (Expecting property name"),
     ("stream", "are runs on different streams (stream differ): compare runs of one stream"),
     ("kind", "are runs on different streams (kind differ)"),
     ("order", "have seed 0 with different class orders or tasks"),
@@ -231,6 +232,9 @@ def test_compare_runs_refuses_in_one_line(case, message, compared, tmp_path, cap
     if case == "unfinished":
         runs[2] = edited_copy(seq0, tmp_path / "run")
         (tmp_path / "run" / "results.json").unlink()
+    elif case == "corrupt":
+        runs[2] = edited_copy(seq0, tmp_path / "run")
+        (tmp_path / "run" / "results.json").write_text("{")
     elif case == "empty":
         (tmp_path / "run").mkdir()
         runs[2] = str(tmp_path / "run")

@@ -102,8 +102,8 @@ def compare_runs(directories: list[str | Path], out: str | Path) -> dict[str, An
     """The comparison and report of finished runs (``retain run --out`` folders) in ``out``,
     without training. Runs of one method and options are the seeds of one row (its name, or
     with the first run's folder where one method comes with several options); every row needs the
-    same seeds. Refused: a run not finished, runs of different streams (data, kind, scenario,
-    tasks) or of one seed with different class orders."""
+    same seeds. Refused: a run not finished, runs of different streams (name, kind, scenario,
+    classes, number of tasks) or of one seed with different class orders."""
     if not directories:
         raise RetainError("--runs needs at least one run folder")
     out = Path(out)
@@ -153,7 +153,7 @@ def compare_runs(directories: list[str | Path], out: str | Path) -> dict[str, An
 
 def _stream(results: dict[str, Any]) -> dict[str, Any]:
     """What every run of one stream shares, whatever its class order."""
-    return {"stream": results["stream"], "kind": results["kind"],
+    return {"stream": results["stream"], "kind": results.get("kind", "classification"),
             "scenario": results["scenario"], "classes": sorted(results["class_names"]),
             "tasks": len(results["tasks"])}
 
@@ -162,7 +162,11 @@ def _finished(directory: Path) -> dict[str, Any]:
     """The results of the finished run in ``directory`` (refused: none, or unfinished)."""
     done = directory / "results.json"
     if done.is_file():
-        return json.loads(done.read_text(), parse_constant=float)
+        try:
+            return json.loads(done.read_text(), parse_constant=float)
+        except json.JSONDecodeError as e:
+            raise RetainError(f"{done} is not valid JSON ({e.msg}): give a finished run's "
+                              f"folder") from None
     state = checkpoint.read_state(directory / "checkpoint")
     if state is not None:
         raise RetainError(f"{directory} is not finished ({state['tasks_done']} of "
