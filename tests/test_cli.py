@@ -89,7 +89,7 @@ def test_resume_says_where_it_picks_up(capsys, tmp_path, tiny_bert, jsonl_file, 
 
     args = ["run", "--data", jsonl_file, "--classes-per-task", "2", "--profile", "smoke",
             "--backbone", tiny_bert, "--no-retention", "--out", str(tmp_path / "o"),
-            "--method", "frozen-ncm"]
+            "--method", "frozen-ncm", "--quiet"]  # --quiet hides the bars, not the resume line
     restore = crash_on_task(monkeypatch, get_method_class("frozen-ncm"), 1)
     assert main(args) == 130
     restore()

@@ -5,11 +5,12 @@ command line. Errors are :class:`~retain.errors.RetainError` and name the Python
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from retain.checks import check_run_out, check_seeds
 from retain.config import RunConfig
 from retain.errors import RetainError
 from retain.pythonic import python_errors
@@ -27,18 +28,25 @@ def _config(config: RunConfig | None, fields: dict[str, Any]) -> RunConfig:
 
 
 def _clear_run(out: Path) -> None:
-    """Remove an earlier run's checkpoint and results from ``out`` (only when they are a
-    retain run's: a checkpoint with its state, a results.json), on the main process only."""
+    """Remove an earlier run's own files from ``out``, on the main process only: its checkpoint
+    (state and weights files, the folder itself only once empty) when it has a state, and its
+    ``results.json``. Anything else there stays."""
     from accelerate import PartialState
 
     from retain import checkpoint
 
     state = PartialState()
+    ckpt = out / "checkpoint"
     if state.is_main_process:
-        if checkpoint.read_state(out / "checkpoint") is not None:
-            shutil.rmtree(out / "checkpoint")
-        if (out / "results.json").is_file():
-            (out / "results.json").unlink()
+        if checkpoint.read_state(ckpt) is not None:
+            for path in ckpt.iterdir():
+                if path.name in (checkpoint.STATE, checkpoint.STATE + ".tmp") or re.fullmatch(
+                        r"weights-\d+\.safetensors(\.tmp)?", path.name):
+                    path.unlink()
+            if not any(ckpt.iterdir()):
+                ckpt.rmdir()
+        for path in (out / "results.json", out / "results.json.tmp"):
+            path.unlink(missing_ok=True)
     state.wait_for_everyone()
 
 
@@ -50,10 +58,11 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     ``retain.run(method="plate", profile="smoke", out="runs/plate")``. ``overwrite=True``
     replaces an earlier run in ``out`` (so a notebook cell can run twice); ``resume=True``
     continues one from its checkpoint."""
+    cfg = _config(config, fields)
+    check_run_out(cfg.out, resume, overwrite)
     from retain.engine import run as _run
 
-    cfg = _config(config, fields)
-    if overwrite and not resume:
+    if overwrite:
         cfg.resolved()  # a bad config fails before anything is removed
         _clear_run(Path(cfg.out))
     return _run(cfg, resume=resume, progress=progress)
@@ -70,14 +79,15 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
     from retain.comparison import compare as _compare
     from retain.comparison import method_names
 
-    cfg = _config(config, fields)
+    cfg, seeds = _config(config, fields), list(seeds)
+    check_seeds(seeds)
     names = method_names(methods if isinstance(methods, str) else ",".join(methods),
                          cfg.resolved().kind)
     if overwrite:
         for name in names:
             for seed in seeds:
                 _clear_run(Path(cfg.out) / "runs" / name / f"seed{seed}")
-    return _compare(cfg, names, list(seeds), progress=progress)
+    return _compare(cfg, names, seeds, progress=progress)
 
 
 @python_errors

@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     token = FROM_COMMAND_LINE.set(True)
     try:
+        if args.command in CHECKS:
+            CHECKS[args.command](args)
         return args.func(args)
     except RetainError as e:
         print(f"retain: error: {e}", file=sys.stderr)

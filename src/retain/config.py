@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from retain.checks import check_folder
 from retain.errors import RetainError
-from retain.profiles import pick_profile
+from retain.profiles import PROFILE_NAMES, pick_profile
 
 SCENARIOS = ("class", "task", "domain")
 HEADS = ("task-heads", "growing", "prototypes", "analytic", "aligned")  # retain.methods.heads
+
+
+# the smallest value of each count option, and a hint where one helps
+_AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
+             "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
+             "classes_per_task": (1, ""), "retention_limit": (1, ""),
+             **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
+             "seed": (0, ""), "class_order_seed": (0, "")}
 
 
 @dataclass
@@ -80,15 +90,13 @@ class RunConfig:
         from retain.methods import get_method_class
         from retain.methods.heads import DEFAULT_HEAD_LR, head_options
 
+        self.check()
         cls = get_method_class(self.method)
         if self.data is None and self.benchmark is None:
             raise RetainError("nothing to run on: give --benchmark NAME or --data FILE")
         bench = None
         if self.data is None:
-            if self.benchmark not in BENCHMARKS:
-                raise RetainError(f"unknown benchmark '{self.benchmark}': choose one of "
-                                  f"{', '.join(BENCHMARKS)} or give --data FILE")
-            bench = BENCHMARKS[self.benchmark]
+            bench = BENCHMARKS[self.benchmark]  # a known one (check)
             if self.kind not in (None, bench.kind):
                 raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
                                   f"{self.kind}")
@@ -113,13 +121,10 @@ class RunConfig:
             if self.scenario not in SCENARIOS:
                 raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
                                   f"{', '.join(SCENARIOS)}")
-        method_config = cls.config_class.from_options(self.method_options)
+        method_config = cls.config_class.from_options(self.method_options, cls.name)
         if self.weight_decay and cls.no_weight_decay:
             raise RetainError(f"{cls.name} takes no weight decay ({cls.no_weight_decay}): drop "
                               "--weight-decay")
-        if self.epochs is not None and self.epochs < 1:
-            raise RetainError(f"epochs must be 1 or more, got {self.epochs} (to train nothing, "
-                              "use --method frozen-ncm)")
         lr = self.lr if self.lr is not None else cls.default_lr
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(
@@ -147,6 +152,48 @@ class RunConfig:
             method_options=dataclasses.asdict(method_config),
         )
 
+    def check(self) -> None:
+        """Refuse a value that is wrong on its own (a name retain does not know, a number out of
+        range, an output folder that is a file), from light modules only: the command line
+        answers these before torch is imported and before any work. :meth:`resolved` checks
+        what needs the method, the head or the data."""
+        from retain.catalogue import METHODS
+        from retain.data import BENCHMARKS
+
+        if self.method not in METHODS:
+            raise RetainError(f"unknown method '{self.method}': choose one of "
+                              f"{', '.join(METHODS)} (`retain list`)")
+        if self.data is None and self.benchmark is not None and self.benchmark not in BENCHMARKS:
+            raise RetainError(f"unknown benchmark '{self.benchmark}': choose one of "
+                              f"{', '.join(BENCHMARKS)} or give --data FILE")
+        if self.data is not None and not os.path.exists(os.path.expanduser(self.data)):
+            raise RetainError(f"data file '{self.data}' does not exist")
+        if self.profile not in PROFILE_NAMES:
+            raise RetainError(f"unknown profile '{self.profile}': choose one of "
+                              f"{', '.join(PROFILE_NAMES)}")
+        for name, value, choices in (("kind", self.kind, (None, "classification", "lm")),
+                                     ("head", self.head, (None, "none", *HEADS)),
+                                     ("mixed-precision", self.mixed_precision,
+                                      ("no", "fp16", "bf16"))):
+            if value not in choices:
+                raise RetainError(f"unknown --{name} '{value}': choose one of "
+                                  f"{', '.join(c for c in choices if c not in (None, 'none'))}")
+        for name, value in (("lr", self.lr), ("head-lr", self.head_lr)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise RetainError(f"--{name} must be a number above 0, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RetainError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        for name, (low, why) in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise RetainError(f"--{name.replace('_', '-')} must be {low} or more, got "
+                                  f"{value}{why}")
+        if self.class_order is not None and (len(set(self.class_order)) != len(self.class_order)
+                                             or min(self.class_order, default=0) < 0):
+            raise RetainError(f"--class-order must list distinct class indices from 0, got "
+                              f"{','.join(map(str, self.class_order))}")
+        check_folder(self.out)
+
     def _order_seed(self, bench) -> int:
         if self.class_order_seed is not None:
             return self.class_order_seed
@@ -163,7 +210,4 @@ def _cap(value: int | None, default: int | None) -> int | None:
     """A count option: the profile's default when not given, and 0 meaning none (all)."""
     if value is None:
         return default
-    if value < 0:
-        raise RetainError(f"counts (--cap, --test-cap, --tasks, --steps) must be 0 or more, got "
-                          f"{value}")
     return value or None

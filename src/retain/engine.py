@@ -329,6 +329,11 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
                           f"'{cfg.backbone}' is a {backbone.modality} model (try --backbone "
                           "smollm2 or tiny-llama)")
     stream = build_stream(cfg, backbone)
+    largest = max(len(task.train) for task in stream.tasks)
+    if cfg.batch_size > largest and accelerator.is_main_process:
+        print(f"note: --batch-size {cfg.batch_size} is more than any task's training items "
+              f"(at most {largest}): each step takes a task's whole training set",
+              file=sys.stderr)
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show) if cfg.retention else None
     method = build_method(cfg)
@@ -338,7 +343,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         method.load_state(saved["method_state"])
         checkpoint.load_weights(ckpt_dir, method, saved)
         record, start = Record(**saved["record"]), saved["tasks_done"]
-        if progress and accelerator.is_main_process:
+        if accelerator.is_main_process:  # also under --quiet: it says what this run does
             print(f"resuming {out}: {start} of {len(stream)} tasks done"
                   + (f", picking up at task {start + 1}" if start < len(stream) else ""),
                   file=sys.stderr)

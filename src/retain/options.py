@@ -15,13 +15,19 @@ class Options:
     """Base of every method's and head's config."""
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Options:
+    def from_options(cls, options: dict[str, Any], owner: str = "", flag: str = "--set"
+                     ) -> Options:
+        """``owner`` (a method's or head's name) and ``flag`` name them in an error."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in options.items():
             if key not in fields:
-                known = ", ".join(fields) or "none"
-                raise RetainError(f"unknown option '{key}' for {cls.__name__} (options: {known})")
+                whose = f" for {owner}" if owner else ""
+                if not fields:
+                    raise RetainError(f"{owner or 'this'} takes no options: drop {flag} {key}")
+                more = f"; `retain list {owner}` describes them" if owner else ""
+                raise RetainError(f"unknown option '{key}'{whose}: the options are "
+                                  f"{', '.join(fields)} ({flag} KEY=VALUE{more})")
             default = cls().__getattribute__(key)
             values[key] = _coerce(key, value, default)
         return cls(**values)

@@ -80,7 +80,8 @@ def format_table(results: dict[str, Any]) -> str:
     row = summary_row(results)
     columns = [(key, label) for key, label in COLUMNS if key in row]
     width = max(len(label) for _, label in columns)
-    title = f"{results['method']} on {results['stream']} (head: {results['head']})"
+    title = (f"{results['method']} on {results['stream']} (head: {results['head']}; backbone: "
+             f"{backbone_name(results['config'].get('backbone'))})")
     out = [title, "-" * len(title)]
     for key, label in columns:
         line = f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}"
@@ -88,6 +89,13 @@ def format_table(results: dict[str, Any]) -> str:
             line += f"  (interquartile {format_spread(row[f'{key}_spread'], digits(key, 4))})"
         out.append(line)
     return "\n".join(out)
+
+
+def backbone_name(backbone: str | None) -> str:
+    """A backbone as the summary names it: the tiny random ones say so (smoke runs use them)."""
+    from retain.catalogue import TINY
+
+    return f"{backbone}, random weights" if backbone in TINY else str(backbone)
 
 
 def digits(key: str, default: int) -> int:

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from retain import checkpoint
+from retain.checks import check_export_to, check_run_folder, output_format
 from retain.config import RunConfig
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
@@ -158,17 +159,7 @@ class Trained:
     def export(self, to: str | Path, overwrite: bool = False) -> Path:
         """Write the export folder described in this module's docstring; return its path.
         ``overwrite`` replaces an earlier export there, never other files."""
-        dest = Path(to).expanduser().resolve()
-        run = self.directory.resolve()
-        if dest == run or dest in run.parents:
-            raise RetainError(f"{dest} holds the run being exported: choose another --to")
-        if dest.is_file() or (dest.is_dir() and any(dest.iterdir())):
-            if not overwrite:
-                raise RetainError(f"{dest} exists and is not empty: choose another --to, or "
-                                  "add --overwrite to replace an earlier export")
-            if not (dest / "retain.json").is_file():
-                raise RetainError(f"{dest} is not an earlier export (no retain.json): choose "
-                                  "an empty or new --to")
+        dest = check_export_to(self.directory, to, overwrite)
         model = self.method.merged_model()  # refuses where it cannot merge (before writing)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -280,11 +271,8 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     from retain.engine import build_method
 
     directory = Path(directory).expanduser()
-    ckpt = directory / "checkpoint"
-    saved = checkpoint.read_state(ckpt) if directory.is_dir() else None
-    if saved is None:
-        raise RetainError(f"{directory} holds no checkpoint: give the --out directory of a "
-                          "`retain run`")
+    ckpt = check_run_folder(directory).parent
+    saved = checkpoint.read_state(ckpt)
     config = RunConfig(**saved["config"])
     backbone = load_backbone(config.backbone, config.pooling)
     stream = (_outline_stream(saved["stream"], backbone) if "stream" in saved
@@ -298,33 +286,24 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     return Trained(directory, config, method, backbone, stream, saved["tasks_done"])
 
 
-def output_format(dest: str | Path | None) -> str:
-    """``csv``, ``tsv`` or ``jsonl`` by the file's suffix (standard output: csv)."""
-    if dest is None:
-        return "csv"
-    suffix = Path(dest).suffix.lower()
-    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
-               ".ndjson": "jsonl"}
-    if suffix not in formats:
-        raise RetainError(f"unknown output format '{suffix}': use .csv, .tsv or .jsonl")
-    return formats[suffix]
-
-
 def write_rows(rows: list[dict[str, Any]], dest: str | Path | None) -> str | None:
     """Rows as CSV / TSV or JSON Lines by ``dest``'s suffix; with no ``dest``, CSV returned as
-    text (for standard output)."""
+    text (for standard output). The file is written whole or not at all (a temporary file
+    beside it, then renamed)."""
     fmt = output_format(dest)
     if fmt == "jsonl":
-        with open(dest, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        return None
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, delimiter="\t" if fmt == "tsv" else ",")
-    writer.writeheader()
-    writer.writerows(rows)
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+    else:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns, delimiter="\t" if fmt == "tsv" else ",")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue()
     if dest is None:
-        return buf.getvalue()
-    Path(dest).write_text(buf.getvalue(), encoding="utf-8")
+        return text
+    dest = Path(dest).expanduser()
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(dest)
     return None

@@ -29,6 +29,7 @@ from retain.profiles import LM_PROFILES, Profile
 
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TEST_FRACTION = 0.2
+MIN_SEQUENCES = 3  # the fewest sequences that split into one test (20%, rounded) and one train
 
 
 def _gensim_data() -> Path:
@@ -182,8 +183,13 @@ def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokeni
         train, test = split_sequences(token_sequences(docs, tokenizer, profile.max_length),
                                       profile.cap, profile.test_cap)
         if not len(train) or not len(test):
-            raise RetainError(f"task {index + 1} ({domain}) has too little text for one train "
-                              f"and one test sequence of {profile.max_length} tokens")
+            tokens = sum(len(ids) + 1 for ids in tokenizer(
+                list(docs), add_special_tokens=False)["input_ids"])  # each document, then EOS
+            length = profile.max_length
+            raise RetainError(
+                f"task {index + 1} ({domain}) has {tokens:,} tokens, too few for one train and "
+                f"one test sequence of {length} tokens (it needs {MIN_SEQUENCES} sequences, "
+                f"{MIN_SEQUENCES * length:,} tokens): add text, or lower --max-length")
         stream.tasks.append(Task(index, [], train, test, name=domain))
     return stream
 

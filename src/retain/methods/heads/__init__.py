@@ -57,7 +57,7 @@ def head_options(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
             raise RetainError(f"the '{scheme}' head has no options; drop --head-set "
                               f"(heads with options: {', '.join(HEAD_CONFIGS)})")
         return {}
-    return dataclasses.asdict(HEAD_CONFIGS[scheme].from_options(options))
+    return dataclasses.asdict(HEAD_CONFIGS[scheme].from_options(options, scheme, "--head-set"))
 
 
 def make_head(scheme: str, dim: int, num_classes: int, options: dict[str, Any] | None = None

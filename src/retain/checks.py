@@ -1,0 +1,108 @@
+"""Checks of the files and folders a command names, from light modules only (no torch): the
+command line runs them before any import or work, so that a wrong path costs no start-up and
+nothing is written or lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from retain.errors import RetainError
+
+# the suffixes ``retain predict --out`` writes, and their format
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+                  ".ndjson": "jsonl"}
+
+
+def check_folder(path: str | Path, flag: str = "--out") -> None:
+    """Refuse a folder to write that is a file, or lies under one."""
+    p = Path(path).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise RetainError(f"{flag} {path}: {q} is a file, not a folder; choose another "
+                                  f"{flag}")
+            return
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """Seeds of a comparison: at least one, none negative, none twice."""
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise RetainError(f"--seeds must be distinct integers 0 or more, got "
+                          f"{','.join(map(str, seeds)) or 'none'}")
+
+
+def check_run_folder(directory: str | Path) -> Path:
+    """The state file of the run in ``directory`` (a ``retain run --out`` folder)."""
+    state = Path(directory).expanduser() / "checkpoint" / "state.json"
+    if not state.is_file():
+        raise RetainError(f"{directory} holds no checkpoint: give the --out directory of a "
+                          "`retain run`")
+    return state
+
+
+def check_run_out(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """``retain run``'s ``--out`` against its ``--resume`` and ``--overwrite``: continue only a
+    run that is there, replace one only when asked."""
+    path = Path(out).expanduser()
+    held = (path / "checkpoint" / "state.json").is_file()
+    if resume and overwrite:
+        raise RetainError("--resume continues the run in --out and --overwrite replaces it: "
+                          "give one of them")
+    if resume and not held:
+        raise RetainError(f"nothing to resume: {out} holds no checkpoint; drop --resume to start "
+                          "a new run there")
+    if not (resume or overwrite) and (held or (path / "results.json").is_file()):
+        raise RetainError(f"{out} holds an earlier run: add --resume to continue it, --overwrite "
+                          "to replace it, or choose another --out")
+
+
+def output_format(dest: str | Path | None) -> str:
+    """``csv``, ``tsv`` or ``jsonl`` by the file's suffix (standard output: csv)."""
+    if dest is None:
+        return "csv"
+    suffix = Path(dest).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise RetainError(f"unknown output format '{suffix}': use .csv, .tsv or .jsonl")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_predictions_out(out: str | Path | None, data: str | Path, overwrite: bool) -> None:
+    """``retain predict --out``: a known suffix, never its own ``--data`` input, and an existing
+    file only with ``--overwrite``."""
+    output_format(out)
+    if not os.path.exists(os.path.expanduser(data)):
+        raise RetainError(f"data file '{data}' does not exist")
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    check_folder(path.parent, "--out")
+    if path.is_dir():
+        raise RetainError(f"--out {out} is a folder: give a .csv, .tsv or .jsonl file")
+    if path.exists() and path.samefile(Path(data).expanduser()):
+        raise RetainError(f"--out {out} is the --data input: write the predictions to another "
+                          "file")
+    if path.exists() and not overwrite:
+        raise RetainError(f"--out {out} exists: add --overwrite to replace it, or choose "
+                          "another file")
+
+
+def check_export_to(directory: str | Path, to: str | Path, overwrite: bool) -> Path:
+    """``retain export --to``: outside the run's folder (an export there would write into the
+    run, or replace it), and an existing folder only when it is an earlier export and
+    ``--overwrite`` is given; return the resolved path."""
+    dest = Path(to).expanduser().resolve()
+    run = Path(directory).expanduser().resolve()
+    if dest == run or dest in run.parents or run in dest.parents:
+        raise RetainError(f"--to {to} holds the run being exported or lies inside it (an "
+                          f"export there would write into the run): choose a folder outside "
+                          f"{directory}")
+    check_folder(dest, "--to")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not overwrite:
+            raise RetainError(f"{dest} exists and is not empty: choose another --to, or add "
+                              "--overwrite to replace an earlier export")
+        if not (dest / "retain.json").is_file():
+            raise RetainError(f"{dest} is not an earlier export (no retain.json): choose an "
+                              "empty or new --to")
+    return dest
