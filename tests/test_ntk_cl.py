@@ -200,3 +200,148 @@ def test_retention_views(tiny_config):
         assert torch.equal(method.represent(batch), untouched)
         method.config.retention_view = "modules"
         assert (method.represent(batch) - untouched).abs().max() > 1e-4
+
+
+# --- loss() as a whole ------------------------------------------------------------------------
+TEXTS = ["a small cat", "the quick brown fox", "rain and snow", "a cold grey storm"]
+
+
+def _second_task(official: bool, **options):
+    """A method on its second task (classes 0, 1) with old prototypes of classes 2 and 3 near
+    the batch's features, every module acting, and the current modules moved away from where
+    the task started; with the batch, its labels, the old prototypes and that start."""
+    from types import SimpleNamespace
+
+    method = _method(official_losses=official, **options)
+    enc = method.backbone.processor(TEXTS, padding=True, return_tensors="pt")
+    batch = dict(enc) | {"labels": torch.tensor([0, 0, 1, 1])}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        _perturb(method.averaged, seed=1)
+        _perturb(method.current, seed=2)
+        method.tasks_done += 1
+        old = method.features(batch)[[0, 2]] + 0.1 * torch.randn(2, 64, generator=g)
+        method.head.means[2:] = old
+        old = old.double()
+        method.head.counts[2:] = 5
+    method.double()  # float64: every term, however small, shows above the rounding
+    method.begin_task(SimpleNamespace(classes=[0, 1]), lambda: [])
+    method.head.classifier.double()
+    start = {k: v.detach().clone() for k, v in method.trainable().items()}
+    with torch.no_grad():
+        for p in method.trainable().values():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return method, batch, old, start
+
+
+def _ce(method, views, labels):
+    return sum(method.head.loss(f, labels) for f in views)
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_loss_is_the_three_cross_entropies_plus_the_weighted_terms(official):
+    """``loss()`` equals ``CE(f_c) + CE(f_p) + CE(f_m) + 0.2 nce + 1e-4 orth + 1e-3 pull``, each
+    term computed here on its own (the documented weights, the intended or the authors' forms),
+    in value and in gradient."""
+    method, batch, old, start = _second_task(official)
+    labels, old_labels = batch["labels"], torch.tensor([2, 3])
+    params = list(method.trainable().values()) + list(method.head.classifier.parameters())
+
+    def grads(value):
+        return torch.autograd.grad(value, params, allow_unused=True)
+
+    fc, fp, fm = method.views(batch)
+    trainable = method.trainable()
+    if official:
+        nce = losses.official_contrast(fm, labels, old, old_labels, 0.1)
+        orth = losses.official_orthogonality([fc, fp], old, 40)
+        pull = losses.pull(trainable, start, weights_only=True)
+    else:
+        nce = losses.contrast(fm, labels, old, old_labels, 0.1)
+        orth = losses.orthogonality([fc, fp, fm], losses.prototype_basis(old, 40))
+        pull = losses.pull(trainable, start)
+    terms = {"nce": 0.2 * nce, "orth": 1e-4 * orth, "pull": 1e-3 * pull}
+    expected = _ce(method, (fc, fp, fm), labels) + sum(terms.values())
+    total = method.loss(batch)
+    tol = 1e-9 * abs(float(expected.detach()))
+    assert all(abs(float(t.detach())) > 20 * tol for t in terms.values()), terms  # each shows
+    assert abs(float(total.detach() - expected.detach())) < tol, (total, expected, terms)
+    for got, want in zip(grads(total), grads(expected), strict=True):
+        if want is not None:
+            assert torch.allclose(got, want, rtol=1e-6, atol=1e-12)
+
+
+# --- the authors' options ---------------------------------------------------------------------
+def test_official_first_task_adds_their_terms_on_the_first_task_only():
+    """``official_first_task``: on the first task the authors' contrastive term (the batch alone)
+    and orthogonality term (the SVD of an all-zero classifier) join the loss; on later tasks the
+    loss is the same as without it."""
+    from types import SimpleNamespace
+
+    from retain.errors import RetainError
+
+    def first_task(**options):
+        torch.manual_seed(0)  # the same modules both times
+        method = _method(official_losses=True, **options).double()
+        enc = method.backbone.processor(TEXTS, padding=True, return_tensors="pt")
+        batch = dict(enc) | {"labels": torch.tensor([0, 0, 1, 1])}
+        method.begin_task(SimpleNamespace(classes=[0, 1]), lambda: [])
+        method.head.classifier.double()
+        _perturb(method.current, seed=2)
+        return method, batch
+
+    plain, batch = first_task()
+    theirs, _ = first_task(official_first_task=True)
+    labels = batch["labels"]
+    fc, fp, fm = plain.views(batch)
+    base = _ce(plain, (fc, fp, fm), labels) + 1e-3 * losses.pull(
+        plain.trainable(), plain.start, weights_only=True)
+    assert abs(float((plain.loss(batch) - base).detach())) < 1e-9
+    none = torch.zeros(0, 64, dtype=fm.dtype)
+    nce = losses.official_contrast(fm, labels, none, torch.zeros(0, dtype=torch.long), 0.1)
+    orth = losses.official_orthogonality([fc, fp], torch.zeros(1, 64, dtype=fm.dtype), 40)
+    assert abs(float(nce.detach())) > 1e-3 and abs(float(orth.detach())) > 1e-3
+    added = (theirs.loss(batch) - base).detach()
+    assert abs(float((added - 0.2 * nce - 1e-4 * orth).detach())) < 1e-9, (added, nce, orth)
+    later = []  # with old prototypes the option changes nothing
+    for args in ({}, {"official_first_task": True}):
+        torch.manual_seed(0)
+        method, second, _, _ = _second_task(True, **args)
+        later.append(method.loss(second))
+    assert torch.equal(*later)
+    with pytest.raises(RetainError, match="official_losses=true"):
+        NTKCLOptions(official_first_task=True)
+
+
+def test_inference_halves_scores_each_half_with_its_weight(tiny_config, tmp_path):
+    """``inference=halves`` scores ``0.3 cos(averaged halves) + 0.1 cos(current halves)`` against
+    each class mean, as the authors' code does; training is the same bit for bit."""
+    from retain.errors import RetainError
+
+    _, whole = train_stream(tiny_config(method="ntk-cl", lr=1e-2), progress=False)
+    _, halves = train_stream(tiny_config(method="ntk-cl", lr=1e-2, out=str(tmp_path / "halves"),
+                                         method_options={"inference": "halves"}), progress=False)
+    a, b = whole.stored_tensors(), halves.stored_tensors()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    batch = _text_batch(halves)
+    with torch.no_grad():
+        f = halves.features(batch)
+        means, seen = halves.head.means, halves.head.counts > 0
+
+        def cos(x, y):
+            return torch.nn.functional.cosine_similarity(x[:, None], y[None], dim=-1)
+
+        want = 0.3 * cos(f[:, :32], means[:, :32]) + 0.1 * cos(f[:, 32:], means[:, 32:])
+        got = halves.predict(batch)
+        assert torch.allclose(got[:, seen], want[:, seen], atol=1e-6)
+        assert torch.isinf(got[:, ~seen]).all()
+        assert not torch.allclose(got[:, seen], whole.predict(batch)[:, seen], atol=1e-3)
+        halves.config.half_weights = [1.0, 0.0]  # the averaged half alone
+        assert torch.allclose(halves.predict(batch)[:, seen], cos(f[:, :32], means[:, :32])
+                              [:, seen], atol=1e-6)
+    with pytest.raises(RetainError, match="inference=halves"):
+        train_stream(tiny_config(method="ntk-cl", head="analytic", out=str(tmp_path / "bad"),
+                                 method_options={"inference": "halves"}), progress=False)
+    for bad in ({"inference": "sum"}, {"half_weights": [0.3]}, {"half_weights": [0.0, 0.0]}):
+        with pytest.raises(RetainError):
+            NTKCLOptions(**bad)

@@ -37,6 +37,18 @@ class NTKCLOptions(MethodConfig):
         "help": "the authors' code's forms: contrastive term maximised (sign flipped), "
                 "orthogonality as the signed sum of the out-of-span component with 40 SVD "
                 "columns even beyond the prototypes' rank, L2 pull on weights only"})
+    official_first_task: bool = field(default=False, metadata={
+        "help": "with official_losses: the contrastive term (over the batch alone) and the "
+                "orthogonality term (against the first orth_rank columns of the SVD of the "
+                "all-zero classifier, arbitrary directions) act on the first task too, as in "
+                "the authors' code; false: neither acts before there are old prototypes"})
+    inference: str = field(default="whole", metadata={
+        "help": "how the prototypes head scores f_m: 'whole' (one cosine over the whole "
+                "feature, the paper's) or 'halves' (the authors' code: one cosine per half, "
+                "weighted by half_weights)"})
+    half_weights: list[float] = field(default_factory=lambda: [0.3, 0.1], metadata={
+        "help": "with inference=halves: the weights of the averaged modules' half and of the "
+                "current modules' half (the authors' gamma and alpha)"})
     retention_view: str = field(default="modules", metadata={
         "help": "what retention compares with the untouched encoder: 'modules' (mean pooled "
                 "feature of the four passes, modules in the path) or 'bypassed' (the frozen "
@@ -50,6 +62,16 @@ class NTKCLOptions(MethodConfig):
             raise RetainError(f"ntk-cl temperature must be > 0, got {self.temperature}")
         if self.fusion not in ("attention", "mean"):
             raise RetainError(f"ntk-cl fusion must be 'attention' or 'mean', got '{self.fusion}'")
+        if self.official_first_task and not self.official_losses:
+            raise RetainError("ntk-cl official_first_task is the authors' first task under "
+                              "their loss forms: add --set official_losses=true")
+        if self.inference not in ("whole", "halves"):
+            raise RetainError(f"ntk-cl inference must be 'whole' or 'halves', got "
+                              f"'{self.inference}'")
+        if len(self.half_weights) != 2 or min(self.half_weights) < 0 or not any(
+                self.half_weights):
+            raise RetainError(f"ntk-cl half_weights must be two numbers >= 0, not both 0 "
+                              f"(e.g. 0.3,0.1), got {self.half_weights}")
         if self.retention_view not in ("modules", "bypassed"):
             raise RetainError(f"ntk-cl retention_view must be 'modules' or 'bypassed', got "
                               f"'{self.retention_view}'")

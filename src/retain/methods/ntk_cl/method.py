@@ -24,6 +24,7 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from retain.data.stream import Task
@@ -91,6 +92,10 @@ class NTKCL(ContinualMethod):
 
     def prepare(self, backbone, stream) -> None:
         super().prepare(backbone, stream)
+        if self.config.inference == "halves" and not isinstance(self.head, Prototypes):
+            raise RetainError(f"ntk-cl inference=halves scores the prototypes head's class means, "
+                              f"not the '{self.head_scheme}' head: use --head prototypes or "
+                              "inference=whole")
         # old-class prototypes of f_m for the contrastive and orthogonality terms: the head's own
         # when it keeps them, else a copy of that statistic kept here
         self.anchors = None if isinstance(self.head, Prototypes) else Prototypes(
@@ -133,6 +138,18 @@ class NTKCL(ContinualMethod):
     def features(self, batch: Batch) -> torch.Tensor:
         return self.views(batch)[2]
 
+    def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
+        """``inference=halves``: the authors' scoring, ``w_a cos(f_a, P_a) + w_c cos(f_c, P_c)``
+        over the averaged (``a``) and current (``c``) halves of ``f_m`` and of each class mean."""
+        if self.config.inference == "whole":
+            return super().predict(batch, task_id)
+        f, means = self.features(batch).float(), self.head.means
+        d = f.shape[-1] // 2
+        logits = sum(w * F.normalize(f[:, part], dim=-1) @ F.normalize(means[:, part], dim=-1).T
+                     for w, part in zip(self.config.half_weights, (slice(0, d), slice(d, None)),
+                                        strict=True))
+        return logits.masked_fill(self.head.counts == 0, float("-inf"))
+
     def represent(self, batch: Batch) -> torch.Tensor:
         if self.config.retention_view == "bypassed":
             return self.pooled(batch, None)
@@ -155,14 +172,16 @@ class NTKCL(ContinualMethod):
         fc, fp, fm = self.views(batch)
         labels = batch["labels"]
         total = sum(self.head.loss(f, labels) for f in (fc, fp, fm))
-        if len(self.old):
+        if len(self.old) or cfg.official_first_task:
             old, old_labels = self.old.to(fm.device), self.old_labels.to(fm.device)
             if cfg.official_losses:
                 if len(old) > len(fm):  # their code samples at most a batch of prototypes
                     pick = torch.randperm(len(old), device=old.device)[:len(fm)]
                     old, old_labels = old[pick], old_labels[pick]
                 nce = losses.official_contrast(fm, labels, old, old_labels, cfg.temperature)
-                orth = losses.official_orthogonality([fc, fp], self.old.to(fm.device),
+                # first task: their classifier is all zero, its SVD gives arbitrary directions
+                span = self.old if len(self.old) else self.old.new_zeros(1, fm.shape[-1])
+                orth = losses.official_orthogonality([fc, fp], span.to(fm.device),
                                                      cfg.orth_rank)
             else:
                 nce = losses.contrast(fm, labels, old, old_labels, cfg.temperature)
