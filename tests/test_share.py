@@ -121,14 +121,14 @@ def _widths_and_deltas(dtype, tasks=3, d_in=1200, d_out=128):
 def test_half_precision_adapters_keep_as_many_directions_as_float32(dtype):
     """The rank cut-off does not depend on the adapter's dtype: bf16 and fp16 bases hold as
     many directions as float32 ones (8, then 2 more per task), and every task's update is
-    stored, to 20 of the dtype's epsilons (relative)."""
+    stored, to 4 of the dtype's epsilons (relative)."""
     widths32, _, _ = _widths_and_deltas(torch.float32)
     assert widths32 == [(8, 8), (10, 10), (12, 12)]
     widths, deltas, stored = _widths_and_deltas(dtype)
     assert widths == widths32
     eps = torch.finfo(dtype).eps
     for want, got in zip(deltas, stored, strict=True):
-        assert (got - want).norm() <= 20 * eps * want.norm()
+        assert (got - want).norm() <= 4 * eps * want.norm()  # measured: at most 0.98 eps
 
 
 def test_a_task_that_learnt_nothing_is_stored_as_a_zero_update():
