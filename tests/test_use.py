@@ -33,6 +33,81 @@ def _without_retain(export: Path, texts: list[str], *extra: str, imports: bool =
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def documented_head(export: Path, texts: list[str]) -> list[dict]:
+    """docs/using.md's rule as written, with transformers, safetensors and torch only: pool the
+    features ``f``; transform them; ``scores = f @ weight.T + bias``; the logit of a class is
+    the max of the scores of its rows (``row_class``), ``-inf`` where it has none."""
+    import transformers
+    from safetensors.torch import load_file
+
+    info = json.loads((export / "retain.json").read_text())
+    model = getattr(transformers, info["model_class"]).from_pretrained(export / "model").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(export / "model")
+    head = load_file(str(export / "head.safetensors"))
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=info["max_length"],
+                      return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    f = {"mean": lambda: (hidden * mask).sum(1) / mask.sum(1),
+         "cls": lambda: hidden[:, 0],
+         "last": lambda: hidden[torch.arange(len(texts)), mask.sum((1, 2)).long() - 1],
+         }[info["pooling"]]()
+    transform = info["head"]["transform"]
+    if transform == "normalize":
+        f = f / f.norm(dim=-1, keepdim=True)
+    elif transform == "relu_projection":
+        f = torch.relu(f @ head["projection"])
+    scores = f @ head["weight"].T + head["bias"]
+    logits = torch.full((len(f), len(info["class_names"])), float("-inf"))
+    for r, c in enumerate(head["row_class"].tolist()):
+        logits[:, c] = torch.maximum(logits[:, c], scores[:, r])
+    best = logits.argmax(-1).tolist()
+    return [{"class": info["class_names"][c], "score": float(logits[i, c])}
+            for i, c in enumerate(best)]
+
+
+@pytest.mark.parametrize("head", ["growing", "prototypes", "analytic"])  # each transform
+def test_the_exported_head_applies_as_documented(head, tiny_config, tmp_path):
+    """One dtype in head.safetensors (float32, stated in retain.json), so the documented rule
+    runs as written and gives retain's own classes and scores."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(method="seq-lora", head=head, lr=1e-2)
+    retain.run(cfg, progress=False)
+    trained = retain.load(cfg.out)
+    dest = trained.export(tmp_path / "export")
+    texts = [json.loads(line)["text"] for line in Path(cfg.data).read_text().splitlines()][::5]
+    ours = trained.predict(texts)
+    theirs = documented_head(dest, texts)
+    assert [t["class"] for t in theirs] == [o["class"] for o in ours]
+    assert [t["score"] for t in theirs] == pytest.approx([o["score"] for o in ours], rel=1e-5,
+                                                         abs=1e-6)
+    info = json.loads((dest / "retain.json").read_text())
+    assert info["head"]["dtype"] == "float32"
+    assert info["head"]["transform"] == {"growing": "none", "prototypes": "normalize",
+                                         "analytic": "relu_projection"}[head]
+    tensors = load_file(str(dest / "head.safetensors"))
+    assert {t.dtype for k, t in tensors.items() if k != "row_class"} == {torch.float32}
+
+
+def test_the_exported_adapter_has_a_filled_readme(tiny_config, tmp_path):
+    """Not peft's empty template: the method, the backbone, the stream and every task's
+    classes, how to load it with peft, and the head's rule."""
+    cfg = tiny_config(method="lora-per-task")
+    retain.run(cfg, progress=False)
+    trained = retain.load(cfg.out)
+    dest = trained.export(tmp_path / "export")
+    card = (dest / "adapter" / "README.md").read_text()
+    assert "[More Information Needed]" not in card and card.startswith("---\nlibrary_name: peft")
+    assert "lora-per-task" in card and cfg.backbone in card and trained.stream.name in card
+    for task in trained.stream.tasks:
+        assert ", ".join(trained.class_names[c] for c in task.classes) in card
+    assert "PeftModel.from_pretrained" in card and "AutoModel.from_pretrained" in card
+    assert json.loads((dest / "retain.json").read_text())["head"]["rule"] in card
+    assert "this is task 3's" in card
+
+
 @pytest.mark.parametrize("method", ["seq-lora", "share"])
 def test_export_round_trip_without_retain(method, tiny_config, tiny_bert, jsonl_file, tmp_path):
     """Train, predict with `retain predict`, export, and predict again in a fresh process with

@@ -274,6 +274,11 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
     return train_stream(config, resume, progress)[0]
 
 
+# options that decide only what is measured after the last task (the untouched probe is taken
+# afresh in every session): a resume may change them
+EVALUATION_ONLY = ("retention", "retention_limit")
+
+
 def _config_diff(cfg: RunConfig, saved: dict[str, Any]) -> list[str]:
     """Fields of a resolved config that differ from a saved one (the output folder aside)."""
     return sorted(k for k, v in cfg.to_dict().items() if k != "out" and saved.get(k) != v)
@@ -310,10 +315,11 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         raise RetainError(f"{out} holds a checkpoint of an earlier run: add --resume to continue "
                           "it, or choose another --out")
     diff = _config_diff(cfg, saved["config"]) if saved else []
-    if diff:
+    training = [k for k in diff if k not in EVALUATION_ONLY]
+    if training:
         raise RetainError(f"the checkpoint in {out} was written with a different config "
-                          f"({', '.join(diff)} differ); resume with the same options or choose "
-                          "another --out")
+                          f"({', '.join(training)} differ); resume with the same options or "
+                          "choose another --out")
     # accelerate joins a multi-process CPU group (torchrun) only when told it runs on the CPU
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     if cfg.mixed_precision == "fp16" and (cfg.cpu or no_gpu):
@@ -321,6 +327,11 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     # each run sets its own precision: forget the previous run's (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
+    if diff and accelerator.is_main_process:  # evaluation-only: the checkpoint takes them
+        changes = ", ".join(f"{k} {saved['config'].get(k)} -> {getattr(cfg, k)}" for k in diff)
+        print(f"resuming {out}: evaluation-only options changed ({', '.join(diff)}): {changes}; "
+              "the checkpoint's config now holds the new values", file=sys.stderr)
+        checkpoint.write_json(ckpt_dir / checkpoint.STATE, {**saved, "config": cfg.to_dict()})
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
@@ -335,7 +346,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
               f"(at most {largest}): each step takes a task's whole training set",
               file=sys.stderr)
     show = progress and accelerator.is_main_process
-    untouched = retention_probe(backbone, cfg, show) if cfg.retention else None
+    untouched = retention_probe(backbone, cfg, show, accelerator) if cfg.retention else None
     method = build_method(cfg)
     method.prepare(backbone, stream)
     record, start = Record(), 0
@@ -345,7 +356,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         record, start = Record(**saved["record"]), saved["tasks_done"]
         if accelerator.is_main_process:  # also under --quiet: it says what this run does
             print(f"resuming {out}: {start} of {len(stream)} tasks done"
-                  + (f", picking up at task {start + 1}" if start < len(stream) else ""),
+                  + (f", picking up at task {start + 1}" if start < len(stream) else
+                     ", measuring what follows the last task"),
                   file=sys.stderr)
     method.to(accelerator.device)
     startup = time.perf_counter() - started

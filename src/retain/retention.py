@@ -77,6 +77,12 @@ class Probe:
     neutral: torch.Tensor
 
 
+def _float64(embeddings: torch.Tensor) -> np.ndarray:
+    """Embeddings as float64 numpy: the cosines and correlations are computed there, whatever
+    precision the model ran in (outside autocast, which would take products to bf16/fp16)."""
+    return embeddings.detach().double().cpu().numpy()
+
+
 def probe(embed: Embed, limit: int | None = None, progress: bool = False,
           label: str = "retention") -> Probe:
     """The four probes of one encoder (a progress bar over them when ``progress``)."""
@@ -85,17 +91,17 @@ def probe(embed: Embed, limit: int | None = None, progress: bool = False,
     for name in ("wordsim353", "simlex999"):
         pairs = word_pairs(name)[:limit]
         words = sorted({w for a, b, _ in pairs for w in (a, b)})
-        emb = dict(zip(words, embed(words), strict=True))
+        emb = dict(zip(words, _float64(embed(words)), strict=True))
         cos = [float(emb[a] @ emb[b]) for a, b, _ in pairs]
         scores[name] = float(spearmanr(cos, [s for *_, s in pairs]).statistic)
         bar.update()
     docs, human = lee()
     n = len(docs) if limit is None else min(len(docs), max(10, limit // 4))
-    e = embed(list(docs[:n]))
+    e = _float64(embed(list(docs[:n])))
     iu = np.triu_indices(n, 1)
-    scores["lee"] = float(pearsonr((e @ e.T).numpy()[iu], human[:n, :n][iu]).statistic)
+    scores["lee"] = float(pearsonr((e @ e.T)[iu], human[:n, :n][iu]).statistic)
     bar.update()
-    neutral = embed(list(neutral_sentences()))
+    neutral = embed(list(neutral_sentences())).double().cpu()
     bar.update()
     bar.close()
     return Probe(scores, neutral)
@@ -148,12 +154,22 @@ def lm_retention(untouched, adapted, chunks: torch.Tensor, progress: bool = Fals
                                   "ratio": None}}
 
 
-def retention_probe(backbone, cfg, progress: bool = False) -> Probe | None:
+def retention_probe(backbone, cfg, progress: bool = False, accelerator=None) -> Probe | None:
     """What retention needs of the untouched backbone before any task changes it: the
-    similarity probes of a text encoder (a causal LM is reloaded at the end instead)."""
+    similarity probes of a text encoder (a causal LM is reloaded at the end instead). With the
+    run's ``accelerator``, on its device and under its precision, as the adapted side is
+    measured at the end (so that precision alone moves no ratio)."""
     if backbone.modality != "text":
         return None
-    return probe(backbone.embed, cfg.retention_limit, progress, "retention: untouched")
+    if accelerator is None:
+        return probe(backbone.embed, cfg.retention_limit, progress, "retention: untouched")
+    home = next(backbone.model.parameters()).device
+    backbone.model.to(accelerator.device)
+    try:
+        with accelerator.autocast():
+            return probe(backbone.embed, cfg.retention_limit, progress, "retention: untouched")
+    finally:
+        backbone.model.to(home)
 
 
 def retention_after(untouched: Probe | None, backbone, method, cfg, progress: bool = False

@@ -188,8 +188,13 @@ class Trained:
                             else "AutoModel")}
         if self.kind == "classification":
             head = self.method.head.export()
-            save_file(head.tensors(), str(tmp / "head.safetensors"))
+            # one dtype, so that the rule below runs as written (the analytic head solves in
+            # float64, its projection and the features are float32)
+            tensors = {k: v.float() if v.is_floating_point() else v
+                       for k, v in head.tensors().items()}
+            save_file(tensors, str(tmp / "head.safetensors"))
             info["head"] = {"scheme": self.config.head, "transform": head.transform,
+                            "dtype": "float32",
                             "rule": "f = pooled features; transform (none | normalize: f/|f| | "
                                     "relu_projection: relu(f @ projection)); scores = f @ "
                                     "weight.T + bias; logit of class c = max of the scores of "
@@ -201,7 +206,50 @@ class Trained:
             info["adapter"] = "adapter"
             if self.method.task_aware_prediction:  # one adapter state per task: the latest
                 info["adapter_task"] = self.tasks_done
+            (tmp / "adapter" / "README.md").write_text(
+                self._adapter_card(info, str(adapter[0].peft_type.value)), encoding="utf-8")
         checkpoint.write_json(tmp / "retain.json", info)
+
+    def _adapter_card(self, info: dict[str, Any], peft_type: str) -> str:
+        """The adapter's README.md: what the run was, and how to load and apply it."""
+        from retain.backbones import resolve
+
+        cfg, base, lm = self.config, resolve(self.config.backbone), self.kind == "lm"
+        lines = ["---", "library_name: peft", f"base_model: {base}", "tags:", "- retain",
+                 "- continual-learning", f"- {cfg.method}", "---", "",
+                 f"# {cfg.method} adapter, trained by retain", "",
+                 f"A peft {peft_type} adapter over `{cfg.backbone}` (`{base}`), trained by "
+                 f"`retain run --method {cfg.method}` (head {cfg.head}, mixed precision "
+                 f"{cfg.mixed_precision}, seed {cfg.seed}) on the stream `{self.stream.name}`: "
+                 f"{self.kind}, {self.tasks_done} of {len(self.stream)} tasks learnt, one after "
+                 "another. `../model/` is the same change merged into the backbone."]
+        if "adapter_task" in info:
+            lines += ["", f"The method keeps one adapter state per task; this is task "
+                          f"{info['adapter_task']}'s, the one that predicts without a task id."]
+        lines += ["", "| task | name |" + ("" if lm else " classes |"),
+                  "|---|---|" + ("" if lm else "---|")]
+        lines += [f"| {i + 1} | {t.name} |"
+                  + ("" if lm else f" {', '.join(self.class_names[c] for c in t.classes)} |")
+                  for i, t in enumerate(self.stream.tasks[: self.tasks_done])]
+        lines += ["", "## Loading it", "", "```python", "import transformers",
+                  "from peft import PeftModel"]
+        if peft_type in ("PLATE", "SHARE"):  # peft knows only its own types
+            lines += [f"import retain.methods.{peft_type.lower()}  # registers {peft_type} with "
+                      "peft"]
+        lines += ["", f'base = transformers.{info["model_class"]}.from_pretrained("{base}")',
+                  'model = PeftModel.from_pretrained(base, "EXPORT/adapter").eval()',
+                  'tokenizer = transformers.AutoTokenizer.from_pretrained("EXPORT/model")']
+        if lm:
+            lines += ["logits = model(**tokenizer(texts, return_tensors=\"pt\")).logits", "```"]
+            return "\n".join(lines) + "\n"
+        lines += ["```", "", "## The head", "",
+                  f"Pool the last hidden state ({info['pooling']} pooling, at most "
+                  f"{info['max_length']} tokens) into features `f`, then apply "
+                  "`EXPORT/head.safetensors` (float32) as `EXPORT/retain.json` states: "
+                  f"{info['head']['rule']}. The classes are `class_names` in "
+                  "`EXPORT/retain.json`. retain's `examples/predict_without_retain.py` does all "
+                  "of it."]
+        return "\n".join(lines) + "\n"
 
 
 def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tensor],
@@ -225,12 +273,6 @@ def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tenso
         raise RetainError(f"the adapter's tensors do not fit a fresh peft model "
                           f"({result.unexpected_keys[:2]}); export without the adapter")
     model.save_pretrained(dest)
-    peft_type = str(peft_config.peft_type.value)
-    if peft_type in ("PLATE", "SHARE"):  # peft knows only its own types until retain registers
-        card = dest / "README.md"
-        card.write_text(card.read_text() + f"\n\nThis is retain's {peft_type} adapter: run "
-                        f"`import retain.methods.{peft_type.lower()}` before "
-                        "`PeftModel.from_pretrained` (that registers it with peft).\n")
 
 
 def _plain(row: dict) -> dict:
