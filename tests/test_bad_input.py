@@ -43,7 +43,9 @@ def _run_out_cases(tmp_path) -> list[tuple[list[str], str]]:
     data.write_text("text\na b c\n")
     preds = tmp_path / "preds.csv"
     preds.write_text("old predictions")
-    run = ["run", "--profile", "smoke", "--out", str(tmp_path / "o")]
+    # smoke, no retention: a case that got through would fail fast
+    run = ["run", "--profile", "smoke", "--no-retention", "--out", str(tmp_path / "o")]
+    smoke = ["run", "--profile", "smoke", "--no-retention", "--out"]
     return [
         ([*run, "--lr", "-1"], "--lr must be a number above 0, got -1.0"),
         ([*run, "--lr", "nan"], "--lr must be a number above 0, got nan"),
@@ -60,15 +62,21 @@ def _run_out_cases(tmp_path) -> list[tuple[list[str], str]]:
         ([*run, "--benchmark", "nope"], "unknown benchmark 'nope'"),
         ([*run, "--data", str(tmp_path / "missing.csv")], "does not exist"),
         ([*run, "--resume"], "nothing to resume"),
-        (["run", "--out", str(a_file)], "is a file, not a folder"),
-        (["run", "--out", str(a_file / "sub")], "is a file, not a folder"),
-        (["run", "--out", str(held)], "holds an earlier run: add --resume"),
-        (["run", "--out", str(ckpt)], "--overwrite to replace it"),
-        (["run", "--out", str(ckpt), "--resume", "--overwrite"], "give one of them"),
+        ([*run, "--method", "frozen-ncm", "--benchmark", "lm3"], "cannot serve 'lm' streams"),
+        ([*run, "--benchmark", "lm3", "--head", "analytic"], "have no head; drop --head"),
+        ([*run, "--benchmark", "lm3", "--kind", "classification"], "benchmark; drop --kind"),
+        ([*smoke, str(a_file)], "is a file, not a folder"),
+        ([*smoke, str(a_file / "sub")], "is a file, not a folder"),
+        ([*smoke, str(held)], "holds an earlier run: add --resume"),
+        ([*smoke, str(ckpt)], "--overwrite to replace it"),
+        ([*smoke, str(ckpt), "--resume", "--overwrite"], "give one of them"),
         (["sweep", "--grid", "r=4,8", "--batch-size", "0", "--out", str(tmp_path / "s")],
          "--batch-size must be 1"),
         (["sweep", "--grid", "r=4,8", "--baseline", str(tmp_path / "no.json"), "--out",
           str(tmp_path / "s")], "--baseline"),
+        (["sweep", "--grid", "r=4", "--grid", "r=8", "--out", str(tmp_path / "s")],
+         "each --grid key may appear once"),
+        (["sweep", "--grid", "r=", "--out", str(tmp_path / "s")], "with values"),
         (["compare", "--seeds", "0,0", "--out", str(tmp_path / "c")], "--seeds must be distinct"),
         (["compare", "--seeds", "-1", "--out", str(tmp_path / "c")], "--seeds must be distinct"),
         (["compare", "--methods", "seq-lora,nope", "--out", str(tmp_path / "c")],

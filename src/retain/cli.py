@@ -115,6 +115,11 @@ def _check_run(args: argparse.Namespace) -> None:
 
 def _check_sweep(args: argparse.Namespace) -> None:
     config_from_args(args).check()
+    keys = [k for k, _ in args.grid]
+    if len(set(keys)) != len(keys):
+        raise RetainError(f"each --grid key may appear once, got {', '.join(keys)}")
+    if any(not values for _, values in args.grid):
+        raise RetainError("a sweep needs at least one --grid KEY=V1,V2,... with values")
     for path in args.baseline:
         if not os.path.isfile(os.path.expanduser(path)):
             raise RetainError(f"--baseline {path} does not exist: give a run's results.json")
@@ -175,9 +180,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from retain.sweep import sweep
 
-    keys = [k for k, _ in args.grid]
-    if len(set(keys)) != len(keys):
-        raise RetainError(f"each --grid key may appear once, got {', '.join(keys)}")
     frontier = sweep(config_from_args(args), dict(args.grid), args.baseline,
                      progress=not args.quiet)
     if not PartialState().is_main_process:

@@ -90,30 +90,15 @@ class RunConfig:
         from retain.methods import get_method_class
         from retain.methods.heads import DEFAULT_HEAD_LR, head_options
 
-        self.check()
+        self.check()  # the benchmark, the kind and the method's kinds too
         cls = get_method_class(self.method)
-        if self.data is None and self.benchmark is None:
-            raise RetainError("nothing to run on: give --benchmark NAME or --data FILE")
-        bench = None
-        if self.data is None:
-            bench = BENCHMARKS[self.benchmark]  # a known one (check)
-            if self.kind not in (None, bench.kind):
-                raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
-                                  f"{self.kind}")
-        kind = get_kind(bench.kind if bench else self.kind or "classification")
-        if kind.name not in cls.kinds:
-            raise RetainError(f"method {cls.name} cannot serve '{kind.name}' streams ("
-                              f"{cls.kinds_reason}); choose another --method (`retain list`)")
+        bench = None if self.data is not None else BENCHMARKS[self.benchmark]
+        kind = get_kind(self._kind())
         prof = bench.profile(self.profile) if bench else pick_profile(kind.profiles,
                                                                       self.profile)
         lm = kind.name == "lm"
         if lm:
-            if self.head not in (None, "none"):
-                raise RetainError(f"language-modelling streams have no head; drop --head "
-                                  f"{self.head}")
             head = "none"
-            if self.head_options:
-                raise RetainError("language-modelling streams have no head; drop --head-set")
         else:
             head = self.head or cls.default_head
             if head not in HEADS:
@@ -163,7 +148,9 @@ class RunConfig:
         if self.method not in METHODS:
             raise RetainError(f"unknown method '{self.method}': choose one of "
                               f"{', '.join(METHODS)} (`retain list`)")
-        if self.data is None and self.benchmark is not None and self.benchmark not in BENCHMARKS:
+        if self.data is None and self.benchmark is None:
+            raise RetainError("nothing to run on: give --benchmark NAME or --data FILE")
+        if self.data is None and self.benchmark not in BENCHMARKS:
             raise RetainError(f"unknown benchmark '{self.benchmark}': choose one of "
                               f"{', '.join(BENCHMARKS)} or give --data FILE")
         if self.data is not None and not os.path.exists(os.path.expanduser(self.data)):
@@ -192,7 +179,28 @@ class RunConfig:
                                              or min(self.class_order, default=0) < 0):
             raise RetainError(f"--class-order must list distinct class indices from 0, got "
                               f"{','.join(map(str, self.class_order))}")
+        kind, info = self._kind(), METHODS[self.method]
+        if kind not in info.kinds:
+            raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
+                              f"{info.kinds_reason}); choose another --method (`retain list`)")
+        if kind == "lm" and self.head not in (None, "none"):
+            raise RetainError(f"language-modelling streams have no head; drop --head {self.head}")
+        if kind == "lm" and self.head_options:
+            raise RetainError("language-modelling streams have no head; drop --head-set")
         check_folder(self.out)
+
+    def _kind(self) -> str:
+        """The task kind: the benchmark's, else ``kind``, else classification (an error where
+        ``kind`` contradicts the benchmark)."""
+        from retain.data import BENCHMARKS
+
+        if self.data is not None:
+            return self.kind or "classification"
+        bench = BENCHMARKS[self.benchmark]
+        if self.kind not in (None, bench.kind):
+            raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
+                              f"{self.kind}")
+        return bench.kind
 
     def _order_seed(self, bench) -> int:
         if self.class_order_seed is not None:
