@@ -20,8 +20,9 @@ def check_folder(path: str | Path, flag: str = "--out") -> None:
     for q in (p, *p.parents):
         if q.exists():
             if not q.is_dir():
-                raise RetainError(f"{flag} {path}: {q} is a file, not a folder; choose another "
-                                  f"{flag}")
+                where = "" if q == p else f": {q}"
+                raise RetainError(f"{flag} {path}{where} is a file, not a folder; choose "
+                                  f"another {flag}")
             return
 
 
