@@ -58,6 +58,7 @@ def _run_out_cases(tmp_path) -> list[tuple[list[str], str]]:
         ([*run, "--cap", "-1"], "--cap must be 0 or more"),
         ([*run, "--classes-per-task", "0"], "--classes-per-task must be 1 or more"),
         ([*run, "--class-order", "1,1,0"], "--class-order must list distinct"),
+        ([*run, "--retention-limit", "0"], "--retention-limit must be 1 or more"),
         ([*run, "--method", "nope"], "unknown method 'nope'"),
         ([*run, "--benchmark", "nope"], "unknown benchmark 'nope'"),
         ([*run, "--data", str(tmp_path / "missing.csv")], "does not exist"),
