@@ -106,6 +106,17 @@ def test_the_exported_adapter_has_a_filled_readme(tiny_config, tmp_path):
     assert "PeftModel.from_pretrained" in card and "AutoModel.from_pretrained" in card
     assert json.loads((dest / "retain.json").read_text())["head"]["rule"] in card
     assert "this is task 3's" in card
+    # its code loads the adapter over the base as the merged model computes
+    from transformers import AutoModel
+
+    code = card.split("```python\n")[1].split("```")[0].replace("EXPORT", str(dest))
+    scope: dict = {}
+    exec(code, scope)
+    batch = scope["tokenizer"](["the dog and the cat"], return_tensors="pt")
+    merged = AutoModel.from_pretrained(dest / "model").eval()
+    with torch.no_grad():
+        ours = scope["model"](**batch).last_hidden_state
+        assert torch.allclose(ours, merged(**batch).last_hidden_state, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["seq-lora", "share"])

@@ -213,13 +213,18 @@ class Trained:
     def _adapter_card(self, info: dict[str, Any], peft_type: str) -> str:
         """The adapter's README.md: what the run was, and how to load and apply it."""
         from retain.backbones import resolve
+        from retain.catalogue import TINY
 
         cfg, base, lm = self.config, resolve(self.config.backbone), self.kind == "lm"
+        tiny = cfg.backbone in TINY  # built by retain, random: no folder to load it from
         lines = ["---", "library_name: peft", f"base_model: {base}", "tags:", "- retain",
                  "- continual-learning", f"- {cfg.method}", "---", "",
                  f"# {cfg.method} adapter, trained by retain", "",
-                 f"A peft {peft_type} adapter over `{cfg.backbone}` (`{base}`), trained by "
-                 f"`retain run --method {cfg.method}` (head {cfg.head}, mixed precision "
+                 f"A peft {peft_type} adapter over `{cfg.backbone}` "
+                 f"({'a tiny random model that retain builds' if tiny else f'`{base}`'}), "
+                 "trained by "
+                 f"`retain run --method {cfg.method}` ({'' if lm else f'head {cfg.head}, '}"
+                 "mixed precision "
                  f"{cfg.mixed_precision}, seed {cfg.seed}) on the stream `{self.stream.name}`: "
                  f"{self.kind}, {self.tasks_done} of {len(self.stream)} tasks learnt, one after "
                  "another. `../model/` is the same change merged into the backbone."]
@@ -233,14 +238,18 @@ class Trained:
                   for i, t in enumerate(self.stream.tasks[: self.tasks_done])]
         lines += ["", "## Loading it", "", "```python", "import transformers",
                   "from peft import PeftModel"]
+        if tiny:
+            lines += ["import retain.backbones"]
         if peft_type in ("PLATE", "SHARE"):  # peft knows only its own types
             lines += [f"import retain.methods.{peft_type.lower()}  # registers {peft_type} with "
                       "peft"]
-        lines += ["", f'base = transformers.{info["model_class"]}.from_pretrained("{base}")',
+        lines += ["", f'base = retain.backbones.load_backbone("{base}").model' if tiny else
+                  f'base = transformers.{info["model_class"]}.from_pretrained("{base}")',
                   'model = PeftModel.from_pretrained(base, "EXPORT/adapter").eval()',
                   'tokenizer = transformers.AutoTokenizer.from_pretrained("EXPORT/model")']
         if lm:
-            lines += ["logits = model(**tokenizer(texts, return_tensors=\"pt\")).logits", "```"]
+            lines += ['logits = model(**tokenizer(["a text"], return_tensors="pt")).logits',
+                      "```"]
             return "\n".join(lines) + "\n"
         lines += ["```", "", "## The head", "",
                   f"Pool the last hidden state ({info['pooling']} pooling, at most "
