@@ -11,9 +11,13 @@ the stream; the two alternate on the same batch. Both sides stop at the pooled f
 small product for every method.
 
 The figure is the median of paired ratios, one per round (deployed over untouched, timed one
-right after the other), and its spread the interquartile range of those ratios: two models of
-equal cost read about 1 with a spread around 1 however busy the machine, while a median of
-each side apart lets a busy moment fall on one side only."""
+right after the other), and its spread the 10th to 90th percentile of those ratios: two models
+of equal cost read about 1 with 1 inside the spread however busy the machine (the spread then
+widens), while a median of each side apart lets a busy moment fall on one side only. The
+middle 80%, not the middle half: on a shared CPU the load comes in spells longer than a round,
+so the rounds are fewer independent draws than they seem, and the interquartile range of 30
+of them left 1 out of one run in ten on two equal models
+(``benchmarks/results/inference_ratio_smoke_interquartile.json``)."""
 
 from __future__ import annotations
 
@@ -89,11 +93,11 @@ def paired_seconds(forwards: dict[str, Forward], batch: dict[str, torch.Tensor],
 
 def ratio_and_spread(deployed: list[float], untouched: list[float]
                      ) -> tuple[float, list[float]]:
-    """The median of the per-round ratios ``deployed / untouched`` and their interquartile
-    range ``[low, high]``, rounded outwards to ratios measured: those ranked
-    ``floor((n - 1) / 4)`` from either end (so the median lies between them)."""
+    """The median of the per-round ratios ``deployed / untouched`` and their 10th to 90th
+    percentile ``[low, high]``, rounded outwards to ratios measured: those ranked
+    ``floor((n - 1) / 10)`` from either end (so the median lies between them)."""
     ratios = sorted(d / u for d, u in zip(deployed, untouched, strict=True))
-    k = (len(ratios) - 1) // 4
+    k = (len(ratios) - 1) // 10
     return statistics.median(ratios), [ratios[k], ratios[-1 - k]]
 
 
@@ -102,7 +106,7 @@ def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
                    ) -> dict[str, float | int | str | None]:
     """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
     copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
-    with its spread (interquartile range) and number of rounds, and which model was timed.
+    with its spread (10th to 90th percentile) and number of rounds, and which model was timed.
     A measurement that fails (out of memory with the two copies, a merge that fails) is
     reported on standard error and left out (None), so that the run's results are written."""
     method.eval()

@@ -86,7 +86,7 @@ def format_table(results: dict[str, Any]) -> str:
     for key, label in columns:
         line = f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}"
         if row.get(f"{key}_spread") is not None:
-            line += f"  (interquartile {format_spread(row[f'{key}_spread'], digits(key, 4))})"
+            line += f"  (spread {format_spread(row[f'{key}_spread'], digits(key, 4))})"
         out.append(line)
     return "\n".join(out)
 

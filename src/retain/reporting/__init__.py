@@ -35,7 +35,7 @@ FIGURES = [
 
 BOLD_RULE = ("Bold: the best value of a column (higher is better, except forgetting, "
              "parameters, times and memory); an inference ratio only where it lies outside "
-             "every other method's spread (in brackets: the interquartile range of the paired "
+             "every other method's spread (in brackets: the 10th to 90th percentile of the paired "
              "per-round ratios, the widest over seeds) and theirs outside its own.")
 
 
