@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -239,3 +240,12 @@ def test_summary_names_a_random_backbone():
         "seq-lora on lm3/smoke (head: none; backbone: tiny-llama, random weights)")
     results["config"]["backbone"] = "minilm"
     assert format_table(results).splitlines()[0].endswith("(head: none; backbone: minilm)")
+
+
+def test_a_sequence_longer_than_the_backbone_takes_is_refused(tiny_config):
+    """The tiny BERT has 512 positions: 700 tokens would fail inside the first forward."""
+    cfg = tiny_config(max_length=700)
+    with pytest.raises(RetainError, match=r"^(--max-length|max_length) 700 is more than "
+                                          r".* \(512 positions\)"):
+        retain.run(cfg, progress=False)
+    assert not os.path.exists(os.path.join(cfg.out, "checkpoint"))

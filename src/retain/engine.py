@@ -339,6 +339,10 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         raise RetainError(f"a language-modelling stream needs a causal LM backbone; "
                           f"'{cfg.backbone}' is a {backbone.modality} model (try --backbone "
                           "smollm2 or tiny-llama)")
+    positions = getattr(backbone.model.config, "max_position_embeddings", None)
+    if backbone.modality != "image" and positions and cfg.max_length > positions:
+        raise RetainError(f"--max-length {cfg.max_length} is more than '{cfg.backbone}' takes "
+                          f"({positions} positions): give --max-length {positions} or less")
     stream = build_stream(cfg, backbone)
     largest = max(len(task.train) for task in stream.tasks)
     if cfg.batch_size > largest and accelerator.is_main_process:
