@@ -41,6 +41,8 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     load_before = os.getloadavg()
+    commit = git("rev-parse", "HEAD")  # at the start: the code the runs ran
+    uncommitted = git("status", "--porcelain", "--", "src").splitlines()
     rows = []
     for i in range(1, args.runs + 1):
         for method in methods:
@@ -67,8 +69,8 @@ def main() -> None:
 
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
               "spread": " ".join(ratio_and_spread.__doc__.split()),
-              "commit": git("rev-parse", "HEAD"),
-              "uncommitted_source_files": git("status", "--porcelain", "--", "src").splitlines(),
+              "commit": commit,
+              "uncommitted_source_files": uncommitted,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average_before": load_before,
                           "load_average_after": os.getloadavg()},
