@@ -48,9 +48,9 @@ def _run_out_cases(tmp_path) -> list[tuple[list[str], str]]:
     run = ["run", "--profile", "smoke", "--no-retention", "--out", str(tmp_path / "o")]
     smoke = ["run", "--profile", "smoke", "--no-retention", "--out"]
     return [
-        ([*run, "--lr", "-1"], "--lr must be a number above 0, got -1.0"),
-        ([*run, "--lr", "nan"], "--lr must be a number above 0, got nan"),
-        ([*run, "--head-lr", "-1"], "--head-lr must be a number above 0"),
+        ([*run, "--lr", "-1"], "--lr must be a number 0 or more (0 trains nothing), got -1.0"),
+        ([*run, "--lr", "nan"], "--lr must be a number 0 or more (0 trains nothing), got nan"),
+        ([*run, "--head-lr", "-1"], "--head-lr must be a number 0 or more"),
         ([*run, "--batch-size", "0"], "--batch-size must be 1 or more, got 0"),
         ([*run, "--epochs", "-2"], "--epochs must be 1 or more"),
         ([*run, "--max-length", "1"], "--max-length must be 2 or more"),

@@ -166,8 +166,9 @@ class RunConfig:
                 raise RetainError(f"unknown --{name} '{value}': choose one of "
                                   f"{', '.join(c for c in choices if c not in (None, 'none'))}")
         for name, value in (("lr", self.lr), ("head-lr", self.head_lr)):
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise RetainError(f"--{name} must be a number above 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise RetainError(f"--{name} must be a number 0 or more (0 trains nothing), "
+                                  f"got {value}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise RetainError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         for name, (low, why) in _AT_LEAST.items():
