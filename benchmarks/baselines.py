@@ -2,10 +2,11 @@
 
     python benchmarks/baselines.py --profile quick --methods frozen-ncm,seq-lora,seq-ft,joint
 
-Each run's full results stay in ``runs/baselines/<profile>/<method>/results.json``; the summary
-rows go to ``benchmarks/results/baselines_<profile>.json`` (replacing earlier rows of the same
-method and head) and are printed. A finished run of the same config in that folder is read, not
-run again. Run nothing else beside it: timings taken next to another job are worthless on 2 cores.
+Each run's full results stay in ``runs/baselines/<profile>/<method>/results.json``; the rows
+(``benchmarks/driver.py``'s format, labelled ``method/head``) go to
+``benchmarks/results/baselines_<profile>.json`` (replacing earlier rows of the same label) and
+are printed. A finished run of the same config in that folder is read, not run again. Run nothing
+else beside it: timings taken next to another job are worthless on 2 cores.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
+from driver import run_row, save_table
+
 from retain import RunConfig
 from retain.engine import run_or_load
-from retain.summary import summary_row
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -37,14 +37,9 @@ def main() -> None:
         cfg = RunConfig(method=method, profile=args.profile, seed=args.seed, head=head,
                         out=str(out))
         results = run_or_load(cfg, progress=False)  # a finished run with this config is read
-        rows.append(summary_row(results))
-        print(json.dumps(rows[-1]), flush=True)
-    dest = ROOT / "results" / f"baselines_{args.profile}.json"
-    old = json.loads(dest.read_text()) if dest.exists() else []
-    new = {(r["method"], r["head"]) for r in rows}  # a rerun replaces a method's old row
-    rows = [r for r in old if (r["method"], r["head"]) not in new] + rows
-    dest.write_text(json.dumps(rows, indent=1))
-    print(f"saved {dest}")
+        rows.append(run_row(f"{results['method']}/{results['head']}", results))
+        print(json.dumps({k: rows[-1][k] for k in ("label", "final_accuracy")}), flush=True)
+        save_table(f"baselines_{args.profile}.json", rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import json
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from driver import classification_table, load_rows, run_row, save_table, stamp
+
 STAT_HEADS = ("prototypes", "analytic", "aligned")
 ALL_HEADS = ("task-heads", "growing", *STAT_HEADS)
 
@@ -105,7 +106,6 @@ def run_one(label: str, fields: dict, profile: str, seed: int, refit: bool = Tru
             tag: str = "") -> dict:
     from retain import RunConfig
     from retain.engine import train_stream
-    from retain.summary import summary_row
 
     out = Path("runs/heads") / (profile + (f"-{tag}" if tag else "")) / label.replace("/", "--")
     done = out / "row.json"
@@ -114,40 +114,18 @@ def run_one(label: str, fields: dict, profile: str, seed: int, refit: bool = Tru
     cfg = RunConfig(profile=profile, seed=seed, out=str(out), **fields)
     start = time.perf_counter()
     results, method = train_stream(cfg, resume=(out / "checkpoint").is_dir(), progress=False)
-    row = {"label": label, **summary_row(results), "head_lr": results["config"]["head_lr"],
-           "head_options": results["config"]["head_options"],
-           "first_task_accuracy": [r[0] for r in results["matrix"]],
-           "task_incremental_first_task_accuracy": [r[0] for r in
-                                                    results["task_incremental_matrix"]],
-           "run_seconds": time.perf_counter() - start, "device": results["cost"]["device"]}
+    row = run_row(label, results, first_task_accuracy=[r[0] for r in results["matrix"]],
+                  task_incremental_first_task_accuracy=[
+                      r[0] for r in results["task_incremental_matrix"]],
+                  run_seconds=time.perf_counter() - start)
     if results["head"] == "analytic":
         row["lambdas"] = [c["lambda"] for c in method.head.choices]
     moving = results["cost"]["trainable_parameters"] > 0 and results["method"] != "joint"
     if results["head"] in ("prototypes", "analytic") and moving and refit:
         row["refit_final_accuracy"] = refit_accuracy(cfg, method)
+    row = stamp(row)  # this invocation's command and commit, kept when --collect gathers it
     done.write_text(json.dumps(row, indent=1))
     return row
-
-
-def markdown(rows: list[dict]) -> str:
-    """The rows as the README's table."""
-    def f(x, d=3):
-        if x is None or x != x:
-            return "n/a"
-        return f"{x:,}" if isinstance(x, int) else f"{x:.{d}f}"
-
-    out = ["| run | head lr | final | avg. incr. | forgetting | task-incr. final | WordSim353 | "
-           "SimLex-999 | Lee | drift | stored | boundary s | refit final |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append("| " + " | ".join([
-            r["label"], f"{r['head_lr']:g}", f(r["final_accuracy"]),
-            f(r["average_incremental_accuracy"]), f(r["forgetting"]),
-            f(r.get("task_incremental_final_accuracy")), f(r.get("retention_wordsim353")),
-            f(r.get("retention_simlex999")), f(r.get("retention_lee")),
-            f(r.get("retention_embedding_drift")), f(r["stored_parameters"]),
-            f(r["boundary_seconds"], 1), f(r.get("refit_final_accuracy"))]) + " |")
-    return "\n".join(out)
 
 
 def main() -> None:
@@ -168,7 +146,7 @@ def main() -> None:
         print("\n".join(labels))
         return
     if args.markdown:
-        print(markdown(json.loads((ROOT / "results" / f"heads_{name}.json").read_text())))
+        print(classification_table(load_rows(f"heads_{name}.json")))
         return
     if not args.collect:
         i, n = map(int, args.worker.split("/"))
@@ -182,16 +160,11 @@ def main() -> None:
             print(json.dumps({k: row.get(k) for k in ("label", "final_accuracy",
                                                       "refit_final_accuracy", "run_seconds")}),
                   flush=True)
-    dest = ROOT / "results" / f"heads_{name}.json"
     # rows saved earlier stay (their run folders may be gone); finished runs replace them
-    saved = {r["label"]: r for r in json.loads(dest.read_text())} if dest.is_file() else {}
-    for label in grid():
-        path = Path("runs/heads") / name / label.replace("/", "--") / "row.json"
-        if path.is_file():
-            saved[label] = json.loads(path.read_text())
-    rows = [saved[label] for label in grid() if label in saved]
-    dest.write_text(json.dumps(rows, indent=1))
-    print(f"saved {len(rows)} rows to {dest}")
+    finished = [Path("runs/heads") / name / label.replace("/", "--") / "row.json"
+                for label in grid()]
+    rows = [json.loads(path.read_text()) for path in finished if path.is_file()]
+    save_table(f"heads_{name}.json", rows, order=list(grid()))
 
 
 if __name__ == "__main__":

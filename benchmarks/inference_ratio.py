@@ -6,7 +6,8 @@ The runs alternate between the methods (so that a busy spell of the machine fall
 them), each ``retain run --method M --profile P --out OUT/M_i --quiet``. Saves
 ``benchmarks/results/inference_ratio_<profile>.json``: every run's ``inference_ratio``,
 ``inference_ratio_spread`` (10th to 90th percentile of the paired per-round ratios) and whether
-the spread holds 1, with the exact commands, the commit and the machine's load average.
+the spread holds 1, with the exact commands, the commit (``benchmarks/driver.py``) and the
+machine's load average.
 """
 
 from __future__ import annotations
@@ -21,12 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-REPO = ROOT.parent
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+from driver import commit, save
 
 
 def main() -> None:
@@ -41,8 +37,7 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     load_before = os.getloadavg()
-    commit = git("rev-parse", "HEAD")  # at the start: the code the runs ran
-    uncommitted = git("status", "--porcelain", "--", "src").splitlines()
+    at_start = commit()  # the code the runs ran
     rows = []
     for i in range(1, args.runs + 1):
         for method in methods:
@@ -67,19 +62,16 @@ def main() -> None:
                   f"[{low:.2f}-{high:.2f}] ({cost['inference_rounds']} rounds)", flush=True)
     from retain.inference import ratio_and_spread
 
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "spread": " ".join(ratio_and_spread.__doc__.split()),
-              "commit": commit,
-              "uncommitted_source_files": uncommitted,
+    report = {"spread": " ".join(ratio_and_spread.__doc__.split()),
+              **({"commit_at_start": at_start} if commit() != at_start else {}),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average_before": load_before,
                           "load_average_after": os.getloadavg()},
               "note": args.note,
               "all_within_spread": all(r["one_within_spread"] for r in rows),
               "runs": rows}
-    dest = ROOT / "results" / f"inference_ratio_{args.profile}.json"
-    dest.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"1 within every run's spread: {report['all_within_spread']}; saved {dest}")
+    print(f"1 within every run's spread: {report['all_within_spread']}")
+    save(f"inference_ratio_{args.profile}.json", report)
 
 
 if __name__ == "__main__":

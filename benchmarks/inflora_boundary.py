@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from accelerate import Accelerator
+from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.data import build_stream
 from retain.engine import Engine, build_method
 from retain.methods.inflora import InfLoRA, SubspaceMemory
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -58,10 +56,8 @@ def main() -> None:
     report = {"profile": args.profile, "tasks": args.tasks, "boundary_seconds": boundary,
               **{f"{k}_seconds": v for k, v in seconds.items()},
               "memories": len(method.memories), "targeted_layers": len(method.layers)}
-    dest = ROOT / "results" / f"inflora_boundary_{args.profile}.json"
-    dest.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    print(f"saved {dest}")
+    save(f"inflora_boundary_{args.profile}.json", report)
 
 
 if __name__ == "__main__":

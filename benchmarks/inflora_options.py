@@ -7,7 +7,7 @@ Writes ``benchmarks/results/inflora_options_<profile>.json``; the runs stay in
 ``runs/inflora/<profile>/options/``.
 """
 
-from settings import Settings, main
+from driver import Settings, settings_table
 
 SETTINGS: Settings = {
     "default": ("inflora", None, None, None, {}),
@@ -16,4 +16,5 @@ SETTINGS: Settings = {
 }
 
 if __name__ == "__main__":
-    main(SETTINGS, "inflora/{profile}/options", "inflora_options", __doc__.splitlines()[0])
+    settings_table(SETTINGS, "inflora/{profile}/options", "inflora_options",
+                   __doc__.splitlines()[0])

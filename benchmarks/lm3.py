@@ -5,7 +5,9 @@ perplexity ratio and KL, trainable and stored parameters, median step time (JSON
     python benchmarks/lm3.py --methods grow,grow/gradient-third   # a method or a variant
 
 Each run's results stay in ``runs/lm3/<profile>/<method>/results.json`` (a finished run of the
-same config is read, not run again); the rows go to ``benchmarks/results/lm3_<profile>.json``.
+same config is read, not run again); the rows (``benchmarks/driver.py``'s format, labelled by the
+method or variant) go to ``benchmarks/results/lm3_<profile>.json``, replacing those of the same
+label.
 Run nothing else beside it: two training processes on 2 cores slow each step 5 to 15 times.
 """
 
@@ -15,10 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
+from driver import run_row, save_table
+
 from retain import RunConfig
 from retain.engine import run_or_load
 
-ROOT = Path(__file__).resolve().parent
 # label -> RunConfig fields beyond the method's defaults
 VARIANTS = {
     "grow/gradient-third": {"method": "grow", "method_options": {"select": "gradient"}},
@@ -30,32 +33,13 @@ VARIANTS = {
 }
 
 
-def row(res: dict) -> dict:
-    m, c, ret = res["metrics"], res["cost"], res["retention"] or {}
-    shakes = ret.get("shakespeare_perplexity", {})
-    return {"method": res["method"], "lr": res["config"]["lr"],
-            "perplexity_matrix": res["matrix"],
-            "final_perplexity": m["final_perplexity"], "forgetting": m["forgetting"],
-            "relative_forgetting": m["relative_forgetting"], "bwt": m["bwt"],
-            "plasticity": m["plasticity"],
-            "shakespeare_perplexity": shakes.get("score"),
-            "shakespeare_perplexity_untouched": shakes.get("untouched"),
-            "shakespeare_ratio": shakes.get("ratio"),
-            "kl_from_untouched": ret.get("kl_from_untouched", {}).get("score"),
-            **{k: c[k] for k in ("trainable_parameters", "stored_parameters",
-                                 "median_step_seconds", "steps", "train_seconds",
-                                 "boundary_seconds", "wall_seconds", "peak_memory_mb")},
-            "method_options": res["config"]["method_options"]}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick")
     p.add_argument("--methods", default="seq-ft,seq-lora,inflora,plate")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    dest = ROOT / "results" / f"lm3_{args.profile}.json"
-    rows = json.loads(dest.read_text()) if dest.exists() else []
+    rows = []
     for label in args.methods.split(","):
         fields = VARIANTS.get(label, {"method": label})
         cfg = RunConfig(benchmark="lm3", profile=args.profile, seed=args.seed,
@@ -65,12 +49,10 @@ def main() -> None:
         growths = json.loads(state.read_text())["method_state"].get("growths") if \
             state.is_file() else None
         extra = {"growths": growths} if growths else {}
-        rows = [r for r in rows if r.get("label", r["method"]) != label] + [
-            {"label": label, **row(res), **extra}]
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "method_options"}),
+        rows.append(run_row(label, res, **extra))
+        print(json.dumps({k: rows[-1][k] for k in ("label", "final_perplexity", "forgetting")}),
               flush=True)
-        dest.write_text(json.dumps(rows, indent=1))
-    print(f"saved {dest}")
+        save_table(f"lm3_{args.profile}.json", rows)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Saves ``benchmarks/results/plate_drift.json``."""
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
@@ -18,8 +18,6 @@ from retain.data import build_stream
 from retain.methods.plate import PlateConfig
 from retain.methods.plate.drift import drift_after_training
 from retain.retention import neutral_sentences
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -44,9 +42,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     report = {"steps": args.steps, "lr": args.lr, "batch_size": 16, "task": task.name,
               "points": rows}
-    dest = ROOT / "results" / "plate_drift.json"
-    dest.write_text(json.dumps(report, indent=1))
-    print(f"saved {dest}")
+    save("plate_drift.json", report)
 
 
 if __name__ == "__main__":

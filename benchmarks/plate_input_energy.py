@@ -9,11 +9,10 @@ Saves ``benchmarks/results/plate_input_energy.json`` (``..._max-rank<K>.json`` w
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from pathlib import Path
 
 import torch
+from driver import save
 from peft import get_peft_model
 
 from retain import RunConfig
@@ -21,8 +20,6 @@ from retain.backbones import load_backbone
 from retain.data import build_stream
 from retain.methods.plate import PlateConfig, PlateLinear
 from retain.retention import neutral_sentences
-
-ROOT = Path(__file__).resolve().parent
 
 
 def energy_in_q(model, layers: dict, batch: dict) -> dict[str, float]:
@@ -75,9 +72,7 @@ def main() -> None:
         print(tau, f"mean k {mean_k:.0f}",
               {k: round(v["mean"], 3) for k, v in entry.items() if k != "k"}, flush=True)
     suffix = "" if args.max_rank == 512 else f"_max-rank{args.max_rank}"
-    dest = ROOT / "results" / f"plate_input_energy{suffix}.json"
-    dest.write_text(json.dumps(report, indent=1))
-    print(f"saved {dest}")
+    save(f"plate_input_energy{suffix}.json", report)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Writes ``benchmarks/results/plate_options_<profile>.json``; the runs stay in
 ``runs/plate/<profile>/options/``.
 """
 
-from settings import Settings, main
+from driver import Settings, settings_table
 
 SETTINGS: Settings = {
     "default": ("plate", None, None, None, {}),
@@ -15,4 +15,5 @@ SETTINGS: Settings = {
 }
 
 if __name__ == "__main__":
-    main(SETTINGS, "plate/{profile}/options", "plate_options", __doc__.splitlines()[0])
+    settings_table(SETTINGS, "plate/{profile}/options", "plate_options",
+                   __doc__.splitlines()[0])

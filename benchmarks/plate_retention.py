@@ -9,7 +9,7 @@ read, not run again (``retain run ... --out`` that folder gives the same run). T
 ``benchmarks/results/plate_retention_<profile>.json`` and are printed. Run nothing beside it.
 """
 
-from settings import Settings, main
+from driver import Settings, settings_table
 
 SETTINGS: Settings = {
     "ncm-growing-headlr2e-3": ("frozen-ncm", "growing", 2e-3, None, {}),
@@ -23,4 +23,5 @@ SETTINGS: Settings = {
 }
 
 if __name__ == "__main__":
-    main(SETTINGS, "plate/{profile}/explore", "plate_retention", __doc__.splitlines()[0])
+    settings_table(SETTINGS, "plate/{profile}/explore", "plate_retention",
+                   __doc__.splitlines()[0])

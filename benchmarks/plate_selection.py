@@ -13,9 +13,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from driver import save
 from peft import get_peft_model
 from torch import nn
 
@@ -28,8 +28,6 @@ from retain.methods.plate.selection import (
     protected_subspace,
     select_neurons,
 )
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -86,10 +84,8 @@ def main() -> None:
               "official_by_layer_kind": _by_kind(per_layer),
               "torch_threads": torch.get_num_threads(),
               "per_layer": per_layer}
-    dest = ROOT / "results" / f"plate_selection_{args.backbone}.json"
-    dest.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "per_layer"}, indent=1))
-    print(f"saved {dest}")
+    save(f"plate_selection_{args.backbone}.json", report)
 
 
 def _by_kind(per_layer: dict) -> dict:

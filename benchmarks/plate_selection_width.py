@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
+from driver import save
 
 from retain.methods.plate.selection import frozen_rows, protected_subspace, select_neurons
 
-ROOT = Path(__file__).resolve().parent
 # (d_out, d_in): square layers, then a 7B model's MLP (up/gate: 4096 -> 11008, down: back)
 SHAPES = [(1024, 1024), (2048, 2048), (4096, 4096), (11008, 4096), (4096, 11008)]
 
@@ -50,9 +49,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     report = {"r": args.r, "tau": args.tau, "max_rank": args.max_rank,
               "torch_threads": torch.get_num_threads(), "rows": rows}
-    dest = ROOT / "results" / "plate_selection_width.json"
-    dest.write_text(json.dumps(report, indent=1))
-    print(f"saved {dest}")
+    save("plate_selection_width.json", report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from driver import save
 
 
 def cli_args(config: dict) -> list[str]:
@@ -64,11 +64,9 @@ def main() -> None:
     report = {"method": ref["method"], "killed_after_task": killed_at,
               "equal": res["matrix"] == ref["matrix"],
               "resumed_accuracy_matrix": res["matrix"],
-              "reference_accuracy_matrix": ref["matrix"],
-              "command": " ".join(sys.argv)}
-    dest = ROOT / "results" / f"resume_{ref['method']}.json"
-    dest.write_text(json.dumps(report, indent=1))
-    print(f"accuracy matrices equal: {report['equal']}; saved {dest}")
+              "reference_accuracy_matrix": ref["matrix"]}
+    print(f"accuracy matrices equal: {report['equal']}")
+    save(f"resume_{ref['method']}.json", report)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from driver import save
 from peft import get_peft_model
 
 from retain import RunConfig
@@ -33,8 +33,6 @@ from retain.backbones import load_backbone
 from retain.engine import train_stream
 from retain.methods.baselines import peft_targets
 from retain.methods.share import ShareConfig, ShareLinear, ShareModel
-
-ROOT = Path(__file__).resolve().parent
 
 
 def timing(args: argparse.Namespace) -> dict:
@@ -106,9 +104,7 @@ def dropped(args: argparse.Namespace) -> dict:
         ShareModel.consolidate = original
     return {"benchmark": args.benchmark, "profile": args.profile, "tasks": args.tasks,
             "layers": len(method.share_layers()), "final_accuracy": results["final_accuracy"],
-            "dropped_by_the_authors_update": tasks,
-            "command": f"python benchmarks/share_update.py --dropped --benchmark "
-                       f"{args.benchmark} --profile {args.profile} --tasks {args.tasks}"}
+            "dropped_by_the_authors_update": tasks}
 
 
 def main() -> None:
@@ -125,12 +121,12 @@ def main() -> None:
     args = p.parse_args()
     if args.dropped:
         report = dropped(args)
-        dest = ROOT / "results" / f"share_dropped_{args.benchmark}_{args.profile}.json"
+        name = f"share_dropped_{args.benchmark}_{args.profile}.json"
     else:
         report = timing(args)
-        dest = ROOT / "results" / f"share_update_{args.backbone}.json"
-    dest.write_text(json.dumps(report, indent=1))
+        name = f"share_update_{args.backbone}.json"
     print(json.dumps(report, indent=1))
+    save(name, report)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from driver import save
+
 CHILD = ("import time; t0 = time.perf_counter(); from retain.backbones import load_backbone; "
          "import transformers, transformers.models.llama.modeling_llama; "
          "t = time.perf_counter(); load_backbone('smollm2'); "
@@ -43,7 +43,7 @@ def main() -> None:
               "note": "seconds inside a fresh process: load_backbone('smollm2') alone, after the "
                       "imports of torch, transformers and retain (import_seconds)"}
     print(json.dumps(result, indent=1))
-    (ROOT / "results" / "smollm2_load.json").write_text(json.dumps(result, indent=1))
+    save("smollm2_load.json", result)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,20 @@
 20,000th line on (the spec's independent figure is about 67 on 200 chunks).
 
     python benchmarks/smollm2_shakespeare.py --chunks 200
+
+Saves ``benchmarks/results/smollm2_shakespeare_<chunks>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
+from driver import save
 
 from retain.backbones import load_backbone
 from retain.retention import lm_retention, shakespeare_chunks
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -31,8 +31,7 @@ def main() -> None:
               "perplexity": out["shakespeare_perplexity"]["untouched"],
               "kl_self": out["kl_from_untouched"]["score"]}
     print(json.dumps(result))
-    (ROOT / "results" / f"smollm2_shakespeare_{args.chunks}.json").write_text(
-        json.dumps(result, indent=1))
+    save(f"smollm2_shakespeare_{args.chunks}.json", result)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.data import build_stream
 from retain.engine import build_method
-
-ROOT = Path(__file__).resolve().parent
 
 
 def options(pairs: list[str]) -> dict[str, str]:
@@ -141,10 +139,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
     }
     tag = f"_{args.tag}" if args.tag else ""
-    dest = ROOT / "results" / f"step_time_{args.a}_vs_{args.b}{tag}.json"
-    dest.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    print(f"saved {dest}")
+    save(f"step_time_{args.a}_vs_{args.b}{tag}.json", report)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """mkdocs hook: ``<!-- options: NAME -->`` in a page becomes the table of that method's or head's
 options (name, default, help), read from its config dataclass, so the pages never restate a
-default by hand."""
+default by hand; ``<!-- results: NAME -->`` becomes the table of the rows saved in
+``benchmarks/results/NAME.json`` (``<!-- results: NAME LABEL,LABEL -->``: those rows, in that
+order), rendered by ``benchmarks/driver.py``, so the pages never copy a measured figure."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
+from pathlib import Path
+
+DRIVER = Path(__file__).resolve().parent.parent / "benchmarks" / "driver.py"
 
 
 def options_table(name: str) -> str:
@@ -32,5 +38,15 @@ def options_table(name: str) -> str:
     return "\n".join(rows)
 
 
+def results_table(name: str, labels: str | None) -> str:
+    spec = importlib.util.spec_from_file_location("benchmarks_driver", DRIVER)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    return driver.table(name, labels.split(",") if labels else None)
+
+
 def on_page_markdown(markdown: str, **kwargs) -> str:
-    return re.sub(r"<!-- options: ([a-z-]+) -->", lambda m: options_table(m.group(1)), markdown)
+    markdown = re.sub(r"<!-- options: ([a-z-]+) -->", lambda m: options_table(m.group(1)),
+                      markdown)
+    return re.sub(r"<!-- results: ([\w.-]+)(?: ([^\s>]+))? -->",
+                  lambda m: results_table(m.group(1), m.group(2)), markdown)

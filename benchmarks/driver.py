@@ -1,0 +1,295 @@
+"""What every benchmark script shares: saving a result with its provenance, one row format for
+tables of runs, the settings-table driver, and the list of which script writes which file.
+
+Every JSON a script saves through :func:`save` carries, under fixed keys, ``command`` (the exact
+command line: ``python benchmarks/X.py ...``) and ``commit`` (``{"hash": short hash, "dirty":
+whether ``src/`` or ``benchmarks/`` differed from it}``). Tables of runs (:func:`save_table`) are
+lists of rows under ``rows``; each row carries the command and commit of the invocation that
+made it, since one table gathers the rows of several invocations.
+
+Files written before this driver carry no ``command`` and ``commit``; :data:`LEGACY` names them
+with the command their docs cite, until a rerun replaces them. ``tests/test_benchmarks.py``
+checks both lists against ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+RESULTS = ROOT / "results"
+
+# script (under benchmarks/) -> the result names it writes (fnmatch patterns under results/)
+PRODUCERS: dict[str, tuple[str, ...]] = {
+    "baselines.py": ("baselines_*.json",),
+    "grow_identity.py": ("grow_identity_smollm2.json",),
+    "heads.py": ("heads_*.json",),
+    "inference_ratio.py": ("inference_ratio_*.json",),
+    "inflora_boundary.py": ("inflora_boundary_*.json",),
+    "inflora_options.py": ("inflora_options_*.json",),
+    "lm3.py": ("lm3_*.json",),
+    "plate_drift.py": ("plate_drift.json",),
+    "plate_input_energy.py": ("plate_input_energy*.json",),
+    "plate_options.py": ("plate_options_*.json",),
+    "plate_retention.py": ("plate_retention_*.json",),
+    "plate_selection.py": ("plate_selection_*.json",),
+    "plate_selection_width.py": ("plate_selection_width.json",),
+    "resume.py": ("resume_*.json",),
+    "share_update.py": ("share_update_*.json", "share_dropped_*.json"),
+    "smollm2_load.py": ("smollm2_load.json",),
+    "smollm2_shakespeare.py": ("smollm2_shakespeare_*.json",),
+    "step_time.py": ("step_time_*.json",),
+}
+
+# results written before this driver (no command or commit inside, or not both): name -> how
+# they were made, as the docs or their own fields record it; a rerun replaces the file and its entry
+_STEP_TIME = "python benchmarks/step_time.py (--a, --b, --set-a/--set-b, --after, --tag as " \
+             "its fields record)"
+LEGACY: dict[str, str] = {
+    "baselines_quick.json": "python benchmarks/baselines.py --profile quick (and --heads "
+                            "extras, not recorded)",
+    "grow_identity_smollm2.json": "python benchmarks/grow_identity.py",
+    "heads_quick.json": "python benchmarks/heads.py --profile quick (on one H200)",
+    "heads_quick-cpu.json": "python benchmarks/heads.py --tag cpu --no-refit --only LABEL",
+    "inflora_boundary_quick.json": "python benchmarks/inflora_boundary.py --profile quick "
+                                   "--tasks 2",
+    "inflora_options_quick.json": "python benchmarks/inflora_options.py --profile quick",
+    "lm3_quick.json": "python benchmarks/lm3.py --profile quick --methods "
+                      "seq-lora,inflora,plate,seq-ft,share; later --methods "
+                      "grow,grow/gradient-third,grow/gradient-third-lr0.0002",
+    "plate_drift.json": "python benchmarks/plate_drift.py --r 32 --tau 0.5,0.7,0.8,0.9,0.95,0.98",
+    "plate_input_energy.json": "python benchmarks/plate_input_energy.py --r 32",
+    "plate_input_energy_max-rank32.json": "python benchmarks/plate_input_energy.py --r 32 "
+                                          "--max-rank 32",
+    "plate_options_quick.json": "python benchmarks/plate_options.py --profile quick",
+    "plate_retention_quick.json": "python benchmarks/plate_retention.py --profile quick",
+    "plate_selection_minilm.json": "python benchmarks/plate_selection.py --r 8 --tau 0.9",
+    "plate_selection_width.json": "python benchmarks/plate_selection_width.py",
+    "resume_seq-lora.json": "its command inside, no commit",
+    "share_update_minilm.json": "python benchmarks/share_update.py --backbone minilm --tasks 9",
+    "smollm2_load.json": "python benchmarks/smollm2_load.py",
+    "smollm2_shakespeare_200.json": "python benchmarks/smollm2_shakespeare.py --chunks 200",
+    "step_time_inflora_vs_seq-lora.json": _STEP_TIME,
+    "step_time_ntk-cl_vs_frozen-ncm.json": _STEP_TIME,
+    "step_time_ntk-cl_vs_seq-lora.json": _STEP_TIME,
+    "step_time_plate_vs_seq-lora_all-linear.json": _STEP_TIME,
+    "step_time_plate_vs_seq-lora_query-value-same-layers.json": _STEP_TIME,
+    "step_time_plate_vs_seq-lora_query-value.json": _STEP_TIME,
+    "step_time_share_vs_seq-lora_after-task1.json": _STEP_TIME,
+}
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def command() -> str:
+    """This process's command line as one would type it from the repository root."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    try:
+        first = str(script.relative_to(REPO)) if script else "python"
+    except ValueError:
+        first = str(script)
+    return " ".join(["python", shlex.quote(first), *map(shlex.quote, sys.argv[1:])])
+
+
+def commit() -> dict[str, Any]:
+    """The checked-out commit (short hash, None outside git) and whether the code differed from
+    it: tracked files under ``src/`` or ``benchmarks/`` changed (results excluded)."""
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks",
+                   ":(exclude)benchmarks/results")
+    return {"hash": _git("rev-parse", "--short", "HEAD") or None, "dirty": bool(changed)}
+
+
+def provenance() -> dict[str, Any]:
+    return {"command": command(), "commit": commit()}
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``benchmarks/results/<name>`` with ``command`` and ``commit`` first;
+    the file appears whole or not at all."""
+    dest = RESULTS / name
+    body = {**provenance(), **{k: v for k, v in data.items() if k not in ("command", "commit")}}
+    tmp = dest.with_suffix(dest.suffix + ".tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    tmp.replace(dest)
+    print(f"saved {dest}", flush=True)
+    return dest
+
+
+def load(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text())
+
+
+def load_rows(name: str) -> list[dict[str, Any]]:
+    """The rows of a saved table ([] when there is none)."""
+    path = RESULTS / name
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def stamp(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with this invocation's command and commit (those of a row made earlier stay)."""
+    return {**row, **provenance()} if "command" not in row else row
+
+
+def save_table(name: str, rows: list[dict[str, Any]], order: list[str] | None = None,
+               **fields: Any) -> Path:
+    """Merge ``rows`` into the saved table by ``label`` (a new row replaces the old one of its
+    label; the others stay), ordered by ``order`` where given, and save it."""
+    merged = {r["label"]: r for r in load_rows(name)}
+    merged.update({r["label"]: stamp(r) for r in rows})
+    if order is not None:
+        rank = {label: i for i, label in enumerate(order)}
+        labels = sorted(merged, key=lambda x: rank.get(x, len(rank)))
+    else:
+        labels = list(merged)
+    return save(name, {**fields, "rows": [merged[label] for label in labels]})
+
+
+def run_row(label: str, results: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The one row format of a run in a table: its label, the summary row of ``retain.summary``,
+    the settings it ran with and its score matrix."""
+    from retain.summary import summary_row
+
+    cfg, metrics, cost = results["config"], results["metrics"], results["cost"]
+    row = {"label": label, **summary_row(results), "lr": cfg["lr"], "head_lr": cfg["head_lr"],
+           "method_options": cfg["method_options"], "head_options": cfg["head_options"],
+           "matrix": results["matrix"], "steps": cost.get("steps"), "device": cost.get("device")}
+    if "relative_forgetting" in metrics:
+        row["relative_forgetting"] = metrics["relative_forgetting"]
+    shakespeare = (results.get("retention") or {}).get("shakespeare_perplexity")
+    if shakespeare:
+        row["shakespeare_perplexity"] = shakespeare.get("score")
+        row["shakespeare_perplexity_untouched"] = shakespeare.get("untouched")
+    return {**row, **extra}
+
+
+# name -> (method, head or None, lr or None, head_lr or None, method options)
+Settings = dict[str, tuple[str, str | None, float | None, float | None, dict]]
+
+
+def settings_table(settings: Settings, folder: str, tag: str, description: str) -> None:
+    """Named settings run one after another on one benchmark profile, saved as one table.
+
+    Each run lives in ``runs/<folder>/<name>/`` (``{profile}`` in the folder is the profile); a
+    finished run of the same config is read, not run again (``retain run ... --out`` that folder
+    gives the same run). The rows go to ``benchmarks/results/<tag>_<profile>.json`` and are
+    printed. Run nothing beside it: timings taken next to another job are worthless on 2 cores.
+    """
+    from retain import RunConfig
+    from retain.engine import run_or_load
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--only", default="", help="comma list of setting names (default: all)")
+    args = p.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(settings)
+    unknown = [n for n in names if n not in settings]
+    if unknown:
+        p.error(f"unknown settings {unknown}; known: {', '.join(settings)}")
+    rows = []
+    for name in names:
+        method, head, lr, head_lr, options = settings[name]
+        cfg = RunConfig(method=method, profile=args.profile, head=head, lr=lr, head_lr=head_lr,
+                        method_options=dict(options),
+                        out=str(Path("runs") / folder.format(profile=args.profile) / name))
+        rows.append(run_row(name, run_or_load(cfg, progress=False)))
+        print(json.dumps({k: rows[-1][k] for k in ("label", "final_accuracy")}), flush=True)
+        save_table(f"{tag}_{args.profile}.json", rows, order=list(settings))
+
+
+# --- tables for the docs (docs/hooks.py renders ``<!-- results: NAME [LABELS] -->``) ----------
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or x != x:
+        return "n/a"
+    if isinstance(x, bool):
+        return str(x)
+    return f"{x:,}" if isinstance(x, int) else f"{x:.{digits}f}"
+
+
+def classification_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of classification runs (wordnet45): accuracy, forgetting, retention, cost."""
+    out = ["| run | head lr | final | avg. incr. | forgetting | task-incr. final | WordSim353 | "
+           "SimLex-999 | Lee | drift | stored | boundary s | refit final |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head_lr = r.get("head_lr")
+        out.append("| " + " | ".join([
+            r["label"], "n/a" if head_lr is None else f"{head_lr:g}", _f(r["final_accuracy"]),
+            _f(r.get("average_incremental_accuracy")), _f(r.get("forgetting")),
+            _f(r.get("task_incremental_final_accuracy")), _f(r.get("retention_wordsim353")),
+            _f(r.get("retention_simlex999")), _f(r.get("retention_lee")),
+            _f(r.get("retention_embedding_drift")), _f(r["stored_parameters"]),
+            _f(r.get("boundary_seconds"), 1), _f(r.get("refit_final_accuracy"))]) + " |")
+    return "\n".join(out)
+
+
+# the options a language-model row names beside its method
+_SHOWN = {"seq-lora": ("rank", "target_modules"), "inflora": ("rank", "target_modules"),
+          "plate": ("r", "target_modules"), "share": ("k", "p", "target_modules"),
+          "grow": ("factor", "select")}
+_SHORT = {"rank": "r", "factor": "g", "query": "q", "value": "v", "key": "k"}
+
+
+def _g(x: float) -> str:
+    return f"{x:g}".replace("e-0", "e-")
+
+
+def describe(row: dict[str, Any]) -> str:
+    """`method` (its main options, and lr where the row records it)."""
+    options = row.get("method_options") or {}
+    parts = []
+    for key in _SHOWN.get(row["method"], ()):
+        value = options.get(key)
+        if key == "target_modules":
+            parts.append("/".join(_SHORT.get(v, v) for v in value or ()))
+        elif key == "select":
+            parts.append("every block" if value == "all" else f"blocks by {value}")
+        else:
+            parts.append(f"{_SHORT.get(key, key)} {value}")
+    if row.get("lr") is not None:
+        parts.append(f"lr {_g(row['lr'])}")
+    label = f"`{row['method']}`"
+    return f"{label} ({', '.join(parts)})" if parts else label
+
+
+def lm_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of language-model runs (lm3): perplexities, forgetting, retention, cost."""
+    out = ["| run | perplexity matrix | forgetting | plasticity | final | Shakespeare ratio | "
+           "KL (nats/token) | trainable | stored | median step |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        matrix = " / ".join(", ".join(f"{x:.1f}" for x in line) for line in r["matrix"])
+        out.append("| " + " | ".join([
+            describe(r), matrix, _f(r["forgetting"], 2), _f(r["plasticity"], 1),
+            _f(r["final_perplexity"], 1), _f(r.get("retention_shakespeare_perplexity")),
+            _f(r.get("retention_kl_from_untouched")), _f(r["trainable_parameters"]),
+            _f(r["stored_parameters"]), _f(r.get("median_step_seconds"), 2) + " s"]) + " |")
+    return "\n".join(out)
+
+
+def table(name: str, labels: list[str] | None = None) -> str:
+    """The markdown table of ``benchmarks/results/<name>.json``: every row, or those of
+    ``labels`` in that order (a label not in the file is an error)."""
+    rows = load_rows(f"{name}.json")
+    if not rows:
+        raise ValueError(f"results marker names '{name}': no rows in benchmarks/results/")
+    if labels:
+        by_label = {r["label"]: r for r in rows}
+        missing = [x for x in labels if x not in by_label]
+        if missing:
+            raise ValueError(f"results marker '{name}': no rows labelled {missing}")
+        rows = [by_label[x] for x in labels]
+    return lm_table(rows) if "final_perplexity" in rows[0] else classification_table(rows)
