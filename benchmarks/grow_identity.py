@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
+from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.data import build_stream
 from retain.methods.grow.layer import mlp_sites
-
-ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -52,9 +50,7 @@ def main() -> None:
                      "parameters": sum(p.numel() for p in backbone.model.parameters())})
         print(json.dumps(rows[-1]), flush=True)
     out = {"model": "smollm2", "dtype": "float32", "tokens": list(ids.shape), "rows": rows}
-    dest = ROOT / "results" / "grow_identity_smollm2.json"
-    dest.write_text(json.dumps(out, indent=1))
-    print(f"saved {dest}")
+    save("grow_identity_smollm2.json", out)
 
 
 if __name__ == "__main__":
