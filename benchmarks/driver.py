@@ -243,8 +243,10 @@ _SHOWN = {"seq-lora": ("rank", "target_modules"), "inflora": ("rank", "target_mo
 _SHORT = {"rank": "r", "factor": "g", "query": "q", "value": "v", "key": "k"}
 
 
-def _g(x: float) -> str:
-    return f"{x:g}".replace("e-0", "e-")
+def _sci(x: float) -> str:
+    """2e-4, 2.5e-4, 1e-3: a learning rate as the docs write it."""
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def describe(row: dict[str, Any]) -> str:
@@ -256,11 +258,12 @@ def describe(row: dict[str, Any]) -> str:
         if key == "target_modules":
             parts.append("/".join(_SHORT.get(v, v) for v in value or ()))
         elif key == "select":
-            parts.append("every block" if value == "all" else f"blocks by {value}")
+            parts.append("every block" if value == "all" else
+                         f"{options.get('fraction', 0):.2g} of the blocks by {value}")
         else:
             parts.append(f"{_SHORT.get(key, key)} {value}")
     if row.get("lr") is not None:
-        parts.append(f"lr {_g(row['lr'])}")
+        parts.append(f"lr {_sci(row['lr'])}")
     label = f"`{row['method']}`"
     return f"{label} ({', '.join(parts)})" if parts else label
 
@@ -280,16 +283,23 @@ def lm_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def table(name: str, labels: list[str] | None = None) -> str:
-    """The markdown table of ``benchmarks/results/<name>.json``: every row, or those of
-    ``labels`` in that order (a label not in the file is an error)."""
+def table(name: str, select: str | None = None) -> str:
+    """The markdown table of ``benchmarks/results/<name>.json``: every row; with ``select``
+    ``LABEL,LABEL``, those rows in that order (a label not in the file is an error); with
+    ``FIELD=VALUE``, the rows whose field has that value."""
     rows = load_rows(f"{name}.json")
     if not rows:
         raise ValueError(f"results marker names '{name}': no rows in benchmarks/results/")
-    if labels:
+    if select and "=" in select:
+        field, value = select.split("=", 1)
+        rows = [r for r in rows if str(r.get(field)) == value]
+    elif select:
+        labels = select.split(",")
         by_label = {r["label"]: r for r in rows}
         missing = [x for x in labels if x not in by_label]
         if missing:
             raise ValueError(f"results marker '{name}': no rows labelled {missing}")
         rows = [by_label[x] for x in labels]
+    if not rows:
+        raise ValueError(f"results marker '{name} {select}' selects no row")
     return lm_table(rows) if "final_perplexity" in rows[0] else classification_table(rows)

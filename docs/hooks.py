@@ -2,7 +2,8 @@
 options (name, default, help), read from its config dataclass, so the pages never restate a
 default by hand; ``<!-- results: NAME -->`` becomes the table of the rows saved in
 ``benchmarks/results/NAME.json`` (``<!-- results: NAME LABEL,LABEL -->``: those rows, in that
-order), rendered by ``benchmarks/driver.py``, so the pages never copy a measured figure."""
+order; ``<!-- results: NAME FIELD=VALUE -->``: the rows with that value), rendered by
+``benchmarks/driver.py``, so the pages never copy a measured figure."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def options_table(name: str) -> str:
     return "\n".join(rows)
 
 
-def results_table(name: str, labels: str | None) -> str:
+def results_table(name: str, select: str | None) -> str:
     spec = importlib.util.spec_from_file_location("benchmarks_driver", DRIVER)
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
-    return driver.table(name, labels.split(",") if labels else None)
+    return driver.table(name, select)
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
