@@ -1,0 +1,104 @@
+"""benchmarks/results/ holds only what a script produces or a page cites, every file the driver
+wrote says how it was made, and every results table in the docs renders (no training here)."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+RESULTS = BENCH / "results"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+# scripts that save nothing under benchmarks/results/
+NOT_SAVING = {"driver.py": "the driver itself", "identity.py": "writes to /tmp/identity"}
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("benchmarks_driver", BENCH / "driver.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+driver = load_driver()
+CITED = "\n".join(p.read_text() for p in PAGES)
+
+
+def producer(name: str) -> str | None:
+    for script, patterns in driver.PRODUCERS.items():
+        if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+            return script
+    return None
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
+def test_a_saved_result_says_how_it_was_made(path):
+    data = json.loads(path.read_text())
+    if path.name in driver.LEGACY:
+        return  # written before the driver; its entry says how
+    assert isinstance(data, dict) and "command" in data and "commit" in data, (
+        f"{path.name} has no command or commit: save it through benchmarks/driver.py")
+    assert data["command"].startswith(("python benchmarks/", "retain ")), data["command"]
+    for row in data.get("rows", []):
+        assert "label" in row
+
+
+def test_legacy_entries_name_files_that_exist():
+    missing = [name for name in driver.LEGACY if not (RESULTS / name).is_file()]
+    assert not missing, f"drop these from driver.LEGACY (the files are gone): {missing}"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in RESULTS.iterdir()
+                                        if not p.name.endswith(".tmp")), ids=lambda p: p.name)
+def test_every_result_is_produced_by_a_script_or_cited(path):
+    script = producer(path.name)
+    cited = f"benchmarks/results/{path.name}" in CITED or (
+        path.is_dir() and f"{path.name}/" in CITED)
+    assert script or cited, (f"{path.name}: no script in driver.PRODUCERS writes it and no page "
+                             "cites it; make a script produce it or delete it")
+    if script:
+        assert (BENCH / script).is_file(), script
+
+
+def test_every_script_saves_through_the_driver():
+    scripts = {p.name for p in BENCH.glob("*.py")} - set(NOT_SAVING)
+    assert scripts == set(driver.PRODUCERS), "driver.PRODUCERS and benchmarks/*.py differ"
+    for name in scripts:
+        text = (BENCH / name).read_text()
+        assert "from driver import" in text, f"{name} does not save through the driver"
+        assert '/ "results"' not in text, f"{name} writes under results/ itself"
+
+
+MARKERS = sorted({(m.group(1), m.group(2)) for page in PAGES
+                  for m in re.finditer(r"<!-- results: ([\w.-]+)(?: ([^\s>]+))? -->",
+                                       page.read_text())}, key=str)
+
+
+def test_the_docs_use_results_markers():
+    assert ("lm3_quick", "seq-ft,seq-lora") in MARKERS  # the row once copied on five pages
+
+
+@pytest.mark.parametrize("name,select", MARKERS, ids=lambda x: str(x))
+def test_every_results_marker_renders(name, select):
+    lines = driver.table(name, select).splitlines()
+    assert len(lines) >= 3 and lines[0].startswith("| run |")
+    if select and "=" not in select:
+        assert len(lines) == 2 + len(select.split(","))
+
+
+def test_save_writes_the_command_and_the_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(driver, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", [str(BENCH / "lm3.py"), "--methods", "a b"])
+    driver.save_table("t.json", [{"label": "x", "v": 1}])
+    driver.save_table("t.json", [{"label": "y", "v": 2}])
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["command"] == "python benchmarks/lm3.py --methods 'a b'"
+    assert set(saved["commit"]) == {"hash", "dirty"}
+    assert [r["label"] for r in saved["rows"]] == ["x", "y"]
+    assert all(r["command"] == saved["command"] for r in saved["rows"])
