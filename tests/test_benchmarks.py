@@ -9,8 +9,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
@@ -37,16 +35,19 @@ def producer(name: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
-def test_a_saved_result_says_how_it_was_made(path):
-    data = json.loads(path.read_text())
-    if path.name in driver.LEGACY:
-        return  # written before the driver; its entry says how
-    assert isinstance(data, dict) and "command" in data and "commit" in data, (
-        f"{path.name} has no command or commit: save it through benchmarks/driver.py")
-    assert data["command"].startswith(("python benchmarks/", "retain ")), data["command"]
-    for row in data.get("rows", []):
-        assert "label" in row
+def test_a_saved_result_says_how_it_was_made():
+    bad = []
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.name in driver.LEGACY:
+            continue  # written before the driver; its entry says how
+        data = json.loads(path.read_text())
+        if not (isinstance(data, dict) and "command" in data and "commit" in data):
+            bad.append(path.name)
+        elif not data["command"].startswith(("python benchmarks/", "retain ")):
+            bad.append(f"{path.name}: {data['command']}")
+        elif any("label" not in row for row in data.get("rows", [])):
+            bad.append(f"{path.name}: a row without a label")
+    assert not bad, f"save these through benchmarks/driver.py: {bad}"
 
 
 def test_legacy_entries_name_files_that_exist():
@@ -54,16 +55,18 @@ def test_legacy_entries_name_files_that_exist():
     assert not missing, f"drop these from driver.LEGACY (the files are gone): {missing}"
 
 
-@pytest.mark.parametrize("path", sorted(p for p in RESULTS.iterdir()
-                                        if not p.name.endswith(".tmp")), ids=lambda p: p.name)
-def test_every_result_is_produced_by_a_script_or_cited(path):
-    script = producer(path.name)
-    cited = f"benchmarks/results/{path.name}" in CITED or (
-        path.is_dir() and f"{path.name}/" in CITED)
-    assert script or cited, (f"{path.name}: no script in driver.PRODUCERS writes it and no page "
-                             "cites it; make a script produce it or delete it")
-    if script:
-        assert (BENCH / script).is_file(), script
+def test_every_result_is_produced_by_a_script_or_cited():
+    stray = []
+    for path in sorted(RESULTS.iterdir()):
+        if path.name.endswith(".tmp"):
+            continue
+        script = producer(path.name)
+        cited = f"benchmarks/results/{path.name}" in CITED or (
+            path.is_dir() and f"{path.name}/" in CITED)
+        if not (script or cited) or (script and not (BENCH / script).is_file()):
+            stray.append(path.name)
+    assert not stray, (f"no script in driver.PRODUCERS writes these and no page cites them: "
+                       f"{stray}; make a script produce them or delete them")
 
 
 def test_every_script_saves_through_the_driver():
@@ -84,12 +87,12 @@ def test_the_docs_use_results_markers():
     assert ("lm3_quick", "seq-ft,seq-lora") in MARKERS  # the row once copied on five pages
 
 
-@pytest.mark.parametrize("name,select", MARKERS, ids=lambda x: str(x))
-def test_every_results_marker_renders(name, select):
-    lines = driver.table(name, select).splitlines()
-    assert len(lines) >= 3 and lines[0].startswith("| run |")
-    if select and "=" not in select:
-        assert len(lines) == 2 + len(select.split(","))
+def test_every_results_marker_renders():
+    for name, select in MARKERS:
+        lines = driver.table(name, select).splitlines()
+        assert len(lines) >= 3 and lines[0].startswith("| run |"), (name, select)
+        if select and "=" not in select:
+            assert len(lines) == 2 + len(select.split(",")), (name, select)
 
 
 def test_save_writes_the_command_and_the_commit(tmp_path, monkeypatch):
