@@ -8,6 +8,7 @@ order; ``<!-- results: NAME FIELD=VALUE -->``: the rows with that value), render
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -39,11 +40,16 @@ def options_table(name: str) -> str:
     return "\n".join(rows)
 
 
-def results_table(name: str, select: str | None) -> str:
+@functools.cache
+def _driver():
     spec = importlib.util.spec_from_file_location("benchmarks_driver", DRIVER)
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
-    return driver.table(name, select)
+    return driver
+
+
+def results_table(name: str, select: str | None) -> str:
+    return _driver().table(name, select)
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
