@@ -23,8 +23,10 @@ from pathlib import Path
 
 from driver import classification_table, load_rows, run_row, save_table, stamp
 
+from retain.catalogue import HEADS
+
 STAT_HEADS = ("prototypes", "analytic", "aligned")
-ALL_HEADS = ("task-heads", "growing", *STAT_HEADS)
+ALL_HEADS = tuple(HEADS)  # every head, retain.catalogue.HEADS
 
 
 def grid() -> dict[str, dict]:
@@ -93,7 +95,7 @@ def refit_accuracy(cfg, method) -> float:
     cfg = cfg.resolved()
     stream = build_stream(cfg, method.backbone)
     acc = Accelerator(cpu=cfg.cpu)
-    method.head = make_head(cfg.head, method.feature_dim(method.backbone.hidden_size),
+    method.head = make_head(cfg.head, method.feature_width,
                             stream.num_classes, cfg.head_options).to(acc.device)
     engine = Engine(cfg, stream, method.backbone, method, acc, progress=False)
     for task in stream.tasks:

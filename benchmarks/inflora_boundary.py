@@ -47,7 +47,7 @@ def main() -> None:
     stream = build_stream(cfg)
     backbone = load_backbone(cfg.backbone)
     method = build_method(cfg)
-    method.prepare(backbone, stream)
+    method.setup(backbone, stream)
     engine = Engine(cfg, stream, backbone, method, Accelerator(cpu=True), progress=False)
     boundary = 0.0
     for task in stream.tasks[:args.tasks]:

@@ -31,7 +31,7 @@ from peft import get_peft_model
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.engine import train_stream
-from retain.methods.baselines import peft_targets
+from retain.methods.peft_glue import peft_targets
 from retain.methods.share import ShareConfig, ShareLinear, ShareModel
 
 

@@ -40,7 +40,7 @@ def setup(method: str, opts: dict[str, str], profile: str, after: int):
     cfg = RunConfig(method=method, profile=profile, method_options=opts).resolved()
     stream = build_stream(cfg)
     m = build_method(cfg)
-    m.prepare(load_backbone(cfg.backbone), stream)
+    m.setup(load_backbone(cfg.backbone), stream)
     for task in stream.tasks[:after]:
         m.eval()
         m.begin_task(task, lambda task=task: iter(_batches(m, task, cfg)))

@@ -90,8 +90,8 @@ def small_head(method: str, head: str | None = None) -> dict:
     default, 5000, costs seconds of float64 solves per task whatever the data)."""
     from retain.methods import get_method_class
 
-    return {"projection": 64} if (head or get_method_class(method).default_head) == "analytic" \
-        else {}
+    default = get_method_class(method).info.default_head
+    return {"projection": 64} if (head or default) == "analytic" else {}
 
 
 def crash_on_task(monkeypatch, cls, index: int):

@@ -25,7 +25,7 @@ def test_results_hold_everything_the_issue_lists(tiny_config):
     assert set(res["cost"]) >= {"trainable_parameters", "stored_parameters", "train_seconds",
                                 "boundary_seconds", "median_step_seconds", "peak_memory_mb"}
     assert [len(r) for r in res["matrix"]] == [1, 2, 3]
-    assert res["config"]["lr"] == get_method_class("seq-lora").default_lr  # resolved
+    assert res["config"]["lr"] == get_method_class("seq-lora").info.default_lr  # resolved
     assert res["config"]["method_options"]["rank"] == 8
     saved = json.loads((Path(res["config"]["out"]) / "results.json").read_text())
     assert saved["matrix"] == res["matrix"]
@@ -54,7 +54,7 @@ def recompute_last_rows(method, cfg, bf16: bool = False) -> tuple[list[float], l
             with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 logits = method.predict(batch).float()
                 own = (method.predict(batch, task_id=task.index).float()
-                       if method.task_aware_prediction else logits)
+                       if method.info.task_aware_prediction else logits)
             hits += torch.tensor([(logits.argmax(-1) == y).sum().item(),
                                   (classes[own[:, classes].argmax(-1)] == y).sum().item()])
         cil.append(float(hits[0]) / len(texts))
@@ -64,9 +64,12 @@ def recompute_last_rows(method, cfg, bf16: bool = False) -> tuple[list[float], l
 
 @pytest.mark.parametrize("method", sorted(REGISTRY))
 def test_every_method_runs(tiny_config, method):
+    check_method_runs(tiny_config(method=method), method)
+
+
+def check_method_runs(cfg, method: str) -> None:
     """The matrices the engine reports are the ones its trained method gives: the last rows
     recomputed independently match, and the headline figures follow from the matrices."""
-    cfg = tiny_config(method=method)
     res, trained = train_stream(cfg, progress=False)
     assert res["method"] == method
     assert [len(r) for r in res["matrix"]] == [1, 2, 3]
@@ -75,7 +78,7 @@ def test_every_method_runs(tiny_config, method):
     assert res["task_incremental_matrix"][-1] == til
     assert res["metrics"]["final_accuracy"] == pytest.approx(sum(cil) / 3)
     diagonal = [res["matrix"][t][t] for t in range(3)]
-    if trained.continual:
+    if trained.info.continual:
         assert res["metrics"]["plasticity"] == pytest.approx(sum(diagonal) / 3)
     # the checkpoint holds what stored_parameters counts; beyond it only the tensors a method
     # names in recomputed_tensors (kept for an exact resume); PLATE keeps its row indices in
@@ -87,7 +90,7 @@ def test_every_method_runs(tiny_config, method):
         sizes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     numbers = {k: int(np.prod(s)) if s else 1 for k, s in sizes.items()}
     extra = sum(n for k, n in numbers.items()
-                if any(part in k for part in trained.recomputed_tensors))
+                if any(part in k for part in trained.info.recomputed_tensors))
     indices = sum(len(r) for r in getattr(trained, "touched", {}).values())
     assert sum(numbers.values()) - extra + indices == res["cost"]["stored_parameters"]
 
@@ -160,7 +163,7 @@ def test_exactly_the_trainable_parameters_move(tiny_config, tiny_bert, method):
     cfg = tiny_config(method=method).resolved()
     stream = build_stream(cfg)
     method = build_method(cfg)
-    method.prepare(load_backbone(tiny_bert), stream)
+    method.setup(load_backbone(tiny_bert), stream)
     task = stream.tasks[0]
     method.begin_task(task, lambda: [])
     trainable = {n for n, p in method.named_parameters() if p.requires_grad}

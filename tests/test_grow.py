@@ -158,7 +158,7 @@ def test_a_reloaded_grown_model_gives_identical_outputs(tiny_config, tmp_path):
     fresh = build_method(resolved)
     backbone = load_backbone(resolved.backbone)
     stream = build_stream(resolved, backbone)
-    fresh.prepare(backbone, stream)
+    fresh.setup(backbone, stream)
     state = checkpoint.read_state(tmp_path / "run" / "checkpoint")
     fresh.load_state(state["method_state"])
     checkpoint.load_weights(tmp_path / "run" / "checkpoint", fresh, state)
@@ -199,7 +199,7 @@ def test_gradient_rule_ranks_by_relative_gradient(tiny_config):
     method = build_method(cfg)
     backbone = load_backbone(cfg.backbone)
     stream = build_stream(cfg, backbone)
-    method.prepare(backbone, stream)
+    method.setup(backbone, stream)
     method.head.begin_task(stream.tasks[0])
     collate = [{k: v for k, v in backbone.processor(["the dog", "red and green"], padding=True,
                                                       return_tensors="pt").items()}]

@@ -1,4 +1,5 @@
-"""The three head schemes."""
+"""The linear heads (task-heads, growing) and the prototypes head; the statistics heads are in
+test_statistics_heads.py."""
 
 import numpy as np
 import torch

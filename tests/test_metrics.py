@@ -40,14 +40,6 @@ def test_sample_weighted_accuracy_differs_with_unequal_tasks():
         [0.5, 0.825, 0.6])
 
 
-def test_forward_transfer_on_a_full_matrix():
-    full = [[0.5, 0.4, 0.3],
-            [0.9, 0.8, 0.45],
-            [0.3, 0.5, 0.7]]
-    # (R[1][2] - b_2 + R[2][3] - b_3) / 2 = (0.4 - 0.2 + 0.45 - 0.25) / 2 = 0.2
-    assert metrics.fwt(full, [0.1, 0.2, 0.25]) == pytest.approx(0.2)
-
-
 def test_single_task_and_bad_rows():
     assert math.isnan(metrics.forgetting([[0.7]]))  # undefined, not zero
     assert math.isnan(metrics.bwt([[0.7]]))

@@ -21,7 +21,7 @@ class _Stream:
 
 def _method(name="tiny-bert", **options) -> NTKCL:
     method = NTKCL(NTKCLOptions.from_options(options), "prototypes")
-    method.prepare(load_backbone(name), _Stream())
+    method.setup(load_backbone(name), _Stream())
     return method.eval()
 
 

@@ -12,8 +12,11 @@ from retain.cli import main
 from retain.comparison import compare, mean_std, method_names
 from retain.data import build_stream
 from retain.errors import RetainError
-from retain.reporting import FIGURES, build_report, table
+from retain.kinds import CLASSIFICATION, LM
+from retain.reporting import build_report, figure_list, table
 from retain.summary import summary_row
+
+FIGURES = figure_list(CLASSIFICATION)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +117,10 @@ def test_mean_and_sample_std_over_seeds():
 
 
 def test_method_names_and_errors(tmp_path):
-    from retain.methods import REGISTRY
-
-    assert method_names("all") == list(REGISTRY)
+    lm = method_names("all", "lm")  # the methods that serve a kind, by their registration
+    assert {"seq-lora", "inflora", "plate", "share", "grow"} <= set(lm)
+    assert not {"frozen-ncm", "ntk-cl", "lora-per-task", "first-session"} & set(lm)
+    assert set(lm) < set(method_names("all"))
     assert method_names("seq-lora, plate") == ["seq-lora", "plate"]
     with pytest.raises(RetainError, match="unknown method 'nope'"):
         method_names("seq-lora,nope")
@@ -138,10 +142,13 @@ def test_a_language_model_comparison_gets_its_report(tmp_path):
     assert "frozen-ncm" not in method_names("all", "lm")
     comparison = compare(cfg, ["seq-lora"], [0], progress=False)
     assert comparison["methods"]["seq-lora"]["mean"]["final_perplexity"] > 1
-    for name in ("accuracy_matrices.png", "accuracy_curves.png", "accuracy_vs_retention.png",
-                 "cost_vs_accuracy.png", "report.md"):
+    for name in ("perplexity_matrices.png", "perplexity_curves.png",
+                 "perplexity_vs_retention.png", "cost_vs_perplexity.png", "report.md"):
         assert (tmp_path / "c" / name).stat().st_size > 0
-    assert "final perplexity" in (tmp_path / "c" / "report.md").read_text()
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert "final perplexity" in report and "accuracy" not in report.lower()
+    assert "language modelling" in report and "-incremental" not in report
+    assert {f for f, _, _ in figure_list(LM)} == {p.name for p in (tmp_path / "c").glob("*.png")}
 
 
 def fake_run(method: str, ratio: float, spread: list[float]) -> dict:

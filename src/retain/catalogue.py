@@ -6,37 +6,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BOTH = ("classification", "lm")
+from retain.kinds import CLASSIFICATION, KINDS
+
+BOTH = tuple(KINDS)
 
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """What a method is, given once when it is registered (``retain.methods.base.register``)."""
+
     module: str  # imported when the method is used (it registers the class)
     description: str
     default_head: str = "growing"
     kinds: tuple[str, ...] = BOTH
     kinds_reason: str = ""  # why not the other kinds (for the error message)
+    default_lr: float = 5e-4
+    continual: bool = True  # False: trains once on every task at the last (only the final row
+    # is meaningful)
+    task_aware_prediction: bool = False  # predict() uses the task id when given
+    no_weight_decay: str = ""  # why --weight-decay must stay 0 (empty: allowed)
+    # the active peft adapter over the pretrained weights holds the method's whole change (it
+    # is exported as peft saves it); False where updates are merged into W or sit elsewhere
+    adapter_holds_all: bool = False
+    # parts of stored tensor names recomputed from the pretrained weights without data:
+    # checkpoints keep them (exact resume), ``stored_parameters`` does not count them
+    recomputed_tensors: tuple[str, ...] = ()
 
 
 _BASELINES = "retain.methods.baselines"
 METHODS: dict[str, MethodInfo] = {
     "seq-ft": MethodInfo(_BASELINES, "sequential full fine-tuning of the whole backbone (lower "
-                         "bound on forgetting)"),
+                         "bound on forgetting)", default_lr=2e-5),
     "seq-lora": MethodInfo(_BASELINES, "one peft LoRA adapter trained on task after task (the "
-                           "naive PEFT baseline)"),
+                           "naive PEFT baseline)", adapter_holds_all=True),
     "lora-per-task": MethodInfo(
         _BASELINES, "a fresh peft LoRA adapter for every task, all kept: with a task id, that "
         "task's adapter; without, the latest (the storage reference for Share)", "analytic",
-        ("classification",), "it needs a task id to pick an adapter"),
+        (CLASSIFICATION.name,), "it needs a task id to pick an adapter",
+        task_aware_prediction=True, adapter_holds_all=True),
     "first-session": MethodInfo(
         _BASELINES, "a peft LoRA adapter trained on the first task only, then frozen (APER / "
         "RanPAC's first-session adaptation); later tasks only build the head", "analytic",
-        ("classification",), "after the first task it only builds a classification head"),
+        (CLASSIFICATION.name,), "after the first task it only builds a classification head",
+        adapter_holds_all=True),
     "frozen-ncm": MethodInfo(
         _BASELINES, "no training: cosine to per-class mean features of the frozen backbone",
-        "prototypes", ("classification",), "it classifies by class means and trains nothing"),
+        "prototypes", (CLASSIFICATION.name,), "it classifies by class means and trains nothing"),
     "joint": MethodInfo(_BASELINES, "LoRA trained once on all tasks' data at the last task "
-                        "(upper bound, not continual: only the final accuracy is meaningful)"),
+                        "(upper bound, not continual: only the final accuracy is meaningful)",
+                        continual=False, adapter_holds_all=True),
     # inflora, plate: the analytic head measured best (benchmarks/results/heads_quick.json);
     # the InfLoRA paper's scheme is --head task-heads
     "inflora": MethodInfo("retain.methods.inflora", "InfLoRA: per-task LoRA branches designed "
@@ -44,17 +62,26 @@ METHODS: dict[str, MethodInfo] = {
                           "task", "analytic"),
     "plate": MethodInfo("retain.methods.plate", "PLATE: only A trains in dW = s B A Q^T, with "
                         "redundant neurons B and a low-energy input subspace Q from the weights "
-                        "alone; merged after each task", "analytic"),
+                        "alone; merged after each task", "analytic",
+                        recomputed_tensors=("plate_Q", "plate_index")),  # from the weights
     "share": MethodInfo("retain.methods.share", "Share: shared orthonormal low-rank bases per "
                         "layer and 2kp coefficients per task, updated by an SVD of every task's "
-                        "factors after each task", "analytic"),
+                        "factors after each task", "analytic", task_aware_prediction=True,
+                        # bases and latest coefficients, over the pretrained weights
+                        adapter_holds_all=True,
+                        # the next task's starting point (latest coefficients, seeded
+                        # temporary directions): kept for an exact resume, not counted
+                        recomputed_tensors=("share_Va", "share_Vb", "share_Ea.", "share_Eb.")),
     "ntk-cl": MethodInfo("retain.methods.ntk_cl", "NTK-CL: parallel adapters and prompt "
                          "generators beside a frozen encoder, averaged copies, three feature "
-                         "views, prototype inference", "prototypes", ("classification",),
-                         "its views, prototypes and contrastive terms need class labels"),
+                         "views, prototype inference", "prototypes", (CLASSIFICATION.name,),
+                         "its views, prototypes and contrastive terms need class labels",
+                         default_lr=3e-4),  # 1e-3 let the old prototypes go stale (ntk-cl.md)
     "grow": MethodInfo("retain.methods.grow", "function-preserving growth: widen chosen MLPs by "
                        "copies of their units before each task, train only the new copy",
-                       "analytic"),
+                       "analytic", default_lr=5e-5,
+                       no_weight_decay="AdamW's decay pulls the new copy towards zero and moves "
+                       "the function"),
 }
 
 HEADS: dict[str, str] = {  # retain.methods.heads builds them

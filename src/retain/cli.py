@@ -13,6 +13,7 @@ from typing import Any
 from retain import checks
 from retain.config import HEADS, SCENARIOS, RunConfig
 from retain.errors import RetainError
+from retain.kinds import KINDS
 from retain.profiles import PROFILE_NAMES
 from retain.summary import format_table, format_value
 
@@ -58,14 +59,17 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--benchmark", default="wordnet45", help=_help("benchmark"))
     src.add_argument("--data", help=_help("data"))
     p.add_argument("--profile", default="quick", choices=PROFILE_NAMES, help=_help("profile"))
-    p.add_argument("--kind", choices=("classification", "lm"), help=_help("kind"))
+    p.add_argument("--kind", choices=tuple(KINDS), help=_help("kind"))
     p.add_argument("--scenario", default="class", choices=SCENARIOS, help=_help("scenario"))
     p.add_argument("--classes-per-task", type=int, help=_help("classes_per_task"))
     for name in ("cap", "test_cap", "tasks", "steps"):
         p.add_argument("--" + name.replace("_", "-"), type=int, help=_help(name))
     p.add_argument("--class-order", type=_ints, help=_help("class_order") + ", e.g. 3,0,2,1")
     p.add_argument("--class-order-seed", type=int, help=_help("class_order_seed"))
-    p.add_argument("--backbone", help=_help("backbone") + " (default minilm)")
+    p.add_argument("--backbone", help=_help("backbone") + " (default: the profile's: "
+                   + "; ".join(f"{k.name} {k.profiles['smoke'].backbone} on smoke, "
+                               f"{k.profiles['quick'].backbone} otherwise" for k in KINDS.values())
+                   + "; image folders: tiny-vit)")
     p.add_argument("--pooling", default="auto", help=_help("pooling"))
     for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
@@ -286,9 +290,10 @@ def describe(name: str) -> list[str]:
         from retain.methods import get_method_class
 
         cls = get_method_class(name)
-        lines = [f"{name}: {cls.description}",
-                 f"default head: {cls.default_head}; default --lr: {cls.default_lr:g}; "
-                 f"serves: {', '.join(cls.kinds)}", "options (--set KEY=VALUE):"]
+        info = cls.info
+        lines = [f"{name}: {info.description}",
+                 f"default head: {info.default_head}; default --lr: {info.default_lr:g}; "
+                 f"serves: {', '.join(info.kinds)}", "options (--set KEY=VALUE):"]
         return lines + [f"  {line}" for line in cls.config_class.describe()] \
             if cls.config_class.describe() else lines + ["  none"]
     if name in HEADS:

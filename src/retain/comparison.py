@@ -27,7 +27,7 @@ def method_names(spec: str, kind: str | None = None) -> list[str]:
     registered names."""
     from retain.methods import REGISTRY, get_method_class
 
-    names = [n for n, c in REGISTRY.items() if kind is None or kind in c.kinds] \
+    names = [n for n, c in REGISTRY.items() if kind is None or kind in c.info.kinds] \
         if spec.strip() == "all" else [
         m.strip() for m in spec.split(",") if m.strip()]
     if not names:
@@ -62,7 +62,8 @@ def assemble(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[st
     orders = {str(seed): r["class_order"] for seed, r in zip(seeds, first_runs, strict=True)}
     profiles = dict.fromkeys(r["config"]["profile"] for rs in runs.values() for r in rs)
     return {"benchmark": first_runs[0]["stream"], "profile": ", ".join(profiles),
-            "scenario": first_runs[0]["scenario"], "seeds": seeds, "class_orders": orders,
+            "kind": first_runs[0].get("kind"), "scenario": first_runs[0]["scenario"],
+            "seeds": seeds, "class_orders": orders,
             "methods": methods}
 
 

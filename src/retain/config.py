@@ -8,12 +8,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from retain.catalogue import HEADS as HEAD_DESCRIPTIONS
 from retain.checks import check_folder
 from retain.errors import RetainError
-from retain.profiles import PROFILE_NAMES, pick_profile
+from retain.kinds import CLASSIFICATION, KINDS, get_kind
+from retain.profiles import PROFILE_NAMES, Profile, pick_profile
 
 SCENARIOS = ("class", "task", "domain")
-HEADS = ("task-heads", "growing", "prototypes", "analytic", "aligned")  # retain.methods.heads
+HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.BUILDERS builds them
 
 
 # the smallest value of each count option, and a hint where one helps
@@ -32,7 +34,9 @@ class RunConfig:
     benchmark: str | None = field(
         default="wordnet45", metadata={"help": "built-in benchmark; None when `data` is given"})
     data: str | None = field(
-        default=None, metadata={"help": "CSV or JSON Lines file with `text` and `label` columns"})
+        default=None, metadata={"help": "CSV or JSON Lines file (" + "; ".join(
+            f"--kind {k.name}: {k.columns}" for k in KINDS.values())
+            + "), or an image folder with one sub-folder per class"})
     profile: str = field(default="quick", metadata={"help": "smoke, quick or full"})
     scenario: str = field(default="class", metadata={
         "help": "class, task or domain incremental (classification streams)"})
@@ -86,7 +90,6 @@ class RunConfig:
         """Fill every default that depends on the benchmark, the task kind, the profile or the
         method, here and nowhere else; the result is what ``results.json`` saves."""
         from retain.data import BENCHMARKS
-        from retain.kinds import get_kind
         from retain.methods import get_method_class
         from retain.methods.heads import DEFAULT_HEAD_LR, head_options
 
@@ -96,27 +99,27 @@ class RunConfig:
         kind = get_kind(self._kind())
         prof = bench.profile(self.profile) if bench else pick_profile(kind.profiles,
                                                                       self.profile)
-        lm = kind.name == "lm"
+        lm = not kind.has_classes  # no head, no classes, no class scenario
         if lm:
             head = "none"
         else:
-            head = self.head or cls.default_head
+            head = self.head or cls.info.default_head
             if head not in HEADS:
                 raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
             if self.scenario not in SCENARIOS:
                 raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
                                   f"{', '.join(SCENARIOS)}")
         method_config = cls.config_class.from_options(self.method_options, cls.name)
-        if self.weight_decay and cls.no_weight_decay:
-            raise RetainError(f"{cls.name} takes no weight decay ({cls.no_weight_decay}): drop "
-                              "--weight-decay")
-        lr = self.lr if self.lr is not None else cls.default_lr
+        if self.weight_decay and cls.info.no_weight_decay:
+            raise RetainError(f"{cls.name} takes no weight decay ({cls.info.no_weight_decay}): "
+                              "drop --weight-decay")
+        lr = self.lr if self.lr is not None else cls.info.default_lr
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(
             self,
             benchmark=None if self.data else self.benchmark,
             kind=kind.name,
-            scenario="lm" if lm else self.scenario,
+            scenario=kind.scenario(self.scenario),
             backbone=self.backbone or ("tiny-vit" if image_folder else prof.backbone),
             head=head,
             classes_per_task=None if lm else (self.classes_per_task or prof.classes_per_task
@@ -158,7 +161,7 @@ class RunConfig:
         if self.profile not in PROFILE_NAMES:
             raise RetainError(f"unknown profile '{self.profile}': choose one of "
                               f"{', '.join(PROFILE_NAMES)}")
-        for name, value, choices in (("kind", self.kind, (None, "classification", "lm")),
+        for name, value, choices in (("kind", self.kind, (None, *KINDS)),
                                      ("head", self.head, (None, "none", *HEADS)),
                                      ("mixed-precision", self.mixed_precision,
                                       ("no", "fp16", "bf16"))):
@@ -184,10 +187,11 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
-        if kind == "lm" and self.head not in (None, "none"):
-            raise RetainError(f"language-modelling streams have no head; drop --head {self.head}")
-        if kind == "lm" and self.head_options:
-            raise RetainError("language-modelling streams have no head; drop --head-set")
+        if not KINDS[kind].has_classes and self.head not in (None, "none"):
+            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop --head "
+                              f"{self.head}")
+        if not KINDS[kind].has_classes and self.head_options:
+            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop --head-set")
         check_folder(self.out)
 
     def _kind(self) -> str:
@@ -196,7 +200,7 @@ class RunConfig:
         from retain.data import BENCHMARKS
 
         if self.data is not None:
-            return self.kind or "classification"
+            return self.kind or CLASSIFICATION.name
         bench = BENCHMARKS[self.benchmark]
         if self.kind not in (None, bench.kind):
             raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
@@ -209,6 +213,16 @@ class RunConfig:
         if bench is not None and bench.class_order_seed is not None:
             return bench.class_order_seed
         return self.seed
+
+    def run_profile(self) -> Profile:
+        """The profile this resolved config runs: the table's, with every value
+        :meth:`resolved` settled (the data builders read it, never the table again)."""
+        if self.kind is None or self.max_length is None:
+            raise RetainError("run_profile() needs a resolved config: RunConfig.resolved()")
+        return Profile(self.profile, cap=self.cap, groups=self.tasks,
+                       classes_per_task=self.classes_per_task, max_length=self.max_length,
+                       epochs=self.epochs, batch_size=self.batch_size, steps=self.steps,
+                       test_cap=self.test_cap, backbone=self.backbone)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,7 +27,7 @@ from retain.config import RunConfig
 from retain.data import build_stream
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
-from retain.kinds import get_kind, perplexity
+from retain.kinds import get_kind
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod, count_unique
 from retain.retention import retention_after, retention_probe
@@ -167,37 +167,10 @@ class Engine:
 
     @torch.no_grad()
     def evaluate(self, tasks: list[Task]) -> dict[str, list[float]]:
-        """One row of each score matrix of the task kind: ``matrix`` (class-incremental
-        accuracy, or perplexity) and, for classification, ``task_incremental``."""
+        """One row of each score matrix of the task kind (:meth:`Kind.evaluate`)."""
         self.method.eval()
-        if self.kind.name == "lm":
-            rows = []
-            for task in tasks:
-                with self.acc.autocast():
-                    rows.append(perplexity(self.loader([task.test], even=False),
-                                           self.method.predict))
-            return {"matrix": rows}
-        cil, til = [], []
-        for task in tasks:
-            correct = np.zeros(2)
-            total = 0
-            classes = torch.as_tensor(task.classes, device=self.acc.device)
-            for batch in self.loader([task.test]):
-                with self.acc.autocast():
-                    logits = self.method.predict(batch).float()
-                    if self.method.task_aware_prediction:
-                        logits_til = self.method.predict(batch, task_id=task.index).float()
-                    else:
-                        logits_til = logits
-                pred = logits.argmax(-1)
-                pred_til = classes[logits_til[:, classes].argmax(-1)]
-                pred, pred_til, labels = self.acc.gather_for_metrics(
-                    (pred, pred_til, batch["labels"]))
-                correct += [(pred == labels).sum().item(), (pred_til == labels).sum().item()]
-                total += len(labels)
-            cil.append(correct[0] / total)
-            til.append(correct[1] / total)
-        return {"matrix": cil, "task_incremental": til}
+        return self.kind.evaluate(self.method, tasks,
+                                  lambda splits, even: self.loader(splits, even=even), self.acc)
 
     def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
@@ -264,9 +237,22 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def build_method(cfg: RunConfig) -> ContinualMethod:
+    """The method of a resolved config (its options parsed and checked by ``resolved``)."""
     cls = get_method_class(cfg.method)
-    return cls(cls.config_class.from_options(cfg.method_options), head=cfg.head,
+    return cls(cls.config_class(**cfg.method_options), head=cfg.head,
                head_options=cfg.head_options)
+
+
+def rebuild(cfg: RunConfig, backbone: Backbone, stream: Stream, ckpt_dir: Path | None = None,
+            saved: dict[str, Any] | None = None) -> ContinualMethod:
+    """The method of a run, set up on the untouched backbone and, from a checkpoint
+    (``saved``, its state), with its stored state and tensors on top: resume and ``load``."""
+    method = build_method(cfg)
+    method.setup(backbone, stream)
+    if saved:
+        method.load_state(saved["method_state"])
+        checkpoint.load_weights(ckpt_dir, method, saved)
+    return method
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -335,10 +321,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
-    if cfg.kind == "lm" and backbone.modality != "causal-lm":
-        raise RetainError(f"a language-modelling stream needs a causal LM backbone; "
-                          f"'{cfg.backbone}' is a {backbone.modality} model (try --backbone "
-                          "smollm2 or tiny-llama)")
+    get_kind(cfg.kind).check_backbone(cfg.backbone, backbone.modality)
     positions = getattr(backbone.model.config, "max_position_embeddings", None)
     if backbone.modality != "image" and positions and cfg.max_length > positions:
         raise RetainError(f"--max-length {cfg.max_length} is more than '{cfg.backbone}' takes "
@@ -351,12 +334,9 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
               file=sys.stderr)
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show, accelerator) if cfg.retention else None
-    method = build_method(cfg)
-    method.prepare(backbone, stream)
+    method = rebuild(cfg, backbone, stream, ckpt_dir, saved)
     record, start = Record(), 0
     if saved:
-        method.load_state(saved["method_state"])
-        checkpoint.load_weights(ckpt_dir, method, saved)
         record, start = Record(**saved["record"]), saved["tasks_done"]
         if accelerator.is_main_process:  # also under --quiet: it says what this run does
             print(f"resuming {out}: {start} of {len(stream)} tasks done"
@@ -385,8 +365,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
                                   accelerator.device)
     costs = inference.inference_cost(
-        method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe, stream.kind,
-        accelerator)
+        method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
+        stream.task_kind, accelerator)
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})
     if accelerator.is_main_process:
@@ -405,15 +385,15 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
 
     def summary(matrix: list[list[float]]) -> dict[str, Any]:
         out = metrics.summary(matrix, sizes, kind.score, kind.higher_is_better)
-        if not method.continual:  # rows before the last are the untrained model
+        if not method.info.continual:  # rows before the last are the untrained model
             for key in (f"average_incremental_{kind.score}", "forgetting", "bwt", "plasticity",
                         "relative_forgetting"):
                 if key in out:
                     out[key] = float("nan")
         return out
 
-    task_il = cfg.scenario == "task"
-    rows = record.til_rows if task_il else record.rows
+    recorded = {"matrix": record.rows, "task_incremental": record.til_rows}
+    rows = kind.main_rows(recorded, cfg.scenario)
     train_s = sum(p["train_seconds"] for p in record.per_task)
     boundary_s = sum(p["boundary_seconds"] for p in record.per_task)
     eval_s = sum(p["eval_seconds"] for p in record.per_task)
@@ -432,11 +412,10 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "matrix": rows,
         "metrics": summary(rows),
     }
-    if kind.name == "classification" and cfg.scenario != "domain":
-        results["task_incremental_matrix"] = record.til_rows
-        results["task_incremental_metrics"] = summary(record.til_rows)
-        if task_il:
-            results["class_incremental_matrix"] = record.rows
+    for key, matrix in kind.matrices(recorded, cfg.scenario).items():
+        results[key] = matrix
+        if key == "task_incremental_matrix":
+            results["task_incremental_metrics"] = summary(matrix)
     results["retention"] = ret
     steps = record.step_seconds
     stored = method.stored_parameters()

@@ -1,6 +1,5 @@
 """Inference cost: seconds per batch of the model as deployed after the stream, as a ratio to
-the untouched backbone on the same batch (the cost figure of the project's metrics
-specification; ``docs/using.md`` lists it with the other costs).
+the untouched backbone on the same batch (``docs/using.md`` lists it with the other costs).
 
 "As deployed" is what ``retain export`` writes: the method's changes merged into the backbone
 (``merged_model``), so a method that merges costs what the backbone costs, and a grown one
@@ -25,7 +24,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from accelerate import Accelerator
@@ -33,6 +31,7 @@ from accelerate import Accelerator
 from retain.backbones import Backbone
 from retain.data.stream import Stream
 from retain.errors import RetainError
+from retain.kinds import Kind
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -45,19 +44,14 @@ def probe_batch(stream: Stream, backbone: Backbone, batch_size: int, max_length:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def backbone_forward(backbone: Backbone, model: torch.nn.Module | None, kind: str) -> Forward:
-    """``model`` (default: the backbone's own) to pooled features, or to next-token logits."""
-    return partial(backbone.token_logits if kind == "lm" else backbone.features, model=model)
-
-
-def deployed_forward(method, kind: str) -> tuple[Forward, str]:
+def deployed_forward(method, kind: Kind) -> tuple[Forward, str]:
     """The forward of the model as exported (``"merged"``), or of the method as it runs where
     it cannot merge (``"as trained"``)."""
     try:
         merged = method.merged_model().eval()
     except RetainError:
-        return (method.predict if kind == "lm" else method.features), "as trained"
-    return backbone_forward(method.backbone, merged, kind), "merged"
+        return kind.method_output(method), "as trained"
+    return kind.output(method.backbone, merged), "merged"
 
 
 @torch.no_grad()
@@ -102,7 +96,7 @@ def ratio_and_spread(deployed: list[float], untouched: list[float]
 
 
 def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
-                   batch: dict[str, torch.Tensor], kind: str, accelerator: Accelerator
+                   batch: dict[str, torch.Tensor], kind: Kind, accelerator: Accelerator
                    ) -> dict[str, float | int | str | None]:
     """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
     copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
@@ -114,8 +108,7 @@ def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
         forward, path = deployed_forward(method, kind)
         untouched = load_untouched().to(accelerator.device).eval()
         seconds = paired_seconds(
-            {"deployed": forward, "untouched": backbone_forward(method.backbone, untouched,
-                                                                kind)},
+            {"deployed": forward, "untouched": kind.output(method.backbone, untouched)},
             batch, accelerator)
     except Exception as e:  # noqa: BLE001  (a cost figure must not lose the run's results)
         if accelerator.is_main_process:

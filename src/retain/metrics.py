@@ -91,19 +91,6 @@ def bwt(R: Matrix, higher_is_better: bool = True) -> float:
     return -forgetting_from_first(R, higher_is_better)
 
 
-def fwt(R_full: Matrix, baseline: Sequence[float]) -> float:
-    """Forward transfer ``(1/(T-1)) sum_{i>=2} (R[i-1][i] - b_i)``.
-
-    Needs accuracies on tasks not yet trained, so ``R_full`` is a square ``T x T`` matrix
-    (task-incremental); ``baseline[i]`` is the untrained model's accuracy on task ``i``.
-    """
-    M, b = np.asarray(R_full, dtype=float), np.asarray(baseline, dtype=float)
-    T = len(M)
-    if T < 2:
-        return float("nan")
-    return float(np.mean([M[i - 1, i] - b[i] for i in range(1, T)]))
-
-
 def plasticity(R: Matrix) -> float:
     """Mean accuracy on each task right after learning it."""
     M = as_square(R)

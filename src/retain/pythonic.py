@@ -21,8 +21,9 @@ def python_message(message: str) -> str:
     backbone, scenario, kind or precision)."""
     from retain.catalogue import HEADS, METHODS, PACKAGED, TINY
     from retain.config import SCENARIOS
+    from retain.kinds import KINDS
 
-    known = {*METHODS, *HEADS, *PACKAGED, *TINY, *SCENARIOS, "lm", "classification", "no",
+    known = {*METHODS, *HEADS, *PACKAGED, *TINY, *SCENARIOS, *KINDS, "no",
              "fp16", "bf16"}
 
     def python(m: re.Match) -> str:

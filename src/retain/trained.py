@@ -36,24 +36,14 @@ from retain.checks import check_export_to, check_run_folder, output_format
 from retain.config import RunConfig
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
+from retain.kinds import Kind, get_kind
 from retain.pythonic import python_errors
 
 FORMAT = "retain-export/1"
 
 
-def _probe(backbone, kind: str) -> dict[str, Any]:
-    """One item of the stream's own kind (a method may run one forward when it prepares)."""
-    if kind == "lm":
-        return {"input_ids": [0, 1, 2, 3]}
-    if backbone.modality == "image":
-        from PIL import Image
-
-        return {"image": Image.new("RGB", (32, 32))}
-    return {"text": "probe"}
-
-
 def _outline_stream(outline: dict[str, Any], backbone) -> Stream:
-    probe = _probe(backbone, outline["kind"])
+    probe = get_kind(outline["kind"]).probe_item(backbone.modality)
     empty = Split([], np.zeros(0, dtype=int))
     tasks = [Task(i, list(t["classes"]), Split([probe], np.zeros(1, dtype=int)), empty,
                   t["name"]) for i, t in enumerate(outline["tasks"])]
@@ -70,21 +60,22 @@ class Trained:
         self.backbone, self.stream, self.tasks_done = backbone, stream, tasks_done
 
     @property
-    def kind(self) -> str:
-        return self.stream.kind
+    def kind(self) -> Kind:
+        return self.stream.task_kind
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.method.parameters()).device
 
     @property
     def class_names(self) -> list[str]:
         return self.stream.class_names
 
     def __repr__(self) -> str:
-        return (f"Trained({self.config.method}, head {self.config.head}, {self.kind}, "
+        return (f"Trained({self.config.method}, head {self.config.head}, {self.kind.name}, "
                 f"{self.tasks_done} of {len(self.stream)} tasks, from {self.directory})")
 
     # --- prediction ------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return next(self.method.parameters()).device
-
     @python_errors
     @torch.no_grad()
     def predict(self, data: str | Path | list, batch_size: int | None = None,
@@ -99,60 +90,27 @@ class Trained:
         if batch_size is not None and batch_size < 1:
             raise RetainError(f"--batch-size must be 1 or more, got {batch_size}")
         known = self._task(task)
-        rows = _rows(data, self.kind, self.backbone.modality)
+        rows = _rows(data, self.kind.input_column(self.backbone.modality))
         size = batch_size or self.config.batch_size
         self.method.eval()
         out = []
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
-            if self.kind == "lm":
-                out.extend(self._perplexities(chunk))
-                continue
-            items = [{k: r[k] for k in ("text", "image") if k in r} for r in chunk]
-            batch = self.backbone.batch(items, self.config.max_length)
-            batch = {k: v.to(self._device()) for k, v in batch.items()}
-            logits = self.method.predict(batch, None if known is None else known.index).float()
-            if known is not None:  # the task's classes only
-                within = torch.full_like(logits, float("-inf"))
-                within[:, known.classes] = logits[:, known.classes]
-                logits = within
-            score, index = logits.max(-1)
-            for row, s, i in zip(chunk, score.tolist(), index.tolist(), strict=True):
-                out.append({**_plain(row), "class": self.class_names[i], "score": s})
+            scored = self.kind.predict_rows(self, chunk, known)
+            out.extend({**_plain(row), **s} for row, s in zip(chunk, scored, strict=True))
         return out
 
     def _task(self, task: int | None):
         """The stream's task numbered ``task`` (from 1), or None."""
         if task is None:
             return None
-        if self.kind == "lm":
-            raise RetainError("--task applies to classification runs only: leave it out for a "
-                              "language-modelling run")
+        if not self.kind.has_classes:
+            raise RetainError(f"--task applies to classification runs only: leave it out for a "
+                              f"{self.kind.title('')} run")
         if not 1 <= task <= self.tasks_done:
             raise RetainError(f"--task must be between 1 and {self.tasks_done} (the tasks this "
                               f"run has learnt), got {task}")
         return self.stream.tasks[task - 1]
-
-    def _perplexities(self, rows: list[dict]) -> list[dict[str, Any]]:
-        """Each row's perplexity over all its tokens: consecutive windows of ``max_length``
-        tokens, the first token of each window unscored (as the stream's sequences)."""
-        from retain.kinds import token_nll
-
-        tok, size = self.backbone.tokenizer, self.config.max_length
-        out = []
-        for row in rows:
-            ids = tok(row["text"], add_special_tokens=False)["input_ids"]
-            windows = [ids[i:i + size] for i in range(0, len(ids), size)]
-            windows = [w for w in windows if len(w) > 1]
-            if not windows:
-                out.append({**_plain(row), "perplexity": None, "tokens": 0})
-                continue
-            batch = self.backbone.batch([{"input_ids": w} for w in windows], size)
-            batch = {k: v.to(self._device()) for k, v in batch.items()}
-            nll, n = token_nll(self.method.predict(batch), batch["labels"])
-            out.append({**_plain(row), "perplexity": float(torch.exp(nll / n)),
-                        "tokens": int(n)})
-        return out
 
     # --- export ----------------------------------------------------------------------------
     @python_errors
@@ -180,13 +138,13 @@ class Trained:
             model.save_pretrained(tmp / "model")
             self.backbone.processor.save_pretrained(tmp / "model")
         info: dict[str, Any] = {
-            "format": FORMAT, "method": self.config.method, "kind": self.kind,
+            "format": FORMAT, "method": self.config.method, "kind": self.kind.name,
             "modality": self.backbone.modality, "pooling": self.backbone.pooling,
             "max_length": self.config.max_length, "backbone": self.config.backbone,
             "tasks_done": self.tasks_done, "class_names": self.class_names,
             "model_class": ("AutoModelForCausalLM" if self.backbone.modality == "causal-lm"
                             else "AutoModel")}
-        if self.kind == "classification":
+        if self.kind.has_classes:
             head = self.method.head.export()
             # one dtype, so that the rule below runs as written (the analytic head solves in
             # float64, its projection and the features are float32)
@@ -204,7 +162,7 @@ class Trained:
         if adapter is not None:
             _save_adapter(self.config, *adapter, tmp / "adapter")
             info["adapter"] = "adapter"
-            if self.method.task_aware_prediction:  # one adapter state per task: the latest
+            if self.method.info.task_aware_prediction:  # one adapter state per task: the latest
                 info["adapter_task"] = self.tasks_done
             (tmp / "adapter" / "README.md").write_text(
                 self._adapter_card(info, str(adapter[0].peft_type.value)), encoding="utf-8")
@@ -215,7 +173,8 @@ class Trained:
         from retain.backbones import resolve
         from retain.catalogue import TINY
 
-        cfg, base, lm = self.config, resolve(self.config.backbone), self.kind == "lm"
+        cfg, base = self.config, resolve(self.config.backbone)
+        lm = not self.kind.has_classes  # no head, no classes: the model's own outputs
         tiny = cfg.backbone in TINY  # built by retain, random: no folder to load it from
         lines = ["---", "library_name: peft", f"base_model: {base}", "tags:", "- retain",
                  "- continual-learning", f"- {cfg.method}", "---", "",
@@ -226,7 +185,8 @@ class Trained:
                  f"`retain run --method {cfg.method}` ({'' if lm else f'head {cfg.head}, '}"
                  "mixed precision "
                  f"{cfg.mixed_precision}, seed {cfg.seed}) on the stream `{self.stream.name}`: "
-                 f"{self.kind}, {self.tasks_done} of {len(self.stream)} tasks learnt, one after "
+                 f"{self.kind.title(cfg.scenario)}, {self.tasks_done} of {len(self.stream)} tasks "
+                 "learnt, one after "
                  "another. `../model/` is the same change merged into the backbone."]
         if "adapter_task" in info:
             lines += ["", f"The method keeps one adapter state per task; this is task "
@@ -289,7 +249,7 @@ def _plain(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, str | int | float | bool | None)}
 
 
-def _rows(data, kind: str, modality: str) -> list[dict]:
+def _rows(data, need: str) -> list[dict]:
     from retain.data.files import read_records
 
     if isinstance(data, str | Path):
@@ -306,7 +266,6 @@ def _rows(data, kind: str, modality: str) -> list[dict]:
         rows = [{"text": d} if isinstance(d, str) else dict(d) for d in data]
     if not rows:
         raise RetainError(f"nothing to predict: '{data}' has no rows")
-    need = "image" if modality == "image" and kind == "classification" else "text"
     for n, row in enumerate(rows, 1):
         if not row.get(need):
             raise RetainError(f"row {n} has no '{need}' value: predicting with this run needs "
@@ -319,7 +278,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     backbone, then the method's stored tensors and state on top. The run's data is not needed."""
     from retain.backbones import load_backbone
     from retain.data import build_stream
-    from retain.engine import build_method
+    from retain.engine import rebuild
 
     directory = Path(directory).expanduser()
     ckpt = check_run_folder(directory).parent
@@ -328,10 +287,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     backbone = load_backbone(config.backbone, config.pooling)
     stream = (_outline_stream(saved["stream"], backbone) if "stream" in saved
               else build_stream(config, backbone))  # checkpoints written before the outline
-    method = build_method(config)
-    method.prepare(backbone, stream)
-    method.load_state(saved["method_state"])
-    checkpoint.load_weights(ckpt, method, saved)
+    method = rebuild(config, backbone, stream, ckpt, saved)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     method.to(device).eval()
     return Trained(directory, config, method, backbone, stream, saved["tasks_done"])

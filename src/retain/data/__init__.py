@@ -4,20 +4,16 @@ from retain.data import lm3, wordnet  # noqa: F401  (register wordnet45 and lm3)
 from retain.data.files import file_stream
 from retain.data.stream import BENCHMARKS, Split, Stream, Task
 from retain.errors import RetainError
-from retain.profiles import pick_profile
 
 
 def build_stream(config, backbone=None) -> Stream:
     """The stream a resolved :class:`~retain.config.RunConfig` names: the user's file or image
     folder, or a registered benchmark. Token streams (lm) need the backbone's tokenizer."""
-    from retain.kinds import get_kind
-
+    profile = config.run_profile()  # resolved once, by RunConfig.resolved
     if config.data:
-        stream = file_stream(config, pick_profile(get_kind(config.kind).profiles,
-                                                  config.profile), backbone)
+        stream = file_stream(config, profile, backbone)
     elif config.benchmark in BENCHMARKS:
-        bench = BENCHMARKS[config.benchmark]
-        stream = bench.build(config, bench.profile(config.profile), backbone)
+        stream = BENCHMARKS[config.benchmark].build(config, profile, backbone)
     else:
         raise RetainError(f"unknown benchmark '{config.benchmark}': choose one of "
                           f"{', '.join(BENCHMARKS)} or give --data FILE")

@@ -26,10 +26,10 @@ from retain.data.stream import (
     class_incremental,
     class_order_for,
     domain_incremental,
-    resolved_profile,
     split_per_class,
 )
 from retain.errors import RetainError
+from retain.kinds import CLASSIFICATION, LM
 from retain.profiles import Profile
 
 
@@ -83,14 +83,11 @@ def _label_key(value) -> tuple:
 
 def file_stream(config, profile: Profile, backbone=None) -> Stream:
     """The stream of ``config.data`` (a file, or an image directory)."""
-    profile = resolved_profile(config, profile)
     if Path(config.data).expanduser().is_dir():
         from retain.data.images import image_stream
 
         return image_stream(config, profile)
-    if config.kind == "lm":
-        return lm_file_stream(config, profile, backbone)
-    return classification_file_stream(config, profile)
+    return READERS[config.kind](config, profile, backbone)
 
 
 def rows_with(path: str, columns: tuple[str, ...], need: str) -> list[dict]:
@@ -174,3 +171,9 @@ def capped(labels: np.ndarray, cap: int | None) -> np.ndarray:
         return np.arange(len(labels))
     keep = np.concatenate([np.flatnonzero(labels == c)[:cap] for c in np.unique(labels)])
     return np.sort(keep)
+
+
+# each task kind's file reader: (config, profile, backbone) -> Stream
+READERS = {CLASSIFICATION.name: lambda config, profile, backbone:
+           classification_file_stream(config, profile),
+           LM.name: lm_file_stream}

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from retain.catalogue import package_dir
-from retain.data.stream import Split, Stream, Task, register_benchmark, resolved_profile
+from retain.data.stream import Split, Stream, Task, register_benchmark
 from retain.data.wordnet import parse_gloss, wordnet_dir
 from retain.errors import RetainError
+from retain.kinds import LM
 from retain.profiles import LM_PROFILES, Profile
 
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -178,7 +179,7 @@ def split_sequences(seqs: np.ndarray, cap: int | None, test_cap: int | None,
 def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokenizer,
               profile: Profile) -> Stream:
     """One language-modelling task per domain, in the given order."""
-    stream = Stream(name, "lm", [], [], kind="lm")
+    stream = Stream(name, LM.scenario(""), [], [], kind=LM.name)
     for index, (domain, docs) in enumerate(list(domains.items())[: profile.groups]):
         train, test = split_sequences(token_sequences(docs, tokenizer, profile.max_length),
                                       profile.cap, profile.test_cap)
@@ -195,9 +196,8 @@ def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokeni
 
 
 @register_benchmark("lm3", "three text domains (definitions, news, encyclopedia) for continual "
-                    "language modelling, 64-token sequences (offline)", kind="lm",
+                    "language modelling, 64-token sequences (offline)", kind=LM.name,
                     profiles=LM_PROFILES)
 def lm3_stream(config, profile: Profile, backbone) -> Stream:
-    profile = resolved_profile(config, profile)
     return lm_stream(f"lm3/{profile.name}", {d: load() for d, load in DOMAINS.items()},
                      backbone.tokenizer, profile)

@@ -9,7 +9,6 @@ uses its first ``num_classes`` entries.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from retain.errors import RetainError
+from retain.kinds import CLASSIFICATION, Kind, get_kind
 from retain.profiles import CLASSIFICATION_PROFILES, Profile, pick_profile
 
 
@@ -40,10 +40,6 @@ class Task:
     test: Split
     name: str = ""
 
-    @property
-    def id(self) -> int:
-        return self.index
-
 
 @dataclass
 class Stream:
@@ -52,7 +48,11 @@ class Stream:
     class_names: list[str]
     class_order: list[int]
     tasks: list[Task] = field(default_factory=list)
-    kind: str = "classification"  # or "lm" (see retain.kinds)
+    kind: str = CLASSIFICATION.name  # a name in retain.kinds.KINDS
+
+    @property
+    def task_kind(self) -> Kind:
+        return get_kind(self.kind)
 
     @property
     def num_classes(self) -> int:
@@ -169,7 +169,7 @@ class Benchmark:
     name: str
     description: str
     build: Callable[[Any, Profile, Any], Stream]
-    kind: str = "classification"
+    kind: str = CLASSIFICATION.name
     profiles: dict[str, Profile] = field(default_factory=dict)
     class_order_seed: int | None = None
     classes_per_task: int | None = None
@@ -181,15 +181,7 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def resolved_profile(config, profile: Profile) -> Profile:
-    """The profile with the resolved config's own values (the caps, task count and classes
-    per task that ``RunConfig.resolved`` saved) in place of the table's."""
-    return dataclasses.replace(profile, cap=config.cap, groups=config.tasks,
-                               classes_per_task=config.classes_per_task,
-                               max_length=config.max_length, test_cap=config.test_cap)
-
-
-def register_benchmark(name: str, description: str, kind: str = "classification",
+def register_benchmark(name: str, description: str, kind: str = CLASSIFICATION.name,
                        profiles: dict[str, Profile] | None = None,
                        class_order_seed: int | None = None, classes_per_task: int | None = None):
     """Decorator: register ``build(config, profile, backbone) -> Stream`` as ``name``, with its

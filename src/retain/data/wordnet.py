@@ -18,7 +18,6 @@ from retain.data.stream import (
     class_incremental,
     class_order_for,
     register_benchmark,
-    resolved_profile,
     split_per_class,
 )
 from retain.errors import RetainError
@@ -77,7 +76,7 @@ def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None 
                     "(text classification, offline)", class_order_seed=DEFAULT_ORDER_SEED,
                     classes_per_task=5)
 def wordnet45_stream(config, profile: Profile, backbone=None) -> Stream:
-    """wordnet45 for a resolved run config (its cap, task count and classes per task)."""
-    return wordnet45(resolved_profile(config, profile), scenario=config.scenario,
+    """wordnet45 for a resolved run config and its profile (``RunConfig.run_profile``)."""
+    return wordnet45(profile, scenario=config.scenario,
                      order_seed=config.class_order_seed, order=config.class_order,
                      classes_per_task=config.classes_per_task)

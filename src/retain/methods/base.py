@@ -1,44 +1,68 @@
-"""The lifecycle every continual method implements, its config base class, and the registry.
+"""The protocol every continual method implements, its config base class, and the registry.
 
-One run, as the engine drives it::
+One run, as the engine drives it (``setup`` and the loop are the engine's; the names in the
+right column are the protocol, and nothing else is)::
 
-    method.prepare(backbone, stream)      # once: adapt the backbone's model in place, the head
+    method.setup(backbone, stream)        # once: prepare(backbone, stream), then the head
     for task in stream:
         method.begin_task(task, batches)  # may read the task's training data (no labels needed)
-        for batch in training data:       # of method.training_tasks(task, seen)
-            loss = method(batch)          # == method.loss(batch); the engine's optimiser steps
-                                          # method.trainable_parameters()
-        method.end_task(task, batches)    # merging, basis updates, prototypes
+        for batch in training data:       # the task's (all seen tasks' at the last task for a
+            loss = method(batch)          # method registered continual=False); the engine's
+                                          # optimiser steps trainable_parameters()
+        method.end_task(task, batches)    # merging, basis updates, the head's statistics
         method.predict(batch, task_id)    # scores for the task kind (class logits, token logits)
     method.represent(batch)               # what retention compares with the untouched backbone
 
-A method keeps one model object for the whole run (``self.model``, the backbone's own model):
-adapters are injected into it and merged inside it with ``peft`` tuners, never rebound.
-``model_tensors()`` declares which of its tensors the method changes or adds; with the method's
-own modules (head, memories) they are exactly what a checkpoint holds (``stored_tensors()``) and
-what ``stored_parameters()`` counts. ``state()`` / ``load_state()`` carry the structure a
-checkpoint needs beyond tensors.
+The protocol, all of it (the base class implements each; a method overrides what it needs):
 
-A new method must write ``wrap`` (or ``prepare``) and ``model_tensors``; it may write
-``begin_task``, ``end_task``, ``training_tasks``, ``loss``, ``predict``, ``represent``,
-``state`` / ``load_state`` and ``stored_parameters``.
+====================  ========================================================================
+``config_class``      the method's options (a dataclass whose fields carry a help text)
+``prepare``           adapt ``self.model`` in place: inject adapters (keep the tuner in
+                      ``self.tuner``), set ``requires_grad``, build the method's own modules;
+                      may set ``self.feature_width`` (the head's input width)
+``begin_task``        before training on a task (the head's, then the method's)
+``trainable_parameters``  what a step optimises: ``{"backbone": [...], "head": [...]}``
+``loss``              a batch's training loss (default: the task kind's)
+``end_task``          after training on a task
+``features``          pooled features of a batch (what the head reads)
+``predict``           class logits or next-token logits (default: the task kind's)
+``represent``         what retention compares with the untouched backbone
+``state``             the structure a checkpoint needs beyond tensors (JSON)
+``load_state``        rebuild that structure before the tensors load
+``model_tensors``     the tensors of ``self.model`` the method changed or added: with the
+                      method's own modules, exactly what a checkpoint holds, what
+                      ``stored_parameters`` counts and (with ``merged_model``) what is exported
+``merged_model``      a plain ``transformers`` model with the method's change folded in
+``lora_per_task``     what one LoRA of the method's rank on its layers stores (the storage
+                      reference), or None
+====================  ========================================================================
+
+What a method *is* (description, default head and learning rate, the task kinds it serves,
+whether it is continual, predicts with a task id, takes weight decay, whether its ``peft``
+adapter holds its whole change, which stored tensors are recomputed from the weights) is its
+:class:`~retain.catalogue.MethodInfo`, given once when it is registered (``register``), so that
+``retain list`` and the option checks read it without importing torch. A class that defines a
+name of the old protocol or a near-miss of a hook's name is refused when it is defined.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from retain.backbones import Backbone
-from retain.catalogue import METHODS
+from retain.catalogue import METHODS, MethodInfo
 from retain.data.stream import Stream, Task
 from retain.errors import RetainError
+from retain.kinds import get_kind
 from retain.methods.heads import make_head
 from retain.options import Options
 
@@ -51,34 +75,40 @@ class MethodConfig(Options):
     """Base of every method's config: a dataclass whose fields carry ``metadata['help']``."""
 
 
+HOOKS = ("config_class", "prepare", "begin_task", "trainable_parameters", "loss", "end_task",
+         "features", "predict", "represent", "state", "load_state", "model_tensors",
+         "merged_model", "lora_per_task")
+# names a method may not define: the engine's own, and what the registration now carries
+RESERVED = ("setup", "forward", "training_tasks", "stored_tensors", "load_stored",
+            "stored_parameters", "peft_adapter", "info", "wrap", "feature_dim", "description",
+            "default_head", "default_lr", "continual", "task_aware_prediction", "kinds",
+            "kinds_reason", "no_weight_decay", "adapter_holds_all", "recomputed_tensors")
+
+
 class ContinualMethod(nn.Module):
-    """A backbone (adapted in place), a head, and the lifecycle hooks."""
+    """A backbone (adapted in place), a head, and the protocol (see the module docstring)."""
 
     name: ClassVar[str] = ""
-    # description, default_head, kinds, kinds_reason: from the method's entry in
-    # retain.catalogue.METHODS (listed without importing torch)
-    description: ClassVar[str] = ""
+    info: ClassVar[MethodInfo]  # set by ``register``
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    default_head: ClassVar[str] = "growing"
-    default_lr: ClassVar[float] = 5e-4
-    continual: ClassVar[bool] = True  # False: only the final row is meaningful (joint)
-    task_aware_prediction: ClassVar[bool] = False  # predict() uses task_id when given
-    kinds: ClassVar[tuple[str, ...]] = ("classification", "lm")  # task kinds it serves
-    kinds_reason: ClassVar[str] = ""  # why not the others (for the error message)
-    no_weight_decay: ClassVar[str] = ""  # why --weight-decay must stay 0 (empty: allowed)
-    # the active peft adapter over the pretrained weights holds the method's whole change (it
-    # is exported as peft saves it); False where updates are merged into W or sit elsewhere
-    adapter_holds_all: ClassVar[bool] = False
-    # parts of tensor names recomputed from the pretrained weights without data: checkpoints
-    # keep them (exact resume), ``stored_parameters`` does not count them
-    recomputed_tensors: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        info = METHODS.get(cls.__dict__.get("name", ""))
-        if info is not None:
-            cls.description, cls.default_head = info.description, info.default_head
-            cls.kinds, cls.kinds_reason = info.kinds, info.kinds_reason
+        for attr in cls.__dict__:
+            if attr in RESERVED:
+                raise TypeError(f"{cls.__name__}.{attr}: not part of the method protocol "
+                                f"({', '.join(HOOKS)}); what a method is goes in its "
+                                "MethodInfo (register)")
+            if attr.startswith("_") or attr in HOOKS or attr == "name":
+                continue
+            near = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.8)
+            if near:
+                raise TypeError(f"{cls.__name__}.{attr}: a misspelt hook? the protocol has "
+                                f"'{near[0]}'")
+        for f in dataclasses.fields(cls.config_class):
+            if not f.metadata.get("help"):
+                raise TypeError(f"{cls.config_class.__name__}.{f.name}: every option needs "
+                                "metadata={'help': ...}")
 
     def __init__(self, config: MethodConfig, head: str,
                  head_options: dict[str, Any] | None = None):
@@ -94,43 +124,41 @@ class ContinualMethod(nn.Module):
         else:
             super().__setattr__(name, value)
 
-    # --- lifecycle -------------------------------------------------------------------------
-    def prepare(self, backbone: Backbone, stream: Stream) -> None:
-        """Adapt the backbone's model in place (adapters, freezing) and build the head; once,
-        before task 1."""
+    # --- the engine's (not hooks) ----------------------------------------------------------
+    def setup(self, backbone: Backbone, stream: Stream) -> None:
+        """Once, before task 1 (and when a run is rebuilt): ``prepare``, then the head."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
         self.num_tasks = len(stream)
-        self.kind = stream.kind
+        self.kind = get_kind(stream.kind)
         self.model = backbone.model  # the one model object of the run
-        self.wrap(self.model)
-        self.head = make_head(self.head_scheme if stream.kind == "classification" else "none",
-                              self.feature_dim(backbone.hidden_size), stream.num_classes,
-                              self.head_options)
+        self.feature_width = backbone.hidden_size
+        self.prepare(backbone, stream)
+        self.head = make_head(self.head_scheme if self.kind.has_classes else "none",
+                              self.feature_width, stream.num_classes, self.head_options)
 
-    def feature_dim(self, hidden_size: int) -> int:
-        """Width of ``features()``: the backbone's (methods that widen it override this)."""
-        return hidden_size
+    def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
+        """Tasks whose training data this task trains on: the task alone, or, for a method
+        registered ``continual=False``, every seen task at the last task and none before."""
+        if self.info.continual:
+            return [task]
+        return list(seen) if task.index == self.num_tasks - 1 else []
 
-    def wrap(self, model: nn.Module) -> None:
-        """Adapt ``model`` in place: inject adapters (keep the tuner in ``self.tuner``), set
-        ``requires_grad``."""
+    # --- the protocol -----------------------------------------------------------------------
+    def prepare(self, backbone: Backbone, stream: Stream) -> None:
+        """Adapt ``self.model`` in place (adapters, freezing) and build the method's own
+        modules; the head is built after it, ``self.feature_width`` wide."""
 
     def begin_task(self, task: Task, batches: Batches) -> None:
         self.head.begin_task(task)
-
-    def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
-        """Tasks whose training data this task trains on (continual methods: the task alone)."""
-        return [task]
 
     def features(self, batch: Batch) -> torch.Tensor:
         return self.backbone.features(batch, self.model)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        if self.kind == "lm":  # the model's own next-token loss (padding labelled -100)
-            return self.model(**self.backbone.inputs(batch), labels=batch["labels"]).loss
-        return self.head.loss(self.features(batch), batch["labels"])
+        """The kind's loss: the head's on the features, or the model's own next-token loss."""
+        return self.kind.loss(self, batch)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # what accelerate / DDP wrap
+    def forward(self, batch: Batch) -> torch.Tensor:  # what accelerate / DDP wrap: the engine's
         return self.loss(batch)
 
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
@@ -147,11 +175,9 @@ class ContinualMethod(nn.Module):
 
     def predict(self, batch: Batch, task_id: int | None = None) -> torch.Tensor:
         """Classification: logits over every class of the stream (``-inf`` for unseen ones);
-        methods that set ``task_aware_prediction`` use ``task_id``. Language modelling:
+        methods registered ``task_aware_prediction`` use ``task_id``. Language modelling:
         next-token logits ``[B, L, V]``."""
-        if self.kind == "lm":
-            return self.backbone.token_logits(batch, self.model)
-        return self.head.logits(self.features(batch))
+        return self.kind.predict(self, batch)
 
     def represent(self, batch: Batch) -> torch.Tensor:
         """What retention compares with the untouched backbone: next-token logits of a causal
@@ -168,27 +194,43 @@ class ContinualMethod(nn.Module):
     def load_state(self, state: dict[str, Any]) -> None:
         self.head.load_state(state["head"])
 
-    def model_tensors(self) -> dict[str, torch.Tensor]:
+    def model_tensors(self) -> dict[str, torch.Tensor | Rows]:
         """The tensors of ``self.model`` this method changed or added (names as in
-        ``self.model.state_dict()``); the rest is rebuilt from the untouched backbone."""
+        ``self.model.state_dict()``), or the changed rows of one (:class:`Rows`); the rest is
+        rebuilt from the untouched backbone."""
         return {}
 
     def stored_tensors(self) -> dict[str, torch.Tensor]:
         """Exactly what a checkpoint holds (names as in ``self.state_dict()``): the method's own
-        modules (head, statistics) and the model tensors it declares."""
+        modules (head, statistics) and the model tensors it declares (:class:`Rows` as
+        ``<name>.rows``)."""
         out = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
-        out.update({f"model.{k}": v for k, v in self.model_tensors().items()})
+        for k, v in self.model_tensors().items():
+            if isinstance(v, Rows):
+                out[f"model.{k}.rows"] = v.values
+            else:
+                out[f"model.{k}"] = v
         return out
 
     def load_stored(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Put a checkpoint's tensors (the names of ``stored_tensors()``) back in place."""
+        """Put a checkpoint's tensors (the names of ``stored_tensors()``) back in place (after
+        ``load_state``, which says which rows a :class:`Rows` entry holds)."""
+        tensors = dict(tensors)
+        sd = self.model.state_dict()
+        with torch.no_grad():
+            for k, v in self.model_tensors().items():
+                if isinstance(v, Rows):
+                    index = torch.as_tensor(v.index, device=sd[k].device)
+                    sd[k].index_copy_(0, index, tensors.pop(f"model.{k}.rows").to(sd[k]))
         self.load_state_dict(tensors, strict=False)
 
     def stored_parameters(self) -> int:
         """Numbers stored beyond the untouched backbone: every stored tensor once (tied tensors
-        count once), except those named in ``recomputed_tensors``."""
-        return count_unique(t for n, t in self.stored_tensors().items()
-                            if not any(part in n for part in self.recomputed_tensors))
+        count once), except those the registration names ``recomputed_tensors``; rows of a
+        weight (:class:`Rows`) count with one index each."""
+        rows = sum(len(r.index) for r in self.model_tensors().values() if isinstance(r, Rows))
+        return rows + count_unique(t for n, t in self.stored_tensors().items()
+                                   if not any(part in n for part in self.info.recomputed_tensors))
 
     # --- leaving retain ---------------------------------------------------------------------
     def merged_model(self) -> nn.Module:
@@ -202,7 +244,7 @@ class ContinualMethod(nn.Module):
     def peft_adapter(self) -> tuple[Any, dict[str, torch.Tensor]] | None:
         """The active adapter's ``peft`` config and tensors, renamed to the ``default``
         adapter, when it holds the whole change (``adapter_holds_all``); else None."""
-        if not self.adapter_holds_all or self.tuner is None:
+        if not self.info.adapter_holds_all or self.tuner is None:
             return None
         name = self.tuner.active_adapters[-1]
         part = re.compile(rf"\.{re.escape(name)}(?=\.|$)")  # the adapter's name in a key
@@ -238,12 +280,35 @@ def count_unique(tensors: Iterable[torch.Tensor]) -> int:
     return total
 
 
+class Rows(NamedTuple):
+    """Some rows of a weight, as ``model_tensors`` declares them: ``values[i]`` is row
+    ``index[i]`` (stored with its index; the index itself lives in the method's state)."""
+
+    values: torch.Tensor
+    index: list[int]
+
+
 REGISTRY: dict[str, type[ContinualMethod]] = {}
 
 
-def register(cls: type[ContinualMethod]) -> type[ContinualMethod]:
-    REGISTRY[cls.name] = cls
-    return cls
+def register(cls: type[ContinualMethod] | None = None, *, info: MethodInfo | None = None):
+    """Register a method class under ``cls.name`` (as a decorator, or ``register(cls,
+    info=MethodInfo(...))`` in one call). Built-in methods take their entry in
+    ``retain.catalogue.METHODS``; any other method gives ``info``, which adds it there, so that
+    it appears in ``retain list``, ``--methods all`` and the every-method tests."""
+
+    def add(cls: type[ContinualMethod]) -> type[ContinualMethod]:
+        if not cls.name:
+            raise TypeError(f"{cls.__name__}: a registered method needs a name")
+        if info is not None:
+            METHODS[cls.name] = dataclasses.replace(info, module=info.module or cls.__module__)
+        elif cls.name not in METHODS:
+            raise TypeError(f"{cls.__name__} ('{cls.name}') has no entry in retain.catalogue."
+                            "METHODS: register(cls, info=MethodInfo(...))")
+        cls.info = METHODS[cls.name]
+        REGISTRY[cls.name] = cls
+        return cls
+    return add if cls is None else add(cls)
 
 
 def get_method_class(name: str) -> type[ContinualMethod]:

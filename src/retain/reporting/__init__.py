@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.errors import RetainError
+from retain.kinds import CLASSIFICATION, Kind, get_kind
 from retain.summary import (
     COLUMNS,
     LOWER_IS_BETTER,
@@ -21,22 +22,38 @@ from retain.summary import (
     summary_row,
 )
 
-FIGURES = [
-    ("accuracy_matrices.png", "Accuracy matrices",
-     "Row t, column i: accuracy on task i after training task t."),
-    ("accuracy_curves.png", "Accuracy after each task",
-     "Mean accuracy over the tasks seen so far; a dashed line trains only at the last task."),
-    ("accuracy_vs_retention.png", "Accuracy against retention",
-     "Up and to the right is better: learning the stream while keeping what the backbone knew."),
-    ("cost_vs_accuracy.png", "Cost against final accuracy",
-     "Stored parameters (beyond the untouched backbone) and wall time of each run."),
-]
+
+def figure_list(kind: Kind) -> list[tuple[str, str, str]]:
+    """The report's figures for a stream of ``kind``: (file, title, caption)."""
+    score, name = kind.score, kind.score.capitalize()
+    better = "up" if kind.higher_is_better else "down"
+    return [
+        (f"{score}_matrices.png", f"{name} matrices",
+         f"Row t, column i: {score} on task i after training task t."),
+        (f"{score}_curves.png", f"{name} after each task",
+         f"Mean {score} over the tasks seen so far ({kind.direction} is better); a dashed line "
+         "trains only at the last task."),
+        (f"{score}_vs_retention.png", f"{name} against retention",
+         f"{better.capitalize()} and to the right is better: learning the stream while keeping "
+         "what the backbone knew."),
+        (f"cost_vs_{score}.png", f"Cost against final {score}",
+         "Stored parameters (beyond the untouched backbone) and wall time of each run."),
+    ]
 
 
-BOLD_RULE = ("Bold: the best value of a column (higher is better, except forgetting, "
-             "parameters, times and memory); an inference ratio only where it lies outside "
-             "every other method's spread (in brackets: the 10th to 90th percentile of the paired "
-             "per-round ratios, the widest over seeds) and theirs outside its own.")
+def bold_rule(kind: Kind) -> str:
+    return (f"Bold: the best value of a column (higher is better, except {kind.score}"
+            if not kind.higher_is_better else "Bold: the best value of a column (higher is "
+            "better, except") + (
+            " forgetting, parameters, times and memory); an inference ratio only where it lies "
+            "outside every other method's spread (in brackets: the 10th to 90th percentile of "
+            "the paired per-round ratios, the widest over seeds) and theirs outside its own.")
+
+
+def comparison_kind(comparison: dict[str, Any]) -> Kind:
+    """The task kind of a comparison's stream."""
+    first = next(iter(comparison["methods"].values()))["runs"][0]
+    return get_kind(comparison.get("kind") or first.get("kind") or CLASSIFICATION.name)
 
 
 def _best(values: list[float], key: str, spreads: list[list[float] | None]) -> float | None:
@@ -96,8 +113,9 @@ def _markdown(comparison: dict[str, Any], header: list[str], rows: list) -> str:
            "|" + "---|" * len(header)]
     for cells in rows:
         out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
-    out += ["", BOLD_RULE, ""]
-    for file, title, caption in FIGURES:
+    kind = comparison_kind(comparison)
+    out += ["", bold_rule(kind), ""]
+    for file, title, caption in figure_list(kind):
         out += [f"## {title}", "", f"![{title}]({file})", "", caption, ""]
     return "\n".join(out)
 
@@ -107,8 +125,8 @@ def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: 
     body = "".join("<tr>" + "".join(f"<td>{'<b>' if b else ''}{html.escape(t)}"
                                     f"{'</b>' if b else ''}</td>" for t, b in cells) + "</tr>"
                    for cells in rows)
-    figures = []
-    for file, title, caption in FIGURES:
+    figures, kind = [], comparison_kind(comparison)
+    for file, title, caption in figure_list(kind):
         data = base64.b64encode((directory / file).read_bytes()).decode("ascii")
         figures.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                        f"src='data:image/png;base64,{data}'><p>{html.escape(caption)}</p>")
@@ -119,20 +137,19 @@ def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: 
             f"{html.escape(_heading(comparison))}</title><style>{style}</style></head><body>"
             f"<h1>{html.escape(_heading(comparison))}</h1><p>{html.escape(_intro(comparison))}"
             f"</p><h2>{html.escape(_table_title(comparison))}</h2><table><tr>{head}</tr>{body}"
-            f"</table><p>{html.escape(BOLD_RULE)}</p>"
+            f"</table><p>{html.escape(bold_rule(kind))}</p>"
             + "".join(figures) + "</body></html>")
 
 
 def _table_title(comparison: dict[str, Any]) -> str:
-    scenario = comparison["scenario"]
-    what = ("language modelling" if scenario == "lm" else f"{scenario}-incremental")
+    what = comparison_kind(comparison).title(comparison["scenario"])
     return f"Summary after the last task ({what}, {comparison['benchmark']})"
 
 
 def _heading(comparison: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in comparison["seeds"])
     return (f"retain comparison: {comparison['benchmark']} ({comparison['profile']} profile, "
-            f"{comparison['scenario']}-incremental, seeds {seeds})")
+            f"{comparison_kind(comparison).title(comparison['scenario'])}, seeds {seeds})")
 
 
 def _intro(comparison: dict[str, Any]) -> str:
@@ -165,12 +182,12 @@ def build_report(directory: str | Path) -> list[Path]:
     for entry in comparison["methods"].values():  # null (undefined) figures read back as NaN
         for part in ("mean", "std"):
             entry[part] = {k: math.nan if v is None else v for k, v in entry[part].items()}
-    figures.accuracy_matrices(comparison, directory / FIGURES[0][0])
-    figures.accuracy_curves(comparison, directory / FIGURES[1][0])
-    figures.accuracy_vs_retention(comparison, directory / FIGURES[2][0])
-    figures.cost_vs_accuracy(comparison, directory / FIGURES[3][0])
+    files = [directory / f for f, _, _ in figure_list(comparison_kind(comparison))]
+    figures.score_matrices(comparison, files[0])
+    figures.score_curves(comparison, files[1])
+    figures.score_vs_retention(comparison, files[2])
+    figures.cost_vs_score(comparison, files[3])
     header, rows = table(comparison)
     (directory / "report.md").write_text(_markdown(comparison, header, rows))
     (directory / "report.html").write_text(_html(comparison, header, rows, directory))
-    return [directory / "report.md", directory / "report.html"] + [
-        directory / f for f, _, _ in FIGURES]
+    return [directory / "report.md", directory / "report.html"] + files

@@ -88,7 +88,7 @@ def _score(comparison: dict[str, Any]) -> tuple[str, bool]:
     return score["name"], score["direction"] == "higher"
 
 
-def accuracy_matrices(comparison: dict[str, Any], path: Path) -> None:
+def score_matrices(comparison: dict[str, Any], path: Path) -> None:
     """One heatmap per method: the score on task i (column) after training task t (row)."""
     methods = comparison["methods"]
     score, higher = _score(comparison)
@@ -133,7 +133,7 @@ def _styles(comparison: dict[str, Any]) -> dict[str, dict[str, str]]:
             for i, name in enumerate(comparison["methods"])}
 
 
-def accuracy_curves(comparison: dict[str, Any], path: Path) -> None:
+def score_curves(comparison: dict[str, Any], path: Path) -> None:
     """Mean score over the tasks seen so far, after each task, for every method."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     styles = _styles(comparison)
@@ -173,7 +173,7 @@ def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
     ax.legend(fontsize=8)
 
 
-def accuracy_vs_retention(comparison: dict[str, Any], path: Path) -> None:
+def score_vs_retention(comparison: dict[str, Any], path: Path) -> None:
     """Final score and plasticity against retention of pretrained capability."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     score, higher = _score(comparison)
@@ -189,8 +189,8 @@ def accuracy_vs_retention(comparison: dict[str, Any], path: Path) -> None:
     _save(fig, path, _title(comparison, f"{score.capitalize()} against retention"))
 
 
-def cost_vs_accuracy(comparison: dict[str, Any], path: Path) -> None:
-    """Final accuracy against stored parameters and against wall time."""
+def cost_vs_score(comparison: dict[str, Any], path: Path) -> None:
+    """Final score against stored parameters and against wall time."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     score, _ = _score(comparison)
     _scatter(axes[0], comparison, "stored_parameters", f"final_{score}")
@@ -202,4 +202,4 @@ def cost_vs_accuracy(comparison: dict[str, Any], path: Path) -> None:
     _scatter(axes[1], comparison, "wall_seconds", f"final_{score}")
     axes[1].set_xlabel("wall time of the run (seconds)")
     axes[0].set_ylabel(f"final {score} (all tasks)")
-    _save(fig, path, _title(comparison, "Cost against final accuracy"))
+    _save(fig, path, _title(comparison, f"Cost against final {score}"))

@@ -27,13 +27,11 @@ from retain.methods.grow.layer import MLPSite, mlp_sites
 class Grow(ContinualMethod):
     name = "grow"
     config_class = GrowOptions
-    default_lr = 5e-5
-    no_weight_decay = "AdamW's decay pulls the new copy towards zero and moves the function"
     config: GrowOptions
 
-    def wrap(self, model: nn.Module) -> None:
-        model.requires_grad_(False)
-        self.sites = mlp_sites(model)
+    def prepare(self, backbone, stream) -> None:
+        self.model.requires_grad_(False)
+        self.sites = mlp_sites(self.model)
         cfg = self.config
         bad = [i for i in cfg.layers if not 0 <= i < len(self.sites)]
         if bad:

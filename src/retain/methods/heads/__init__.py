@@ -24,6 +24,7 @@ heads that cover it and its prototype is the running mean over the tasks that ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from retain.errors import RetainError
@@ -35,12 +36,10 @@ from retain.methods.heads.prototypes import Prototypes
 from retain.options import Options
 
 HEAD_CONFIGS: dict[str, type[Options]] = {"analytic": AnalyticConfig, "aligned": AlignedConfig}
-# the learning rate of the task-local classifier when --head-lr is not given (None: --lr).
-# Measured on wordnet45 quick (benchmarks/results/heads_quick.json): at 100x the backbone's
-# rate the classifier takes up the loss before the backbone drifts; final accuracy with the
-# analytic head rose from 0.645 to 0.665 (inflora), 0.148 to 0.601 (plate), 0.107 to 0.639
-# (seq-lora), and every retention ratio with it. The aligned head did worse on inflora (0.613
-# to 0.542): its rows start from that classifier, so it keeps --lr.
+# the learning rate of the task-local classifier when --head-lr is not given (None: --lr): at
+# 100x the backbone's rate the classifier takes up the loss before the backbone drifts; the
+# aligned head's rows start from that classifier, so it keeps --lr (the measurement:
+# docs/heads.md)
 DEFAULT_HEAD_LR: dict[str, float] = {"analytic": 5e-2}
 
 
@@ -60,19 +59,26 @@ def head_options(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(HEAD_CONFIGS[scheme].from_options(options, scheme, "--head-set"))
 
 
+# every head by name (``retain.catalogue.HEADS`` describes them; a test compares the two):
+# (dim, num_classes, options) -> Head
+BUILDERS: dict[str, Callable[[int, int, dict[str, Any]], Head]] = {
+    "task-heads": lambda dim, n, options: LinearHeads(dim, n, per_task=True),
+    "growing": lambda dim, n, options: LinearHeads(dim, n, per_task=False),
+    "prototypes": lambda dim, n, options: Prototypes(dim, n),
+    # options: parsed and checked by RunConfig.resolved (head_options)
+    "analytic": lambda dim, n, options: AnalyticHead(dim, n, AnalyticConfig(**options)),
+    "aligned": lambda dim, n, options: AlignedHead(dim, n, AlignedConfig(**options)),
+    "none": lambda dim, n, options: NoHead(),
+}
+
+
 def make_head(scheme: str, dim: int, num_classes: int, options: dict[str, Any] | None = None
               ) -> Head:
-    options = options or {}
-    if scheme == "none":
-        return NoHead()
-    if scheme == "prototypes":
-        return Prototypes(dim, num_classes)
-    if scheme == "analytic":
-        return AnalyticHead(dim, num_classes, AnalyticConfig.from_options(options))
-    if scheme == "aligned":
-        return AlignedHead(dim, num_classes, AlignedConfig.from_options(options))
-    return LinearHeads(dim, num_classes, per_task=scheme == "task-heads")
+    if scheme not in BUILDERS:
+        raise RetainError(f"unknown head '{scheme}': choose one of "
+                          f"{', '.join(n for n in BUILDERS if n != 'none')}")
+    return BUILDERS[scheme](dim, num_classes, options or {})
 
 
-__all__ = ["DEFAULT_HEAD_LR", "HEAD_CONFIGS", "AlignedHead", "AnalyticHead", "Head", "LinearHeads",
-           "NoHead", "Prototypes", "StatisticsHead", "head_options", "make_head"]
+__all__ = ["BUILDERS", "DEFAULT_HEAD_LR", "HEAD_CONFIGS", "AlignedHead", "AnalyticHead", "Head",
+           "LinearHeads", "NoHead", "Prototypes", "StatisticsHead", "head_options", "make_head"]

@@ -21,9 +21,9 @@ from torch import nn
 from retain.data.stream import Task
 from retain.dist import all_reduce_sum
 from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, register
-from retain.methods.baselines import make_tuner, peft_targets, unknown_targets
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
+from retain.methods.peft_glue import make_tuner, peft_targets, unknown_targets
 
 
 def target_layers(model: nn.Module, suffixes: list[str]) -> list[str]:
@@ -80,15 +80,11 @@ def add_branch(model: nn.Module, tuner: LoraModel | None, adapter: str,
 class InfLoRA(ContinualMethod):
     name = "inflora"
     config_class = InfLoRAConfig
-    default_lr = 5e-4
     config: InfLoRAConfig
 
-    def wrap(self, model: nn.Module) -> None:
-        self.layers = target_layers(model, list(self.config.target_modules))
-        model.requires_grad_(False)
-
     def prepare(self, backbone, stream) -> None:
-        super().prepare(backbone, stream)
+        self.layers = target_layers(self.model, list(self.config.target_modules))
+        self.model.requires_grad_(False)
         base = self.model
         self.groups = shared_inputs(base, self.layers, lambda: self.features(
             backbone.batch([probe_item(stream)], 8)))
@@ -112,9 +108,7 @@ class InfLoRA(ContinualMethod):
     def features(self, batch: Batch) -> torch.Tensor:
         self._mask = batch.get("attention_mask")
         try:
-            if self.kind == "lm":  # the statistics pass needs the inputs, not the LM head
-                return self.backbone.features(batch, self.model)
-            return super().features(batch)
+            return super().features(batch)  # the pooled features: the inputs, not the LM head
         finally:
             self._mask = None
 

@@ -61,18 +61,15 @@ class Fusion(nn.Module):
 class NTKCL(ContinualMethod):
     name = "ntk-cl"
     config_class = NTKCLOptions
-    default_lr = 3e-4  # 1e-3 let the old prototypes go stale (see the README)
     config: NTKCLOptions
-
-    def feature_dim(self, hidden_size: int) -> int:
-        return 2 * hidden_size
 
     def merged_model(self) -> nn.Module:
         raise RetainError("ntk-cl's modules sit beside the encoder (three views fused) and do "
                           "not fold into its weights: use `retain predict` or retain.load(DIR)"
                           ".predict instead of exporting")
 
-    def wrap(self, model: nn.Module) -> None:
+    def prepare(self, backbone, stream) -> None:
+        model = self.model
         if self.backbone.modality == "causal-lm":
             raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder; '{self.backbone.name}' "
                               "is a decoder: use --backbone minilm, tiny-bert or tiny-vit")
@@ -89,17 +86,15 @@ class NTKCL(ContinualMethod):
         self.switch = Switch()
         self.handles = inject(model, self.switch)
         self.start: dict[str, torch.Tensor] = {}
-
-    def prepare(self, backbone, stream) -> None:
-        super().prepare(backbone, stream)
-        if self.config.inference == "halves" and not isinstance(self.head, Prototypes):
+        self.feature_width = 2 * backbone.hidden_size  # the two halves, fused
+        if self.config.inference == "halves" and self.head_scheme != "prototypes":
             raise RetainError(f"ntk-cl inference=halves scores the prototypes head's class means, "
                               f"not the '{self.head_scheme}' head: use --head prototypes or "
                               "inference=whole")
         # old-class prototypes of f_m for the contrastive and orthogonality terms: the head's own
-        # when it keeps them, else a copy of that statistic kept here
-        self.anchors = None if isinstance(self.head, Prototypes) else Prototypes(
-            self.feature_dim(backbone.hidden_size), stream.num_classes)
+        # when it keeps them (the prototypes head), else a copy of that statistic kept here
+        self.anchors = None if self.head_scheme == "prototypes" else Prototypes(
+            self.feature_width, stream.num_classes)
 
     def prototypes(self) -> Prototypes:
         return self.head if self.anchors is None else self.anchors

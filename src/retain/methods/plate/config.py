@@ -91,7 +91,7 @@ class PlateOptions(MethodConfig):
                               f"'{self.recompute}'")
 
     def peft_config(self, model=None) -> PlateConfig:
-        from retain.methods.baselines import peft_targets
+        from retain.methods.peft_glue import peft_targets
 
         return PlateConfig(r=self.r, tau=self.tau, alpha=self.alpha, max_rank=self.max_rank,
                            selection=self.selection,

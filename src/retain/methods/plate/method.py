@@ -16,8 +16,8 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from retain.data.stream import Task
-from retain.methods.base import Batches, ContinualMethod, lora_numbers, register
-from retain.methods.baselines import make_tuner
+from retain.methods.base import Batches, ContinualMethod, Rows, lora_numbers, register
+from retain.methods.peft_glue import make_tuner
 from retain.methods.plate.config import PlateOptions
 from retain.methods.plate.layer import PlateLinear
 from retain.methods.plate.model import PlateModel, register_with_peft
@@ -27,12 +27,10 @@ from retain.methods.plate.model import PlateModel, register_with_peft
 class Plate(ContinualMethod):
     name = "plate"
     config_class = PlateOptions
-    default_lr = 5e-4
-    recomputed_tensors = ("plate_Q", "plate_index")  # B and Q: from the weights, no data
     config: PlateOptions
 
-    def wrap(self, model) -> None:
-        model.requires_grad_(False)
+    def prepare(self, backbone, stream) -> None:
+        self.model.requires_grad_(False)
         self.touched: dict[str, list[int]] = {}  # layer -> rows of W changed by merges
 
     def inject(self) -> None:
@@ -74,26 +72,12 @@ class Plate(ContinualMethod):
         resume (a choice made again on another device or thread count can differ in the null
         space), ``stored_parameters`` does not count them."""
         sd = self.model.state_dict()
-        out = {k: v for k, v in sd.items() if ".plate_" in k}
+        out: dict[str, torch.Tensor | Rows] = {k: v for k, v in sd.items() if ".plate_" in k}
         for layer, rows in self.touched.items():
             weight = self._weight_name(layer)
-            out[weight + ".rows"] = sd[weight][torch.as_tensor(rows, device=sd[weight].device)]
+            out[weight] = Rows(sd[weight][torch.as_tensor(rows, device=sd[weight].device)],
+                               rows)
         return out
-
-    def load_stored(self, tensors: dict[str, torch.Tensor]) -> None:
-        tensors = dict(tensors)
-        sd = self.model.state_dict()
-        with torch.no_grad():
-            for layer, rows in self.touched.items():
-                weight = sd[self._weight_name(layer)]
-                rows_t = torch.as_tensor(rows, device=weight.device)
-                weight.index_copy_(0, rows_t, tensors.pop(
-                    f"model.{self._weight_name(layer)}.rows").to(weight))
-        super().load_stored(tensors)
-
-    def stored_parameters(self) -> int:
-        """The stored tensors (``A``, the changed rows, the head) and one index per row."""
-        return super().stored_parameters() + sum(len(rows) for rows in self.touched.values())
 
     def lora_per_task(self) -> int:
         return lora_numbers(self.model, list(self.touched), self.config.r)

@@ -75,7 +75,7 @@ class ShareOptions(MethodConfig):
                               f", got '{self.task_coefficients}'")
 
     def peft_config(self, model) -> ShareConfig:
-        from retain.methods.baselines import peft_targets
+        from retain.methods.peft_glue import peft_targets
 
         return ShareConfig(k=self.k, p=self.p, phi=self.phi, alpha=self.alpha, seed=self.seed,
                            target_modules=peft_targets(self.target_modules, model))

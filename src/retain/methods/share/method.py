@@ -9,7 +9,7 @@ import torch
 
 from retain.data.stream import Task
 from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, register
-from retain.methods.baselines import make_tuner
+from retain.methods.peft_glue import make_tuner
 from retain.methods.share.config import ShareOptions
 from retain.methods.share.layer import ShareLinear
 from retain.methods.share.model import ShareModel, register_with_peft
@@ -19,18 +19,12 @@ from retain.methods.share.model import ShareModel, register_with_peft
 class Share(ContinualMethod):
     name = "share"
     config_class = ShareOptions
-    default_lr = 5e-4
-    task_aware_prediction = True
-    adapter_holds_all = True  # bases and latest coefficients, over the pretrained weights
-    # the next task's starting point (latest coefficients, seeded temporary directions):
-    # checkpoints keep it for an exact resume, the count does not
-    recomputed_tensors = ("share_Va", "share_Vb", "share_Ea.", "share_Eb.")
     config: ShareOptions
 
-    def wrap(self, model) -> None:
-        model.requires_grad_(False)
+    def prepare(self, backbone, stream) -> None:
+        self.model.requires_grad_(False)
         register_with_peft()
-        self.tuner = make_tuner(ShareModel, model, self.config.peft_config(model))
+        self.tuner = make_tuner(ShareModel, self.model, self.config.peft_config(self.model))
 
     def share_layers(self) -> dict[str, ShareLinear]:
         return self.tuner.share_layers()  # the tuner wraps self.model: the same names
