@@ -103,7 +103,8 @@ def dropped(args: argparse.Namespace) -> dict:
     finally:
         ShareModel.consolidate = original
     return {"benchmark": args.benchmark, "profile": args.profile, "tasks": args.tasks,
-            "layers": len(method.share_layers()), "final_accuracy": results["final_accuracy"],
+            "layers": len(method.share_layers()),
+            "final_accuracy": results["metrics"]["final_accuracy"],
             "dropped_by_the_authors_update": tasks}
 
 
