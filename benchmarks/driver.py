@@ -31,6 +31,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "baselines.py": ("baselines_*.json",),
     "grow_identity.py": ("grow_identity_smollm2.json",),
     "heads.py": ("heads_*.json",),
+    "identity.py": ("identity_*.json",),
     "inference_ratio.py": ("inference_ratio_*.json",),
     "inflora_boundary.py": ("inflora_boundary_*.json",),
     "inflora_options.py": ("inflora_options_*.json",),
@@ -45,6 +46,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "share_update.py": ("share_update_*.json", "share_dropped_*.json"),
     "smollm2_load.py": ("smollm2_load.json",),
     "smollm2_shakespeare.py": ("smollm2_shakespeare_*.json",),
+    "smoke_time.py": ("smoke_time_*.json",),
     "step_time.py": ("step_time_*.json",),
 }
 

@@ -3,7 +3,8 @@
 ``python benchmarks/identity.py save NAME`` runs every method on ``wordnet45 --profile smoke``
 (and every language-model method on ``lm3 --profile smoke``; ``--quick`` adds ``frozen-ncm`` and
 ``inflora`` on ``wordnet45 --profile quick``) and writes ``/tmp/identity/NAME.json``;
-``python benchmarks/identity.py compare A B`` says which numbers differ by more than 1e-6.
+``python benchmarks/identity.py compare A B`` says which numbers differ by more than 1e-6 and
+saves both sets with the verdict as ``results/identity_A_B.json``.
 Used to show that a refactor keeps every number a user sees.
 """
 
@@ -14,6 +15,8 @@ import json
 import math
 import subprocess
 from pathlib import Path
+
+from driver import save as save_result
 
 from retain import RunConfig
 from retain.catalogue import METHODS
@@ -72,8 +75,11 @@ def differ(a, b, path: str = "") -> list[str]:
 def compare(a: str, b: str) -> None:
     ra, rb = (json.loads((OUT / f"{n}.json").read_text()) for n in (a, b))
     diffs = differ(ra["runs"], rb["runs"])
-    print("\n".join(diffs) if diffs else
-          f"identical to 1e-6: {len(ra['runs'])} runs ({ra['commit']} -> {rb['commit']})")
+    verdict = "\n".join(diffs) if diffs else \
+        f"identical to 1e-6: {len(ra['runs'])} runs ({ra['commit']} -> {rb['commit']})"
+    print(verdict)
+    save_result(f"identity_{a}_{b}.json", {"verdict": verdict, "differences": diffs,
+                                            a: ra, b: rb})
 
 
 def main() -> None:

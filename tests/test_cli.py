@@ -47,6 +47,13 @@ def test_run_prints_the_summary_table(capsys, tiny_bert, jsonl_file, tmp_path):
     assert "final accuracy" in out and "forgetting" in out
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["classes_per_task"] == 3 and len(res["matrix"]) == 2
+    line = next(ln for ln in out.splitlines() if ln.startswith("where the time went: "))
+    for part in ("start-up", "training", "task-boundary passes", "head statistics and solves",
+                 "evaluation"):
+        assert f"{part} " in line
+    # frozen-ncm trains nothing; its boundaries are the prototypes' pass and sums
+    assert "training 0.0 s" in line and res["cost"]["head_seconds"] <= res["cost"][
+        "boundary_seconds"]
 
 
 def _csv(path, counts: dict[str, int]) -> str:

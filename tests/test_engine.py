@@ -95,6 +95,45 @@ def check_method_runs(cfg, method: str) -> None:
     assert sum(numbers.values()) - extra + indices == res["cost"]["stored_parameters"]
 
 
+@pytest.mark.parametrize("method, embedded", [("frozen-ncm", [1, 1, 1]),
+                                              ("first-session", [1, 1, 1]),
+                                              ("seq-lora", [1, 2, 3])])
+def test_a_test_item_is_embedded_once_while_its_features_cannot_change(tiny_config, monkeypatch,
+                                                                       method, embedded):
+    """Evaluation after task t embeds the test items of the tasks whose features may have
+    moved: a frozen backbone embeds each task's test set once in the run (first-session after
+    its first task too); a backbone that trains, every task's after every task. The matrices
+    equal those evaluated without keeping anything."""
+    from retain.engine import Engine
+    from retain.methods.base import ContinualMethod
+
+    counts, evaluating = [], [False]
+    original_eval, original_features = Engine.evaluate, ContinualMethod.features
+
+    def evaluate(self, tasks):
+        counts.append(0)
+        evaluating[0] = True
+        try:
+            return original_eval(self, tasks)
+        finally:
+            evaluating[0] = False
+
+    def features(self, batch):
+        if evaluating[0]:
+            counts[-1] += len(batch["labels"])
+        return original_features(self, batch)
+
+    monkeypatch.setattr(Engine, "evaluate", evaluate)
+    monkeypatch.setattr(ContinualMethod, "features", features)
+    kept = run(tiny_config(method=method), progress=False)
+    sizes = [t["test"] for t in kept["tasks"]]
+    assert counts == [sum(sizes[t - n + 1:t + 1]) for t, n in enumerate(embedded)]
+    monkeypatch.setattr("retain.engine.features_reusable", lambda method: False)
+    fresh = run(tiny_config(method=method, out=kept["config"]["out"] + "-fresh"),
+                progress=False)
+    assert fresh["matrix"] == kept["matrix"]
+
+
 @pytest.mark.parametrize("method", ["seq-lora", "grow", "ntk-cl"])
 def test_inference_cost_times_the_untouched_and_the_deployed_model(method, tiny_config,
                                                                    tiny_bert, monkeypatch):

@@ -118,15 +118,17 @@ def _grow_config(tiny_config, **kw):
     return tiny_config(method="grow", **kw)
 
 
-def test_only_the_new_copy_trains_and_the_rest_stays_bit_identical(tiny_config, monkeypatch):
+def watch_what_trains(monkeypatch) -> list:
+    """Per task: its index, the parameters trainable after ``begin_task``, and every
+    parameter's value then; at ``end_task`` exactly the trainable ones must have moved."""
     seen = []
     begin, end = Grow.begin_task, Grow.end_task
 
     def record_begin(self, task, batches):
         begin(self, task, batches)
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        before = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        seen.append((task.index, trainable, before))
+        seen.append((task.index, trainable,
+                     {n: p.detach().clone() for n, p in self.model.named_parameters()}))
 
     def check_end(self, task, batches):
         _, trainable, before = seen[-1]
@@ -136,6 +138,11 @@ def test_only_the_new_copy_trains_and_the_rest_stays_bit_identical(tiny_config, 
 
     monkeypatch.setattr(Grow, "begin_task", record_begin)
     monkeypatch.setattr(Grow, "end_task", check_end)
+    return seen
+
+
+def test_only_the_new_copy_trains_and_the_rest_stays_bit_identical(tiny_config, monkeypatch):
+    seen = watch_what_trains(monkeypatch)
     res, method = train_stream(_grow_config(tiny_config), progress=False)
     assert len(seen) == 3
     for index, trainable, _ in seen:  # the backbone trains exactly this task's copy
@@ -229,24 +236,8 @@ def test_g_train_trains_the_named_modules_of_the_grown_blocks_only(tiny_config, 
     """G-Train with a different block grown for each task (0, 1, 0): a task trains the new copy
     and the attention of the block grown for it, nothing of the other block, and everything
     outside that set stays bit-identical; stored: every copy and both blocks' attention."""
-    seen = []
-    begin, end = Grow.begin_task, Grow.end_task
     monkeypatch.setattr(Grow, "chosen", lambda self, batches: [self.sites[len(self.growths) % 2]])
-
-    def record_begin(self, task, batches):
-        begin(self, task, batches)
-        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        seen.append((task.index, trainable,
-                     {n: p.detach().clone() for n, p in self.model.named_parameters()}))
-
-    def check_end(self, task, batches):
-        _, trainable, before = seen[-1]
-        for name, p in self.model.named_parameters():
-            assert torch.equal(p, before[name]) != (name in trainable), name
-        end(self, task, batches)
-
-    monkeypatch.setattr(Grow, "begin_task", record_begin)
-    monkeypatch.setattr(Grow, "end_task", check_end)
+    seen = watch_what_trains(monkeypatch)
     _, method = train_stream(_grow_config(tiny_config, method_options={
         "also_train": ["attention"]}), progress=False)
     attention = {i: {n for n, _ in method.model.named_parameters()

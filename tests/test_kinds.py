@@ -202,7 +202,7 @@ def test_bad_kind_inputs_get_one_line_errors(tmp_path, image_folder, jsonl_file,
 
 def test_resolved_config_saves_every_default(jsonl_file, tmp_path):
     cfg = RunConfig(data=jsonl_file, benchmark=None, profile="smoke", out=str(tmp_path)).resolved()
-    assert (cfg.classes_per_task, cfg.cap, cfg.tasks, cfg.class_order_seed) == (3, 20, 3, 0)
+    assert (cfg.classes_per_task, cfg.cap, cfg.tasks, cfg.class_order_seed) == (3, 40, 3, 0)
     wn = RunConfig().resolved()
     assert (wn.classes_per_task, wn.cap, wn.tasks, wn.class_order_seed, wn.backbone) == (
         5, 300, None, 1993, "minilm")

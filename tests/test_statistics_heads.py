@@ -52,8 +52,9 @@ def test_analytic_head_on_a_frozen_backbone_is_ridge_on_all_tasks_at_once(tiny_c
     assert np.abs(W - ridge).max() <= 1e-6 * max(1.0, np.abs(ridge).max())
     assert np.allclose(head.gram.numpy(), H.T @ H) and np.allclose(head.targets.numpy(), H.T @ Y)
     assert len(head.choices) == 3 and lam in (0.1, 1.0, 10.0)
-    # what it stores: G (48 x 48), Q (48 x 6) and the seen-class mask, nothing of the backbone
-    assert res["cost"]["stored_parameters"] == 48 * 48 + 48 * 6 + 6
+    # what it stores: G's upper triangle (48 x 48), Q (48 x 6) and the seen-class mask, nothing
+    # of the backbone
+    assert res["cost"]["stored_parameters"] == 48 * 49 // 2 + 48 * 6 + 6
 
 
 def test_analytic_lambda_is_picked_on_held_out_items_and_refitted_on_all():
@@ -73,6 +74,17 @@ def test_analytic_lambda_is_picked_on_held_out_items_and_refitted_on_all():
     mse.begin_task(_task(0, [0, 1]))
     mse.end_task(_task(0, [0, 1]), lambda: [batch], lambda b: b["x"])
     assert set(mse.choices[0]["mse"]) == {1e-2, 1e4}
+
+
+def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once():
+    head = AnalyticHead(6, 3, AnalyticConfig(projection=5))
+    h = torch.randn(40, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    head.gram += h.T @ h
+    saved = head.state_dict()
+    assert "gram" not in saved and saved["gram_triangle"].numel() == 5 * 6 // 2
+    fresh = AnalyticHead(6, 3, AnalyticConfig(projection=5))
+    fresh.load_state_dict(saved)
+    assert torch.equal(fresh.gram, head.gram)  # exactly, both triangles
 
 
 def test_analytic_head_options_are_checked():
@@ -202,6 +214,10 @@ def test_two_processes_give_the_same_analytic_head(tiny_bert, tmp_path):
         weights = load_file(str(next((out / "checkpoint").glob("*.safetensors"))))
         heads.append((weights, state["method_state"]["head"]))
     (w1, s1), (w2, s2) = heads
+    for w in (w1, w2):  # the checkpoint holds G's upper triangle, row after row
+        upper = torch.zeros(40, 40, dtype=torch.float64)
+        upper[tuple(torch.triu_indices(40, 40))] = w["head.gram_triangle"]
+        w["head.gram"] = upper + upper.T - torch.diag(upper.diagonal())
     assert torch.allclose(w1["head.gram"], w2["head.gram"], rtol=1e-9, atol=1e-9)
     assert torch.allclose(w1["head.targets"], w2["head.targets"], rtol=1e-9, atol=1e-9)
     assert s1["choices"] == s2["choices"] and s1["lambda"] == s2["lambda"]

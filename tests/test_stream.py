@@ -52,7 +52,8 @@ def test_wordnet45_quick_matches_the_spec():
 
 def test_wordnet45_smoke_and_other_orders():
     stream = wordnet45(PROFILES["smoke"])
-    assert [(len(t.train), len(t.test)) for t in stream.tasks] == [(48, 12)] * 3
+    # 40 items a class, 3 a task: 32 / 8 a class
+    assert [(len(t.train), len(t.test)) for t in stream.tasks] == [(96, 24)] * 3
     assert stream.class_order == wordnet45(PROFILES["quick"]).class_order  # the whole order
     assert stream.num_classes == 9
     other = wordnet45(PROFILES["smoke"], order_seed=7)

@@ -15,7 +15,7 @@ from retain.config import HEADS, SCENARIOS, RunConfig
 from retain.errors import RetainError
 from retain.kinds import KINDS
 from retain.profiles import PROFILE_NAMES
-from retain.summary import format_table, format_value
+from retain.summary import format_table, format_value, time_line
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -170,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not PartialState().is_main_process:
         return 0
     print(format_table(results))
+    print(time_line(results))
     print(f"results: {os.path.join(args.out, 'results.json')}")
     return 0
 

@@ -132,7 +132,7 @@ class RunConfig:
             batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
-            head_options=head_options(head, self.head_options),
+            head_options=head_options(head, self._head_defaults(head, prof)),
             head_lr=self.head_lr if self.head_lr is not None else DEFAULT_HEAD_LR.get(head, lr),
             class_order_seed=None if lm else self._order_seed(bench),
             retention_limit=(self.retention_limit if self.retention_limit is not None
@@ -206,6 +206,13 @@ class RunConfig:
             raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
                               f"{self.kind}")
         return bench.kind
+
+    def _head_defaults(self, head: str, prof: Profile) -> dict[str, Any]:
+        """The head's options: the user's, over the profile's width for the analytic head."""
+        if head == "analytic" and prof.analytic_projection and "projection" not in \
+                self.head_options:
+            return {"projection": prof.analytic_projection, **self.head_options}
+        return dict(self.head_options)
 
     def _order_seed(self, bench) -> int:
         if self.class_order_seed is not None:

@@ -27,7 +27,7 @@ from retain.config import RunConfig
 from retain.data import build_stream
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
-from retain.kinds import get_kind
+from retain.kinds import FeatureCache, get_kind
 from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod, count_unique
 from retain.retention import retention_after, retention_probe
@@ -83,6 +83,7 @@ class Engine:
         self.kind = get_kind(stream.kind)
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
+        self.features = FeatureCache()
 
     def loader(self, splits: list[Split], shuffle: bool = False, seed: int = 0,
                even: bool = True) -> DataLoader:
@@ -170,7 +171,9 @@ class Engine:
         """One row of each score matrix of the task kind (:meth:`Kind.evaluate`)."""
         self.method.eval()
         return self.kind.evaluate(self.method, tasks,
-                                  lambda splits, even: self.loader(splits, even=even), self.acc)
+                                  lambda splits, even: self.loader(splits, even=even), self.acc,
+                                  self.features if self.acc.num_processes == 1
+                                  and features_reusable(self.method) else None)
 
     def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
@@ -178,7 +181,9 @@ class Engine:
         seen = self.stream.tasks[: task.index + 1]
         boundary = self.boundary(self.method.begin_task, task)
         fit = self.train(task, [t.train for t in self.method.training_tasks(task, seen)], record)
+        head_before = self.method.head.own_seconds
         boundary += self.boundary(self.method.end_task, task)
+        head_seconds = self.method.head.own_seconds - head_before
         t0 = time.perf_counter()
         rows = self.evaluate(seen)
         record.rows.append(rows["matrix"])
@@ -186,7 +191,7 @@ class Engine:
             record.til_rows.append(rows["task_incremental"])
         score = float(np.mean(rows["matrix"]))
         record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
-                                "boundary_seconds": boundary,
+                                "boundary_seconds": boundary, "head_seconds": head_seconds,
                                 "eval_seconds": time.perf_counter() - t0,
                                 self.kind.score: score})
         record.wall_seconds += time.perf_counter() - start
@@ -195,6 +200,15 @@ class Engine:
             tqdm.write(f"task {task.index + 1}/{len(self.stream)} ({task.name}): mean "
                        f"{self.kind.score} over {seen_text} {score:.3f}, {fit['steps']} steps "
                        f"in {fit['train_seconds']:.1f}s")
+
+
+def features_reusable(method: ContinualMethod) -> bool:
+    """The method predicts with the default ``predict`` (features, then the head), so that its
+    test features may be kept between evaluations (:class:`~retain.kinds.FeatureCache`; in one
+    process only: across processes, ``gather_for_metrics`` drops the padding of the last batch
+    by the loader's own state, which kept batches do not carry)."""
+    return type(method).predict is ContinualMethod.predict and \
+        not method.info.task_aware_prediction
 
 
 def _versions() -> dict[str, str]:
@@ -397,6 +411,7 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
     train_s = sum(p["train_seconds"] for p in record.per_task)
     boundary_s = sum(p["boundary_seconds"] for p in record.per_task)
     eval_s = sum(p["eval_seconds"] for p in record.per_task)
+    head_s = sum(p.get("head_seconds", 0.0) for p in record.per_task)  # resumed older records
     results: dict[str, Any] = {
         "method": cfg.method,
         "head": cfg.head,
@@ -430,6 +445,7 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
                                           if lora else None),
         "train_seconds": train_s,
         "boundary_seconds": boundary_s,
+        "head_seconds": head_s,  # of the boundary seconds: the head's statistics and solves
         "eval_seconds": eval_s,
         "boundary_share": boundary_s / max(train_s + boundary_s, 1e-9),
         "median_step_seconds": statistics.median(steps) if steps else 0.0,

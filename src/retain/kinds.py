@@ -71,9 +71,11 @@ class Kind:
         """The same output from a method that cannot merge into its backbone."""
         raise NotImplementedError
 
-    def evaluate(self, method, tasks, loader, accelerator) -> dict[str, list[float]]:
+    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+                 ) -> dict[str, list[float]]:
         """One row of each score matrix: ``matrix`` and any others the kind keeps.
-        ``loader(splits, even)`` gives the sharded test batches."""
+        ``loader(splits, even)`` gives the sharded test batches; ``cache`` keeps test features
+        while the method's features cannot have changed."""
         raise NotImplementedError
 
     def matrices(self, rows: dict[str, list[list[float]]], scenario: str) -> dict[str, Any]:
@@ -123,18 +125,29 @@ class Classification(Kind):
     def method_output(self, method) -> Forward:
         return method.features
 
-    def evaluate(self, method, tasks, loader, accelerator) -> dict[str, list[float]]:
+    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+                 ) -> dict[str, list[float]]:
         import numpy as np
         import torch
 
+        # the head on kept features gives what predict gives, for a method whose predict is
+        # the default one (features, then the head: the engine passes a cache only then) and
+        # whose features did not change
+        reuse = cache is not None
+        if reuse:
+            cache.check(method)
         cil, til = [], []
         for task in tasks:
             correct = np.zeros(2)
             total = 0
             classes = torch.as_tensor(task.classes, device=accelerator.device)
-            for batch in loader([task.test], True):
+            for batch, features in (cache.batches(method, task, loader, accelerator) if reuse
+                                    else ((b, None) for b in loader([task.test], True))):
                 with accelerator.autocast():
-                    logits = method.predict(batch).float()
+                    if features is not None:
+                        logits = method.head.logits(features).float()
+                    else:
+                        logits = method.predict(batch).float()
                     if method.info.task_aware_prediction:
                         logits_til = method.predict(batch, task_id=task.index).float()
                     else:
@@ -209,7 +222,8 @@ class LanguageModelling(Kind):
     def method_output(self, method) -> Forward:
         return method.predict
 
-    def evaluate(self, method, tasks, loader, accelerator) -> dict[str, list[float]]:
+    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+                 ) -> dict[str, list[float]]:
         rows = []
         for task in tasks:
             with accelerator.autocast():
@@ -241,6 +255,38 @@ class LanguageModelling(Kind):
             nll, n = token_nll(trained.method.predict(batch), batch["labels"])
             out.append({"perplexity": float(torch.exp(nll / n)), "tokens": int(n)})
         return out
+
+
+class FeatureCache:
+    """Each task's test features (and labels), embedded once and kept for as long as the
+    tensors that make features have not changed: everything the method stores but its head
+    (compared exactly after every task). A frozen backbone (frozen-ncm, first-session after its
+    first task) then embeds each test item once in a run, so evaluation grows linearly with the
+    number of tasks instead of with its square."""
+
+    def __init__(self) -> None:
+        self.fingerprint: list[tuple[str, torch.Tensor]] | None = None
+        self.items: dict[int, list[tuple[dict, torch.Tensor]]] = {}
+
+    def check(self, method) -> None:
+        """Forget the kept features if what makes them changed since the last evaluation."""
+        now = [(n, t) for n, t in method.stored_tensors().items() if not n.startswith("head.")]
+        same = self.fingerprint is not None and len(now) == len(self.fingerprint) and all(
+            n == m and t.shape == u.shape and bool((t == u).all())
+            for (n, t), (m, u) in zip(now, self.fingerprint, strict=True))
+        if not same:
+            self.items.clear()
+            self.fingerprint = [(n, t.detach().clone()) for n, t in now]
+
+    def batches(self, method, task, loader, accelerator):
+        """``(batch, features)`` for the task's test items: embedded now, or kept."""
+        if task.index not in self.items:
+            kept = []
+            for batch in loader([task.test], True):
+                with accelerator.autocast():
+                    kept.append(({"labels": batch["labels"]}, method.features(batch)))
+            self.items[task.index] = kept
+        yield from self.items[task.index]
 
 
 CLASSIFICATION = Classification()

@@ -91,6 +91,19 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def time_line(results: dict[str, Any]) -> str:
+    """Where a run's wall time went, in one line."""
+    c = results["cost"]
+    head = c.get("head_seconds", 0.0)
+    parts = [("start-up", c.get("startup_seconds")), ("training", c.get("train_seconds")),
+             ("task-boundary passes", c["boundary_seconds"] - head),
+             ("head statistics and solves", head), ("evaluation", c.get("eval_seconds")),
+             ("retention", c.get("retention_seconds"))]
+    return ("where the time went: " + ", ".join(f"{name} {v:.1f} s" for name, v in parts
+                                                  if v is not None)
+            + f" (wall {c['wall_seconds']:.1f} s)")
+
+
 def backbone_name(backbone: str | None) -> str:
     """A backbone as the summary names it: the tiny random ones say so (smoke runs use them)."""
     from retain.catalogue import TINY

@@ -23,7 +23,9 @@ The protocol, all of it (the base class implements each; a method overrides what
 ``begin_task``        before training on a task (the head's, then the method's)
 ``trainable_parameters``  what a step optimises: ``{"backbone": [...], "head": [...]}``
 ``loss``              a batch's training loss (default: the task kind's)
-``end_task``          after training on a task
+``end_task``          after training on a task: the head's statistics pass is the one pass
+                      over the task's data (a method's own statistics ride on it, as
+                      InfLoRA's do); ``begin_task`` may make one more, before training
 ``features``          pooled features of a batch (what the head reads)
 ``predict``           class logits or next-token logits (default: the task kind's)
 ``represent``         what retention compares with the untouched backbone

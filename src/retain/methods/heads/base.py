@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,6 +68,9 @@ class Head(nn.Module):
     class of the stream. ``state`` / ``load_state`` carry the structure beyond tensors."""
 
     learns_alone: ClassVar[bool] = False  # worth training on a frozen backbone
+    # seconds of the head's own arithmetic at task ends (statistics, solves), the data pass
+    # excluded; the engine reports it per task
+    own_seconds: float = 0.0
 
     def begin_task(self, task) -> None:
         pass
@@ -115,7 +119,29 @@ class StatisticsHead(Head):
         return F.cross_entropy(self.classifier(features), local_labels(labels, self.classes))
 
     def end_task(self, task, batches, featurize) -> None:
-        self.absorb(task, batches, featurize)
+        passing = 0.0  # loading batches and computing features: the data pass
+
+        def timed_batches():
+            nonlocal passing
+            items = iter(batches())
+            while True:
+                start = time.perf_counter()
+                batch = next(items, None)
+                passing += time.perf_counter() - start
+                if batch is None:
+                    return
+                yield batch
+
+        def timed_featurize(batch):
+            nonlocal passing
+            start = time.perf_counter()
+            out = featurize(batch)
+            passing += time.perf_counter() - start
+            return out
+
+        start = time.perf_counter()
+        self.absorb(task, timed_batches, timed_featurize)
+        self.own_seconds += time.perf_counter() - start - passing
         self.classifier = None
 
     def absorb(self, task, batches, featurize) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 from retain.data.stream import Task
 from retain.dist import all_reduce_sum
 from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, register
+from retain.methods.heads import StatisticsHead
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
 from retain.methods.peft_glue import make_tuner, peft_targets, unknown_targets
@@ -113,10 +114,11 @@ class InfLoRA(ContinualMethod):
             self._mask = None
 
     @contextmanager
-    def _collect(self) -> Iterator[dict[str, list]]:
+    def _collect(self, stop: bool = True) -> Iterator[dict[str, list]]:
         """Accumulate ``sum x x^T`` and the token count at the input of each group of targeted
-        layers, over non-padding tokens only. Once every group has its input, the rest of the
-        forward is skipped (``_Enough``)."""
+        layers, over non-padding tokens only. With ``stop``, once every group has its input the
+        rest of the forward is skipped (``_Enough``); without, the forward goes on (another
+        consumer, the head, reads its features)."""
         stats = {n: [0.0, 0] for n in self.groups}
         base = self.model
         seen: set[str] = set()  # groups that have their input in this forward
@@ -130,7 +132,7 @@ class InfLoRA(ContinualMethod):
                 stats[name][0] = stats[name][0] + x.T @ x
                 stats[name][1] += x.shape[0]
                 seen.add(name)
-                if len(seen) == len(stats):
+                if stop and len(seen) == len(stats):
                     seen.clear()
                     raise _Enough
             return fn
@@ -153,6 +155,9 @@ class InfLoRA(ContinualMethod):
                     self.features(batch)
                 except _Enough:
                     pass
+        return self._covariances(stats)
+
+    def _covariances(self, stats: dict[str, list]) -> dict[str, torch.Tensor]:
         covs = {}
         for name, (total, count) in stats.items():
             dim = self.memories[_key(name)].dim
@@ -176,7 +181,16 @@ class InfLoRA(ContinualMethod):
                                 self.branches, list(self.config.qkv_parts))
 
     def end_task(self, task: Task, batches: Batches) -> None:
-        super().end_task(task, batches)
+        # one pass after the task: the head's statistics pass (features) also feeds the input
+        # statistics (the hooks read each targeted layer's input in the same forward); a head
+        # without a pass (linear heads) leaves them to a pass of their own, after the merge.
+        covs = None
+        if isinstance(self.head, StatisticsHead):
+            with self._collect(stop=False) as stats:
+                super().end_task(task, batches)
+            covs = self._covariances(stats)
+        else:
+            super().end_task(task, batches)
         branch = _branch(task.index)
         if self.config.merge:  # W <- W + A_t B_t, formed in fp32 even under mixed precision
             with torch.autocast(next(self.model.parameters()).device.type, enabled=False):
@@ -186,7 +200,7 @@ class InfLoRA(ContinualMethod):
             self.branches.append(branch)
             self.model.requires_grad_(False)
         threshold = self.config.lambda_b + (1 - self.config.lambda_b) * task.index / self.num_tasks
-        for name, cov in self.input_covariances(batches).items():
+        for name, cov in (covs if covs is not None else self.input_covariances(batches)).items():
             self.memories[_key(name)].update(cov, threshold, self.config.energy,
                                              self.config.first_task)
 
