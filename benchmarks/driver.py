@@ -30,6 +30,7 @@ RESULTS = ROOT / "results"
 PRODUCERS: dict[str, tuple[str, ...]] = {
     "baselines.py": ("baselines_*.json",),
     "grow_identity.py": ("grow_identity_smollm2.json",),
+    "head_cost.py": ("head_cost_*.json",),
     "heads.py": ("heads_*.json",),
     "identity.py": ("identity_*.json",),
     "inference_ratio.py": ("inference_ratio_*.json",),
