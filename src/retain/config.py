@@ -187,11 +187,9 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
-        if not KINDS[kind].has_classes and self.head not in (None, "none"):
-            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop --head "
-                              f"{self.head}")
-        if not KINDS[kind].has_classes and self.head_options:
-            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop --head-set")
+        if not KINDS[kind].has_classes and (self.head not in (None, "none") or self.head_options):
+            drop = f"--head {self.head}" if self.head not in (None, "none") else "--head-set"
+            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop {drop}")
         check_folder(self.out)
 
     def _kind(self) -> str:
