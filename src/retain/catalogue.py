@@ -63,7 +63,9 @@ METHODS: dict[str, MethodInfo] = {
     "plate": MethodInfo("retain.methods.plate", "PLATE: only A trains in dW = s B A Q^T, with "
                         "redundant neurons B and a low-energy input subspace Q from the weights "
                         "alone; merged after each task", "analytic",
-                        recomputed_tensors=("plate_Q", "plate_index")),  # from the weights
+                        # Q and B's rows come from the weights; A is zero at every
+                        # checkpoint (merged into W after each task, restarted from zero)
+                        recomputed_tensors=("plate_Q", "plate_index", "plate_A")),
     "share": MethodInfo("retain.methods.share", "Share: shared orthonormal low-rank bases per "
                         "layer and 2kp coefficients per task, updated by an SVD of every task's "
                         "factors after each task", "analytic", task_aware_prediction=True,

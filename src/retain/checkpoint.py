@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,18 @@ def write_json(path: Path, data: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    """JSON Lines, written whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(_finite(row), allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def save(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],
          step: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,9 +93,13 @@ def read_state(directory: Path) -> dict[str, Any] | None:
                           "checkpoint directory to start over") from None
 
 
-def load_weights(directory: Path, method, state: dict[str, Any]) -> None:
+def load_weights(directory: Path, method, state: dict[str, Any],
+                 grow: Callable[[str], bool] | None = None) -> None:
     """Load the stored tensors into ``method``: exactly the names its ``stored_tensors()``
-    declares (the rest of the model comes from the untouched backbone)."""
+    declares (the rest of the model comes from the untouched backbone). ``grow(name)``: that
+    stored tensor may be smaller than the method's along its dimensions (a head over fewer
+    classes, in a later session) and fills their leading part; the rest keeps what the method
+    set up."""
     path = directory / state["weights"]
     if not path.is_file():
         raise RetainError(f"checkpoint weights {path} are missing; remove {directory} to start "
@@ -91,6 +108,8 @@ def load_weights(directory: Path, method, state: dict[str, Any]) -> None:
     declared = set(method.stored_tensors())
     unknown = sorted(set(tensors) - declared)
     missing = sorted(declared - set(tensors))
+    if grow is not None:
+        tensors = _grown(tensors, method.stored_tensors(), grow)
     try:
         if unknown or missing:
             raise RuntimeError(f"unexpected tensors {unknown[:3]}, missing tensors {missing[:3]}")
@@ -98,3 +117,18 @@ def load_weights(directory: Path, method, state: dict[str, Any]) -> None:
     except RuntimeError as e:
         raise RetainError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}"
                           "); it was written by another backbone or method") from None
+
+
+def _grown(tensors: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
+           grow: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, stored in tensors.items():
+        now = current.get(name)
+        if now is not None and grow(name) and stored.dim() == now.dim() and \
+                stored.shape != now.shape and \
+                all(a <= b for a, b in zip(stored.shape, now.shape, strict=True)):
+            grown = now.detach().clone().cpu()
+            grown[tuple(slice(0, n) for n in stored.shape)] = stored.to(grown.dtype)
+            stored = grown
+        out[name] = stored
+    return out

@@ -1,5 +1,5 @@
-"""Command line: ``retain run``, ``sweep``, ``compare``, ``report``, ``predict``, ``export``
-and ``list``. Thin: parse, build a config, call the API."""
+"""Command line: ``retain run``, ``sweep``, ``compare``, ``report``, ``predict``,
+``evaluate``, ``export`` and ``list``. Thin: parse, build a config, call the API."""
 
 from __future__ import annotations
 
@@ -151,13 +151,32 @@ def _check_predict(args: argparse.Namespace) -> None:
     checks.check_predictions_out(args.out, args.data, args.overwrite)
 
 
+def _check_evaluate(args: argparse.Namespace) -> None:
+    checks.check_run_folder(args.directory)
+    for flag, value in (("--batch-size", args.batch_size), ("--task", args.task)):
+        if value is not None and value < 1:
+            raise RetainError(f"{flag} must be 1 or more, got {value}")
+    if not os.path.exists(os.path.expanduser(args.data)):
+        raise RetainError(f"data file '{args.data}' does not exist")
+    if args.out is not None:
+        checks.check_folder(args.out, "--out")
+
+
+def _check_learn(args: argparse.Namespace) -> None:
+    checks.check_run_folder(args.directory)
+    if args.classes_per_task is not None and args.classes_per_task < 1:
+        raise RetainError(f"--classes-per-task must be 1 or more, got {args.classes_per_task}")
+    if not os.path.exists(os.path.expanduser(args.data)):
+        raise RetainError(f"data file '{args.data}' does not exist")
+
+
 def _check_export(args: argparse.Namespace) -> None:
     checks.check_run_folder(args.directory)
     checks.check_export_to(args.directory, args.to, args.overwrite)
 
 
 CHECKS = {"run": _check_run, "sweep": _check_sweep, "compare": _check_compare,
-          "predict": _check_predict, "export": _check_export}
+          "predict": _check_predict, "evaluate": _check_evaluate, "export": _check_export}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -172,6 +191,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table(results))
     print(time_line(results))
     print(f"results: {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from retain.engine import learn
+
+    results, _ = learn(args.directory, args.data, args.classes_per_task,
+                       progress=not args.quiet, method=args.method, backbone=args.backbone,
+                       kind=args.kind)
+    if not PartialState().is_main_process:
+        return 0
+    print(format_table(results))
+    print(time_line(results))
+    print(f"results: {os.path.join(args.directory, 'results.json')}")
     return 0
 
 
@@ -237,6 +272,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from retain.evaluation import summary_line, write_evaluation
+    from retain.trained import load
+
+    result = load(args.directory).evaluate(args.data, task=args.task, batch_size=args.batch_size)
+    print(summary_line(result), file=sys.stderr)
+    if args.out is None:
+        print(json.dumps(result, indent=1))
+    else:
+        for path in write_evaluation(result, args.out):
+            print(f"wrote {path}")
     return 0
 
 
@@ -362,6 +413,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "among its classes only, with its own adapter where the method keeps one "
                    "(task-incremental prediction; default: among every class learnt)")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="score a labelled file with a finished run: accuracy "
+                       "overall, per class and per task, and the confusion matrix (language "
+                       "models: perplexity overall and per task)", formatter_class=_Defaults)
+    p.add_argument("directory", help="the --out directory of `retain run`")
+    p.add_argument("--data", required=True, help="CSV or JSON Lines file with `text` (or "
+                   "`image` paths) and `label` columns (language models: `text` and an "
+                   "optional `task`)")
+    p.add_argument("--out", help="a folder for evaluation.json, confusion.csv and confusion.png "
+                   "(default: the JSON on standard output)")
+    p.add_argument("--batch-size", type=int, help="items per forward (default: the run's)")
+    p.add_argument("--task", type=int, help="the task (1, 2, ...) every row belongs to: "
+                   "task-incremental prediction, as `retain predict --task`")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("learn", help="train the tasks of a new file into a finished run (a "
+                       "later session): its method, head and classes go on; old tasks are "
+                       "scored again from their kept test splits", formatter_class=_Defaults)
+    p.add_argument("directory", help="the --out directory of a finished `retain run`")
+    p.add_argument("--data", required=True, help="the new tasks: a file like the run's (its "
+                   "`task` column, else --classes-per-task, else one task), or an image folder")
+    p.add_argument("--classes-per-task", type=int, help="classes per new task when the file "
+                   "has no `task` column (default: all its classes in one task)")
+    for flag in ("method", "backbone", "kind"):
+        p.add_argument("--" + flag, help=f"refuse unless the run's {flag} is this one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_learn)
     p = sub.add_parser("export", help="write a finished run as a model folder that plain "
                        "transformers (and peft) load, with its head as safetensors")
     p.add_argument("directory", help="the --out directory of `retain run`")

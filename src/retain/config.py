@@ -84,6 +84,9 @@ class RunConfig:
         default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
+    keep_test: str = field(default="all", metadata={
+        "help": "all: keep each task's test split in the run folder, so that `retain learn` "
+                "scores old tasks too; none: keep no data (later rows score new tasks only)"})
     out: str = field(default="runs/latest", metadata={"help": "output directory"})
 
     def resolved(self) -> RunConfig:
@@ -162,6 +165,7 @@ class RunConfig:
             raise RetainError(f"unknown profile '{self.profile}': choose one of "
                               f"{', '.join(PROFILE_NAMES)}")
         for name, value, choices in (("kind", self.kind, (None, *KINDS)),
+                                     ("keep-test", self.keep_test, ("all", "none")),
                                      ("head", self.head, (None, "none", *HEADS)),
                                      ("mixed-precision", self.mixed_precision,
                                       ("no", "fp16", "bf16"))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import resource
@@ -170,10 +171,16 @@ class Engine:
     def evaluate(self, tasks: list[Task]) -> dict[str, list[float]]:
         """One row of each score matrix of the task kind (:meth:`Kind.evaluate`)."""
         self.method.eval()
-        return self.kind.evaluate(self.method, tasks,
+        scored = [t for t in tasks if len(t.test)]  # --keep-test none: earlier sessions' not
+        rows = self.kind.evaluate(self.method, scored,
                                   lambda splits, even: self.loader(splits, even=even), self.acc,
                                   self.features if self.acc.num_processes == 1
                                   and features_reusable(self.method) else None)
+        if len(scored) == len(tasks):
+            return rows
+        where = {t.index: i for i, t in enumerate(scored)}
+        return {k: [row[where[t.index]] if t.index in where else float("nan") for t in tasks]
+                for k, row in rows.items()}
 
     def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
@@ -189,7 +196,7 @@ class Engine:
         record.rows.append(rows["matrix"])
         if "task_incremental" in rows:
             record.til_rows.append(rows["task_incremental"])
-        score = float(np.mean(rows["matrix"]))
+        score = float(np.nanmean(rows["matrix"]))
         record.per_task.append({"task": task.index + 1, "name": task.name, **fit,
                                 "boundary_seconds": boundary, "head_seconds": head_seconds,
                                 "eval_seconds": time.perf_counter() - t0,
@@ -258,14 +265,20 @@ def build_method(cfg: RunConfig) -> ContinualMethod:
 
 
 def rebuild(cfg: RunConfig, backbone: Backbone, stream: Stream, ckpt_dir: Path | None = None,
-            saved: dict[str, Any] | None = None) -> ContinualMethod:
+            saved: dict[str, Any] | None = None, grow: bool = False) -> ContinualMethod:
     """The method of a run, set up on the untouched backbone and, from a checkpoint
-    (``saved``, its state), with its stored state and tensors on top: resume and ``load``."""
+    (``saved``, its state), with its stored state and tensors on top: resume and ``load``.
+    ``grow``: the stream may hold more classes than the checkpoint (a later session): the
+    heads' class-sized tensors (the method's head, and any statistics head it keeps) grow."""
+    from retain.methods.heads.base import Head
+
     method = build_method(cfg)
     method.setup(backbone, stream)
     if saved:
         method.load_state(saved["method_state"])
-        checkpoint.load_weights(ckpt_dir, method, saved)
+        heads = tuple(f"{n}." for n, m in method.named_modules() if isinstance(m, Head))
+        checkpoint.load_weights(ckpt_dir, method, saved,
+                                (lambda name: name.startswith(heads)) if grow else None)
     return method
 
 
@@ -281,7 +294,9 @@ EVALUATION_ONLY = ("retention", "retention_limit")
 
 def _config_diff(cfg: RunConfig, saved: dict[str, Any]) -> list[str]:
     """Fields of a resolved config that differ from a saved one (the output folder aside)."""
-    return sorted(k for k, v in cfg.to_dict().items() if k != "out" and saved.get(k) != v)
+    defaults = RunConfig().to_dict()  # a field added since the checkpoint: its default then
+    return sorted(k for k, v in cfg.to_dict().items()
+                  if k != "out" and saved.get(k, defaults[k]) != v)
 
 
 def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -320,18 +335,150 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         raise RetainError(f"the checkpoint in {out} was written with a different config "
                           f"({', '.join(training)} differ); resume with the same options or "
                           "choose another --out")
+    accelerator = _accelerator(cfg)
+    if diff and accelerator.is_main_process:  # evaluation-only: the checkpoint takes them
+        changes = ", ".join(f"{k} {saved['config'].get(k)} -> {getattr(cfg, k)}" for k in diff)
+        print(f"resuming {out}: evaluation-only options changed ({', '.join(diff)}): {changes}; "
+              "the checkpoint's config now holds the new values", file=sys.stderr)
+        checkpoint.write_json(ckpt_dir / checkpoint.STATE, {**saved, "config": cfg.to_dict()})
+
+    def stream_for(backbone: Backbone) -> Stream:
+        if saved and "sessions" in saved:  # a resumed session of `retain learn`
+            return _learnt_stream(cfg, saved, backbone)
+        return build_stream(cfg, backbone)
+
+    return _session(cfg, saved, accelerator, stream_for, started, progress)
+
+
+def learn(directory: str | Path, data: str | Path, classes_per_task: int | None = None,
+          progress: bool = True, method: str | None = None, backbone: str | None = None,
+          kind: str | None = None) -> tuple[dict[str, Any], ContinualMethod]:
+    """Train the tasks of ``data`` into the finished run in ``directory`` (a later session):
+    the method and head carry on from the run's last checkpoint, every task learnt so far is
+    scored again from its kept test split, and ``results.json`` is rewritten with the grown
+    matrix. Retention is measured against the original pretrained backbone."""
+    from retain.methods import get_method_class
+
+    started = time.perf_counter()
+    out = Path(directory).expanduser()
+    saved = checkpoint.read_state(out / "checkpoint")
+    if not saved:
+        raise RetainError(f"{out} holds no run (no checkpoint/): `retain learn` adds tasks to "
+                          "the --out folder of a finished `retain run`")
+    cfg = RunConfig(**{**saved["config"], "out": str(out)})
+    for flag, given, own in (("method", method, cfg.method), ("backbone", backbone, cfg.backbone),
+                             ("kind", kind, cfg.kind)):
+        if given is not None and given != own:
+            raise RetainError(f"the run in {out} was trained with --{flag} {own}: it learns more "
+                              f"tasks with that {flag} only (drop --{flag} {given}, or start a "
+                              "new run)")
+    done, total = saved["tasks_done"], len(saved["stream"]["tasks"])
+    if done < total:
+        raise RetainError(f"the run in {out} finished {done} of its {total} tasks: finish it "
+                          f"first (`retain run ... --out {out} --resume`)")
+    if not get_method_class(cfg.method).info.continual:
+        raise RetainError(f"{cfg.method} trains once on every task's data, which a later "
+                          "session no longer has (rehearsal-free): it cannot learn more tasks")
+    if not Path(data).expanduser().exists():
+        raise RetainError(f"data file '{data}' does not exist")
+    _check_learn_kind(cfg, str(data))
+    if classes_per_task is not None and classes_per_task < 1:
+        raise RetainError(f"--classes-per-task must be 1 or more, got {classes_per_task}")
+    session = {"data": str(data), "classes_per_task": classes_per_task, "first_task": done}
+    sessions = [*saved.get("sessions", [{"data": cfg.data or cfg.benchmark, "first_task": 0,
+                                         "classes_per_task": cfg.classes_per_task}]), session]
+    saved = {**saved, "config": cfg.to_dict(), "sessions": sessions}
+    accelerator = _accelerator(cfg)
+    return _session(cfg, saved, accelerator, lambda bb: _learnt_stream(cfg, saved, bb), started,
+                    progress)
+
+
+def _check_learn_kind(cfg: RunConfig, data: str) -> None:
+    """A file of another task kind than the run's, refused by its columns."""
+    has_classes = get_kind(cfg.kind).has_classes
+    columns = _columns(data)
+    if Path(data).expanduser().is_dir() and not has_classes:
+        raise RetainError(f"'{data}' is an image folder: the run in {cfg.out} is a "
+                          "language-modelling run; give a file with 'text' and 'task' columns")
+    if has_classes and "label" not in columns and "task" in columns:
+        raise RetainError(f"'{data}' holds language-modelling text (a 'task' column, no "
+                          f"'label'): the run in {cfg.out} is a classification run; give a file "
+                          "with 'text' and 'label'")
+    if not has_classes and "label" in columns:
+        raise RetainError(f"'{data}' holds labelled rows: the run in {cfg.out} is a "
+                          "language-modelling run; give a file with 'text' and 'task' columns")
+
+
+def _learnt_stream(cfg: RunConfig, saved: dict[str, Any], backbone: Backbone) -> Stream:
+    """The stream of a run's sessions: the tasks of the earlier sessions (from the checkpoint's
+    outline, with their kept test splits), then the tasks of the newest session's file."""
+    out, session = Path(cfg.out), saved["sessions"][-1]
+    known = session["first_task"]
+    outline = {**saved["stream"], "tasks": saved["stream"]["tasks"][:known]}
+    old = Stream.from_outline(outline, [_read_test(out, i) for i in range(known)])
+    new_cfg = dataclasses.replace(cfg, data=session["data"], benchmark=None, tasks=None,
+                                  class_order=None, classes_per_task=(
+                                      session["classes_per_task"] or cfg.classes_per_task))
+    new = build_stream(new_cfg, backbone)
+    if "task" not in _columns(session["data"]) and not session["classes_per_task"] and \
+            cfg.scenario != "domain" and get_kind(cfg.kind).has_classes:
+        new = build_stream(dataclasses.replace(new_cfg, classes_per_task=new.num_classes),
+                           backbone)  # no task column, no --classes-per-task: one task
+    return old.extended(new)
+
+
+def _columns(data: str) -> set[str]:
+    from retain.data.files import read_records
+
+    if Path(data).expanduser().is_dir():
+        return set()
+    rows = read_records(data)
+    return set(rows[0]) if rows else set()
+
+
+TEST_SPLITS = "test"  # each task's test split, kept in the run folder for later sessions
+
+
+def _test_path(out: Path, index: int) -> Path:
+    return out / TEST_SPLITS / f"task-{index + 1:03d}.jsonl"
+
+
+def _keep_test(out: Path, task: Task) -> None:
+    """Write ``task``'s test split (items and labels; never training data), once."""
+    path = _test_path(out, task.index)
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_lines(path, [{"label": int(label), "item": item} for item, label in
+                                  zip(task.test.items, task.test.labels, strict=True)])
+
+
+def _read_test(out: Path, index: int) -> Split:
+    """A kept test split, or an empty one (``--keep-test none``: the task is not scored)."""
+    path = _test_path(out, index)
+    if not path.is_file():
+        return Split([], np.zeros(0, dtype=int))
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return Split([r["item"] for r in rows], np.asarray([r["label"] for r in rows], dtype=int))
+
+
+def _accelerator(cfg: RunConfig) -> Accelerator:
     # accelerate joins a multi-process CPU group (torchrun) only when told it runs on the CPU
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     if cfg.mixed_precision == "fp16" and (cfg.cpu or no_gpu):
         raise RetainError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     # each run sets its own precision: forget the previous run's (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
-    if diff and accelerator.is_main_process:  # evaluation-only: the checkpoint takes them
-        changes = ", ".join(f"{k} {saved['config'].get(k)} -> {getattr(cfg, k)}" for k in diff)
-        print(f"resuming {out}: evaluation-only options changed ({', '.join(diff)}): {changes}; "
-              "the checkpoint's config now holds the new values", file=sys.stderr)
-        checkpoint.write_json(ckpt_dir / checkpoint.STATE, {**saved, "config": cfg.to_dict()})
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
+
+
+def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelerator,
+             stream_for, started: float, progress: bool
+             ) -> tuple[dict[str, Any], ContinualMethod]:
+    """One session of a run: the untouched backbone, the stream, the method (from the
+    checkpoint when there is one), the tasks not done yet, retention and the results."""
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoint"
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
@@ -340,7 +487,7 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     if backbone.modality != "image" and positions and cfg.max_length > positions:
         raise RetainError(f"--max-length {cfg.max_length} is more than '{cfg.backbone}' takes "
                           f"({positions} positions): give --max-length {positions} or less")
-    stream = build_stream(cfg, backbone)
+    stream = stream_for(backbone)
     largest = max(len(task.train) for task in stream.tasks)
     if cfg.batch_size > largest and accelerator.is_main_process:
         print(f"note: --batch-size {cfg.batch_size} is more than any task's training items "
@@ -348,12 +495,14 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
               file=sys.stderr)
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show, accelerator) if cfg.retention else None
-    method = rebuild(cfg, backbone, stream, ckpt_dir, saved)
+    # a later session's stream may hold more classes than the checkpoint's head: it grows
+    method = rebuild(cfg, backbone, stream, ckpt_dir, saved, grow=True)
     record, start = Record(), 0
     if saved:
         record, start = Record(**saved["record"]), saved["tasks_done"]
         if accelerator.is_main_process:  # also under --quiet: it says what this run does
-            print(f"resuming {out}: {start} of {len(stream)} tasks done"
+            verb = "learning" if start < len(stream) and "sessions" in saved else "resuming"
+            print(f"{verb} {out}: {start} of {len(stream)} tasks done"
                   + (f", picking up at task {start + 1}" if start < len(stream) else
                      ", measuring what follows the last task"),
                   file=sys.stderr)
@@ -363,10 +512,14 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
     for task in stream.tasks[start:]:
         engine.run_task(task, record)
         if accelerator.is_main_process:
+            if cfg.keep_test == "all":
+                _keep_test(out, task)
             checkpoint.save(ckpt_dir, method.stored_tensors(), {
                 "config": cfg.to_dict(), "stream": stream.outline(),
-                "tasks_done": task.index + 1,
-                "method_state": method.state(), "record": record.__dict__}, task.index + 1)
+                "tasks_done": task.index + 1, "method_state": method.state(),
+                "record": record.__dict__,
+                **({"sessions": saved["sessions"]} if saved and "sessions" in saved else {})},
+                task.index + 1)
         accelerator.wait_for_everyone()
     ret, t0 = None, time.perf_counter()
     if cfg.retention:
@@ -383,6 +536,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
         stream.task_kind, accelerator)
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})
+    if saved and "sessions" in saved:
+        results["sessions"] = saved["sessions"]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)

@@ -38,8 +38,10 @@ Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 def probe_batch(stream: Stream, backbone: Backbone, batch_size: int, max_length: int,
                 device: torch.device) -> dict[str, torch.Tensor]:
-    """The first ``batch_size`` test items of the first task, batched as the engine does."""
-    items = list(stream.tasks[0].test.items[:batch_size])
+    """The first ``batch_size`` test items of the first task that has them (a run that keeps
+    no test splits has none for tasks of earlier sessions), batched as the engine does."""
+    task = next(t for t in stream.tasks if len(t.test))
+    items = list(task.test.items[:batch_size])
     batch = backbone.batch(items, max_length)
     return {k: v.to(device) for k, v in batch.items()}
 

@@ -108,7 +108,7 @@ class Classification(Kind):
     higher_is_better = True
     profiles = CLASSIFICATION_PROFILES
     has_classes = True
-    columns = "'text' and 'label' columns (optional: 'split', 'domain')"
+    columns = "'text' and 'label' columns (optional: 'split', 'task', 'domain')"
 
     def title(self, scenario: str) -> str:
         return f"{scenario}-incremental"

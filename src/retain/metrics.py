@@ -3,7 +3,9 @@
 ``R[t][i]`` is the score on task ``i`` after training through task ``t`` (0-based here; the
 documentation counts from 1): accuracy (higher is better) or perplexity (lower is better).
 ``R`` is given as a list of rows, row ``t`` holding ``t + 1`` entries, or as a square array
-whose entries above the diagonal are ignored. With ``higher_is_better=False`` the summary
+whose entries above the diagonal are ignored. An entry may be NaN: a task that could not be
+scored then (a run that keeps no test splits, learning in a later session); every mean below
+leaves such entries out. With ``higher_is_better=False`` the summary
 figures keep their names and read the matrix with the direction reversed, so that a positive
 forgetting still means something was lost: forgetting
 ``mean_i (P[T][i] - min_{t in [i, T-1]} P[t][i])`` and BWT ``mean_i (P[i][i] - P[T][i])``.
@@ -11,6 +13,7 @@ forgetting still means something was lost: forgetting
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,16 +32,29 @@ def as_square(R: Matrix) -> np.ndarray:
     return out
 
 
+def _mean(values) -> float:
+    """The mean of the values that are not NaN (NaN if none is)."""
+    values = np.asarray(values, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values)) if len(values) else float("nan")
+
+
 def accuracy_per_task(R: Matrix) -> list[float]:
     """``A_t = (1/t) sum_{i<=t} R[t][i]`` for every ``t``."""
     M = as_square(R)
-    return [float(np.mean(M[t, : t + 1])) for t in range(len(M))]
+    return [_mean(M[t, : t + 1]) for t in range(len(M))]
 
 
 def sample_weighted_accuracy_per_task(R: Matrix, test_sizes: Sequence[int]) -> list[float]:
     """Correct predictions over all seen test samples after each task."""
     M, n = as_square(R), np.asarray(test_sizes, dtype=float)
-    return [float(np.dot(M[t, : t + 1], n[: t + 1]) / n[: t + 1].sum()) for t in range(len(M))]
+    out = []
+    for t in range(len(M)):
+        row, size = M[t, : t + 1], n[: t + 1]
+        scored = ~np.isnan(row)
+        out.append(float(np.dot(row[scored], size[scored]) / size[scored].sum()))
+    return out
 
 
 def final_accuracy(R: Matrix) -> float:
@@ -60,8 +76,8 @@ def forgetting(R: Matrix, higher_is_better: bool = True) -> float:
     T = len(M)
     if T < 2:
         return float("nan")  # undefined with one task
-    best = np.max if higher_is_better else np.min
-    return float(np.mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) for i in range(T - 1)]))
+    best = np.nanmax if higher_is_better else np.nanmin
+    return _mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) for i in range(T - 1)])
 
 
 def relative_forgetting(R: Matrix, higher_is_better: bool = True) -> float:
@@ -70,9 +86,9 @@ def relative_forgetting(R: Matrix, higher_is_better: bool = True) -> float:
     T = len(M)
     if T < 2:
         return float("nan")
-    best = np.max if higher_is_better else np.min
-    return float(np.mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) / best(M[i:T - 1, i])
-                          for i in range(T - 1)]))
+    best = np.nanmax if higher_is_better else np.nanmin
+    return _mean([s * (best(M[i:T - 1, i]) - M[T - 1, i]) / best(M[i:T - 1, i])
+                  for i in range(T - 1)])
 
 
 def forgetting_from_first(R: Matrix, higher_is_better: bool = True) -> float:
@@ -82,7 +98,7 @@ def forgetting_from_first(R: Matrix, higher_is_better: bool = True) -> float:
     T = len(M)
     if T < 2:
         return float("nan")
-    return float(np.mean([s * (M[i, i] - M[T - 1, i]) for i in range(T - 1)]))
+    return _mean([s * (M[i, i] - M[T - 1, i]) for i in range(T - 1)])
 
 
 def bwt(R: Matrix, higher_is_better: bool = True) -> float:
@@ -94,7 +110,7 @@ def bwt(R: Matrix, higher_is_better: bool = True) -> float:
 def plasticity(R: Matrix) -> float:
     """Mean accuracy on each task right after learning it."""
     M = as_square(R)
-    return float(np.mean(np.diag(M)))
+    return _mean(np.diag(M))
 
 
 def summary(R: Matrix, test_sizes: Sequence[int] | None = None, score: str = "accuracy",
@@ -111,7 +127,7 @@ def summary(R: Matrix, test_sizes: Sequence[int] | None = None, score: str = "ac
     }
     if not higher_is_better:
         out["relative_forgetting"] = relative_forgetting(R, higher_is_better)
-        out[f"final_{score}_geometric"] = float(np.exp(np.mean(np.log(as_square(R)[-1]))))
+        out[f"final_{score}_geometric"] = float(np.exp(_mean(np.log(as_square(R)[-1]))))
     if test_sizes is not None and higher_is_better:
         sw = sample_weighted_accuracy_per_task(R, test_sizes)
         out[f"final_{score}_sample_weighted"] = sw[-1]

@@ -27,28 +27,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from retain import checkpoint
 from retain.checks import check_export_to, check_run_folder, output_format
 from retain.config import RunConfig
-from retain.data.stream import Split, Stream, Task
+from retain.data.stream import Stream
 from retain.errors import RetainError
-from retain.kinds import Kind, get_kind
+from retain.kinds import Kind
 from retain.pythonic import python_errors
 
 FORMAT = "retain-export/1"
-
-
-def _outline_stream(outline: dict[str, Any], backbone) -> Stream:
-    probe = get_kind(outline["kind"]).probe_item(backbone.modality)
-    empty = Split([], np.zeros(0, dtype=int))
-    tasks = [Task(i, list(t["classes"]), Split([probe], np.zeros(1, dtype=int)), empty,
-                  t["name"]) for i, t in enumerate(outline["tasks"])]
-    return Stream(outline["name"], outline["scenario"], list(outline["class_names"]),
-                  list(outline["class_order"]), tasks, outline["kind"])
 
 
 class Trained:
@@ -111,6 +101,34 @@ class Trained:
             raise RetainError(f"--task must be between 1 and {self.tasks_done} (the tasks this "
                               f"run has learnt), got {task}")
         return self.stream.tasks[task - 1]
+
+    @python_errors
+    def evaluate(self, data: str | Path | list, task: int | None = None,
+                 batch_size: int | None = None) -> dict[str, Any]:
+        """Score a labelled file (``retain evaluate``): accuracy overall, per class and per
+        task, and the confusion matrix; for a language-modelling run, the perplexity overall
+        and per ``task`` value. See :mod:`retain.evaluation`."""
+        from retain.evaluation import evaluate
+
+        return evaluate(self, data, task=task, batch_size=batch_size)
+
+    # --- a later session --------------------------------------------------------------------
+    @python_errors
+    def learn(self, data: str | Path, classes_per_task: int | None = None,
+              progress: bool = False) -> dict[str, Any]:
+        """Train the tasks of ``data`` into this run (``retain learn``): everything the method
+        and head carry between tasks goes on from the last checkpoint; the run folder's
+        checkpoint and ``results.json`` are updated, and this object then holds the grown
+        run. Returns the new results."""
+        from retain.engine import learn
+
+        device = self.device
+        results, _ = learn(self.directory, data, classes_per_task, progress)
+        again = load(self.directory)
+        self.config, self.method, self.backbone = again.config, again.method, again.backbone
+        self.stream, self.tasks_done = again.stream, again.tasks_done
+        self.method.to(device)
+        return results
 
     # --- export ----------------------------------------------------------------------------
     @python_errors
@@ -277,7 +295,6 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     """Rebuild the run in ``directory`` (its ``--out``) from its last checkpoint: the untouched
     backbone, then the method's stored tensors and state on top. The run's data is not needed."""
     from retain.backbones import load_backbone
-    from retain.data import build_stream
     from retain.engine import rebuild
 
     directory = Path(directory).expanduser()
@@ -285,8 +302,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     saved = checkpoint.read_state(ckpt)
     config = RunConfig(**saved["config"])
     backbone = load_backbone(config.backbone, config.pooling)
-    stream = (_outline_stream(saved["stream"], backbone) if "stream" in saved
-              else build_stream(config, backbone))  # checkpoints written before the outline
+    stream = Stream.from_outline(saved["stream"])
     method = rebuild(config, backbone, stream, ckpt, saved)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     method.to(device).eval()

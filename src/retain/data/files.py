@@ -1,8 +1,12 @@
 """The user's own data.
 
 - Classification: CSV or JSON Lines with ``text`` and ``label`` columns. Optional columns:
-  ``split`` (``train`` / ``test``; otherwise 80/20 per class) and ``domain`` (required for
-  ``--scenario domain``: one task per domain, in order of first appearance). Labels are strings
+  ``split`` (``train`` / ``test``; otherwise 80/20 per class), ``task`` (the file's own
+  tasks, in order of first appearance, each with the classes of its rows; otherwise
+  ``--classes-per-task`` classes per task in the class order) and ``domain`` (required for
+  ``--scenario domain``, where ``task`` also serves: one task per domain, in order of first
+  appearance). The profile's ``cap`` keeps the first items of each class (of each domain and
+  class in a domain-incremental stream). Labels are strings
   or integers; classes are the sorted distinct labels, and class order indices refer to that
   sorted list.
 - Language modelling (``--kind lm``): CSV or JSON Lines with ``text`` and ``task`` columns; one
@@ -134,16 +138,22 @@ def classification_file_stream(config, profile: Profile) -> Stream:
     index = {k: i for i, k in enumerate(classes)}
     names = [str(k[1]) if k[0] == 0 else k[2] for k in classes]
     labels = np.asarray([index[k] for k in keys])
-    keep = capped(labels, profile.cap)  # the profile's cap: first items of each class
-    rows, labels = [rows[i] for i in keep], labels[keep]
-    texts = [r["text"] for r in rows]
     domains = None
     if config.scenario == "domain":
-        if any(r.get("domain") in (None, "") for r in rows):
-            n = next(i for i, r in enumerate(rows, 1) if r.get("domain") in (None, ""))
-            raise RetainError(f"--scenario domain needs a 'domain' value on every row of "
+        column = "domain" if "domain" in rows[0] or "task" not in rows[0] else "task"
+        if any(r.get(column) in (None, "") for r in rows):
+            n = next(i for i, r in enumerate(rows, 1) if r.get(column) in (None, ""))
+            raise RetainError(f"--scenario domain needs a '{column}' value on every row of "
                               f"'{path}' (row {n} has none)")
-        domains = [str(r["domain"]) for r in rows]
+        domains = [str(r[column]) for r in rows]
+    # the profile's cap: the first items of each class (of each domain and class)
+    groups = labels if domains is None else np.unique(
+        [f"{d}\x00{c}" for d, c in zip(domains, labels, strict=True)], return_inverse=True)[1]
+    keep = capped(groups, profile.cap)
+    rows, labels, groups = [rows[i] for i in keep], labels[keep], groups[keep]
+    if domains is not None:
+        domains = [domains[i] for i in keep]
+    texts = [r["text"] for r in rows]
     if "split" in rows[0]:
         splits = [str(r.get("split", "")).strip().lower() for r in rows]
         bad = sorted(set(splits) - {"train", "test"})
@@ -151,8 +161,6 @@ def classification_file_stream(config, profile: Profile) -> Stream:
             raise RetainError(f"{path}: split column has values {bad}; use 'train' or 'test'")
         is_train = np.asarray([s == "train" for s in splits])
     else:  # 80/20 per class (per domain and class in a domain-incremental stream)
-        groups = labels if domains is None else np.unique(
-            [f"{d}\x00{c}" for d, c in zip(domains, labels, strict=True)], return_inverse=True)[1]
         train_idx, _ = split_per_class(groups, None)
         is_train = np.isin(np.arange(len(rows)), train_idx)
     name = Path(path).name
@@ -160,9 +168,38 @@ def classification_file_stream(config, profile: Profile) -> Stream:
     if domains is not None:
         order = list(dict.fromkeys(domains))
         return domain_incremental(name, items, labels, names, domains, order, is_train)
+    if "task" in rows[0]:  # the file's own tasks, in order of first appearance
+        return _tasks_from_column(config, rows, items, labels, names, is_train, profile)
     order = class_order_for(len(classes), config.class_order_seed, config.class_order)
     return class_incremental(name, items, labels, names, order, profile.classes_per_task,
                              is_train, groups=profile.groups, scenario=config.scenario)
+
+
+def _tasks_from_column(config, rows: list[dict], items: list[dict], labels: np.ndarray,
+                       names: list[str], is_train: np.ndarray, profile: Profile) -> Stream:
+    """Tasks from a classification file's ``task`` column: one per distinct value in order of
+    first appearance, each with the classes of its rows (sorted); a class in one task only."""
+    path = config.data
+    tasks: dict[str, list[int]] = {}
+    owner: dict[int, str] = {}
+    for n, (row, label) in enumerate(zip(rows, labels, strict=True), 1):
+        task = row.get("task")
+        if task in (None, ""):
+            raise RetainError(f"{path}: row {n}: empty task (the 'task' column names each row's "
+                              "task; fill it on every row or drop the column)")
+        task, label = str(task), int(label)
+        if owner.setdefault(label, task) != task:
+            raise RetainError(f"{path}: class '{names[label]}' is in tasks '{owner[label]}' and "
+                              f"'{task}': in a {config.scenario}-incremental stream each class "
+                              "belongs to one task")
+        if label not in tasks.setdefault(task, []):
+            tasks[task].append(label)
+    if config.class_order is not None:
+        raise RetainError("--class-order and a 'task' column both order the classes: drop one")
+    order = [c for classes in tasks.values() for c in sorted(classes)]
+    return class_incremental(Path(path).name, items, labels, names, order, 1, is_train,
+                             groups=profile.groups, scenario=config.scenario,
+                             sizes=[len(c) for c in tasks.values()], task_names=list(tasks))
 
 
 def capped(labels: np.ndarray, cap: int | None) -> np.ndarray:

@@ -39,6 +39,8 @@ class Task:
     train: Split
     test: Split
     name: str = ""
+    trained_on: int | None = None  # training items it had, for a task learnt in an earlier
+    # session (its training data is gone: rehearsal-free)
 
 
 @dataclass
@@ -63,10 +65,61 @@ class Stream:
 
     def outline(self) -> dict[str, Any]:
         """What rebuilding a trained run needs of its stream, without the data (saved in every
-        checkpoint; ``retain.trained`` rebuilds from it)."""
+        checkpoint; :meth:`from_outline` rebuilds from it)."""
         return {"name": self.name, "scenario": self.scenario, "kind": self.kind,
                 "class_names": self.class_names, "class_order": self.class_order,
-                "tasks": [{"name": t.name, "classes": t.classes} for t in self.tasks]}
+                "tasks": [{"name": t.name, "classes": t.classes,
+                           "train": t.trained_on if t.trained_on is not None else len(t.train),
+                           "test": len(t.test)} for t in self.tasks]}
+
+    @classmethod
+    def from_outline(cls, outline: dict[str, Any], tests: list[Split] | None = None) -> Stream:
+        """The stream of a trained run without its training data: each task's test split from
+        ``tests`` (kept in the run folder) or empty."""
+        tasks = [Task(i, list(t["classes"]), _empty(),
+                      tests[i] if tests is not None else _empty(), t["name"],
+                      trained_on=t.get("train")) for i, t in enumerate(outline["tasks"])]
+        return cls(outline["name"], outline["scenario"], list(outline["class_names"]),
+                   list(outline["class_order"]), tasks, outline["kind"])
+
+    def extended(self, new: Stream) -> Stream:
+        """This stream, then ``new``'s tasks (learnt in a later session): new classes after the
+        known ones (class and task scenarios), known classes by name (domain), more domains
+        (language modelling). A class the scenario cannot take is refused."""
+        known = {name: i for i, name in enumerate(self.class_names)}
+        names, order, tasks = list(self.class_names), list(self.class_order), list(self.tasks)
+        if self.scenario == "domain":
+            unknown = [n for n in new.class_names if n not in known]
+            if unknown:
+                raise RetainError(f"class '{unknown[0]}' is not one of the run's classes "
+                                  f"({', '.join(self.class_names)}): a domain-incremental run "
+                                  "learns new domains of the classes it has")
+            remap = np.asarray([known[n] for n in new.class_names], dtype=int)
+            classes = list(range(len(names)))
+        else:
+            again = [n for n in new.class_names if n in known]
+            if again:
+                raise RetainError(f"class '{again[0]}' was learnt in an earlier task: a "
+                                  f"{self.scenario}-incremental run learns new classes only "
+                                  "(drop its rows, or rename it)")
+            remap = np.arange(len(new.class_names)) + len(names)
+            names += new.class_names
+            order += [len(order) + c for c in new.class_order]
+        for task in new.tasks:
+            tasks.append(Task(len(tasks), classes if self.scenario == "domain"
+                              else [int(remap[c]) for c in task.classes],
+                              Split(task.train.items, _mapped(task.train.labels, remap)),
+                              Split(task.test.items, _mapped(task.test.labels, remap)),
+                              task.name))
+        return Stream(f"{self.name}+{new.name}", self.scenario, names, order, tasks, self.kind)
+
+
+def _empty() -> Split:
+    return Split([], np.zeros(0, dtype=int))
+
+
+def _mapped(labels: np.ndarray, remap: np.ndarray) -> np.ndarray:
+    return remap[labels] if len(remap) else labels  # language modelling: no classes
 
 
 def split_per_class(labels: np.ndarray, cap: int | None, split_seed: int = 0,
@@ -103,30 +156,37 @@ def _subset(items: list[dict], labels: np.ndarray, idx: np.ndarray) -> Split:
 
 def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_names: list[str],
                       order: list[int], classes_per_task: int, is_train: np.ndarray,
-                      groups: int | None = None, scenario: str = "class") -> Stream:
-    """Tasks are consecutive groups of ``classes_per_task`` classes of ``order``."""
+                      groups: int | None = None, scenario: str = "class",
+                      sizes: list[int] | None = None,
+                      task_names: list[str] | None = None) -> Stream:
+    """Tasks are consecutive groups of ``classes_per_task`` classes of ``order`` (or of
+    ``sizes[t]`` classes each: a file's ``task`` column, with ``task_names``)."""
     if classes_per_task < 1:
         raise RetainError(f"classes per task must be at least 1, got {classes_per_task}")
     position = np.full(len(class_names), -1)
     position[np.asarray(order)] = np.arange(len(order))
     pos_labels = position[labels]
-    n_groups = -(-len(order) // classes_per_task)
+    if sizes is None:
+        n_groups = -(-len(order) // classes_per_task)
+        sizes = [classes_per_task] * n_groups
     if groups is not None:
-        n_groups = min(n_groups, groups)
-    used = order[: n_groups * classes_per_task]
-    if classes_per_task > 1 and len(used) % classes_per_task == 1:
+        sizes = sizes[:groups]
+    used = order[: sum(sizes)]
+    if task_names is None and classes_per_task > 1 and len(used) % classes_per_task == 1:
         raise RetainError(
             f"the last task would hold one class ('{class_names[used[-1]]}'; {len(used)} classes "
             f"in tasks of {classes_per_task}), which a task-local classifier cannot learn: "
             f"choose --classes-per-task that leaves at least 2 in the last task, or --tasks "
-            f"{n_groups - 1}")
+            f"{len(sizes) - 1}")
     stream = Stream(name, scenario, [class_names[c] for c in used], list(order))
-    for t in range(n_groups):
-        classes = list(range(t * classes_per_task, min((t + 1) * classes_per_task, len(used))))
+    starts = np.cumsum([0, *sizes])
+    for t in range(len(sizes)):
+        classes = list(range(int(starts[t]), min(int(starts[t + 1]), len(used))))
         member = np.isin(pos_labels, classes)
         tr, te = np.flatnonzero(member & is_train), np.flatnonzero(member & ~is_train)
         task = Task(t, classes, _subset(items, pos_labels, tr), _subset(items, pos_labels, te),
-                    name="+".join(class_names[order[c]] for c in classes))
+                    name=task_names[t] if task_names else
+                    "+".join(class_names[order[c]] for c in classes))
         _check_task(task)
         for c in classes:
             for part, split in (("training", tr), ("test", te)):

@@ -14,6 +14,10 @@ class InfLoRAConfig(MethodConfig):
         "help": "DualGPM threshold base: eps_t = lambda_b + (1 - lambda_b) t / T (0.98 for "
                 "ImageNet-R in the official configs); 1.0 protects every input direction with "
                 "positive energy, never an empty one"})
+    schedule_tasks: int | None = field(default=None, metadata={
+        "help": "T of the threshold schedule: the stream's length when None; set it to the "
+                "number of tasks a run will learn over all its sessions (`retain learn`), so "
+                "that each task's threshold does not depend on when it was learnt"})
     target_modules: list[str] = field(default_factory=lambda: ["key", "value"], metadata={
         "help": "nn.Linear modules to adapt (name suffixes); the paper adapts keys and values"})
     energy: str = field(default="paper", metadata={
@@ -46,6 +50,9 @@ class InfLoRAConfig(MethodConfig):
                               f"'{self.first_task}'")
         if self.rank < 1:
             raise RetainError(f"inflora rank must be at least 1, got {self.rank}")
+        if self.schedule_tasks is not None and self.schedule_tasks < 1:
+            raise RetainError(f"inflora schedule_tasks must be 1 or more, got "
+                              f"{self.schedule_tasks}")
         if not 0.0 < self.lambda_b <= 1.0:
             raise RetainError(f"inflora lambda_b must lie in (0, 1], got {self.lambda_b}")
         if set(self.qkv_parts) - {"q", "k", "v"}:

@@ -88,7 +88,7 @@ class InfLoRA(ContinualMethod):
         self.model.requires_grad_(False)
         base = self.model
         self.groups = shared_inputs(base, self.layers, lambda: self.features(
-            backbone.batch([probe_item(stream)], 8)))
+            backbone.batch([stream.task_kind.probe_item(backbone.modality)], 8)))
         self.memories = nn.ModuleDict({  # one memory per distinct input (key and value share)
             _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.groups})
         self.branches: list[str] = []  # kept branches (merge=False)
@@ -199,7 +199,8 @@ class InfLoRA(ContinualMethod):
         else:
             self.branches.append(branch)
             self.model.requires_grad_(False)
-        threshold = self.config.lambda_b + (1 - self.config.lambda_b) * task.index / self.num_tasks
+        span = self.config.schedule_tasks or self.num_tasks
+        threshold = self.config.lambda_b + (1 - self.config.lambda_b) * min(task.index / span, 1)
         for name, cov in (covs if covs is not None else self.input_covariances(batches)).items():
             self.memories[_key(name)].update(cov, threshold, self.config.energy,
                                              self.config.first_task)
@@ -267,10 +268,6 @@ def shared_inputs(model: nn.Module, layers: list[str], forward) -> dict[str, lis
         groups.setdefault(leader, []).append(name)
     return groups
 
-
-def probe_item(stream) -> dict:
-    """One small item of the stream's own kind, for a probe forward."""
-    return stream.tasks[0].train.items[0]
 
 
 def _key(name: str) -> str:

@@ -51,9 +51,10 @@ class Plate(ContinualMethod):
         for name, layer in self.plate_layers().items():
             rows = set(self.touched.get(name, [])) | set(layer.plate_index["default"].tolist())
             self.touched[name] = sorted(rows)
-        if self.config.recompute == "merged" or task.index == self.num_tasks - 1:
-            # after the last task nothing trains again: unload the adapter, so that the last
-            # checkpoint holds no B or Q and loading it chooses none
+        if self.config.recompute == "merged":
+            # the next task chooses B and Q again, from the merged weights. With 'original'
+            # the adapter stays after the last task too (A = 0: it adds nothing), so that a
+            # later session (`retain learn`) goes on with the same B and Q
             self.tuner.merge_and_unload()
             self.tuner = None
         else:

@@ -1,0 +1,212 @@
+"""Learning over sessions (``retain learn``): tasks 1-2 with ``run``, then task 3 with
+``learn``, equal one 3-task run for every method, and what ``learn`` refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import retain
+from retain.catalogue import METHODS
+from retain.cli import main
+from retain.engine import learn, train_stream
+from tests.conftest import WORDS, make_rows
+
+CONTINUAL = [m for m, info in METHODS.items() if info.continual]  # joint is refused
+LM_METHODS = [m for m in CONTINUAL if "lm" in METHODS[m].kinds]
+TASKS = (("first", ("animal", "food")), ("second", ("colour", "music")),
+         ("third", ("sport", "weather")))
+
+
+def _write(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _class_files(tmp_path: Path) -> tuple[str, str, str]:
+    """The whole stream (a `task` column), its first two tasks, and its third."""
+    rows = {name: [{**r, "task": name} for r in make_rows(8, list(classes))]
+            for name, classes in TASKS}
+    whole = _write(tmp_path / "whole.jsonl", [r for rows_ in rows.values() for r in rows_])
+    first = _write(tmp_path / "first.jsonl", rows["first"] + rows["second"])
+    third = _write(tmp_path / "third.jsonl", rows["third"])
+    return whole, first, third
+
+
+def _domain_files(tmp_path: Path) -> tuple[str, str, str]:
+    """Two classes in three domains (the same words, another frame per domain)."""
+    frames = {"news": "today the {} was seen", "poems": "oh {} my {}", "ads": "buy a {} now"}
+    rows = {d: [{"text": frame.format(*r["text"].split()[1::3]), "label": r["label"],
+                 "domain": d} for r in make_rows(8, ["animal", "food"])]
+            for d, frame in frames.items()}
+    whole = _write(tmp_path / "whole.jsonl", [r for d in rows.values() for r in d])
+    first = _write(tmp_path / "first.jsonl", rows["news"] + rows["poems"])
+    third = _write(tmp_path / "third.jsonl", rows["ads"])
+    return whole, first, third
+
+
+def _lm_files(tmp_path: Path) -> tuple[str, str, str]:
+    rows = []
+    for task, label in (("animals", "animal"), ("food", "food"), ("colours", "colour")):
+        words = WORDS[label].split()
+        rows += [{"text": f"the {words[i % 10]} is near the {words[(7 * i + 3) % 10]} today.",
+                  "task": task} for i in range(30)]
+    whole = _write(tmp_path / "whole.jsonl", rows)
+    first = _write(tmp_path / "first.jsonl", rows[:60])
+    third = _write(tmp_path / "third.jsonl", rows[60:])
+    return whole, first, third
+
+
+def _same(a, b) -> None:
+    """Equal to 1e-6, NaN where NaN, in nested lists and dicts."""
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same(x, y)
+    elif isinstance(a, float) or isinstance(b, float):
+        assert (a != a and b != b) or a == pytest.approx(b, abs=1e-6), (a, b)
+    else:
+        assert a == b
+
+
+def _check_invariant(make, tmp_path: Path, files, probe_rows: list[dict], **kw) -> None:
+    whole, first, third = files
+    full, full_method = train_stream(make(data=whole, out=str(tmp_path / "full"), **kw),
+                                     progress=False)
+    train_stream(make(data=first, out=str(tmp_path / "split"), **kw), progress=False)
+    later, later_method = learn(tmp_path / "split", third, progress=False)
+    _same(later["matrix"], full["matrix"])
+    _same(later["metrics"], full["metrics"])
+    for key in ("task_incremental_matrix", "class_incremental_matrix"):
+        if key in full:
+            _same(later[key], full[key])
+    assert later["class_names"] == full["class_names"]
+    assert [t["name"] for t in later["tasks"]] == [t["name"] for t in full["tasks"]]
+    ours, theirs = later_method.stored_tensors(), full_method.stored_tensors()
+    assert set(ours) == set(theirs)
+    for name in ours:
+        assert ours[name].shape == theirs[name].shape, name
+        assert torch.allclose(ours[name].double(), theirs[name].double(), atol=1e-6), name
+    assert json.loads(json.dumps(later_method.state())) == json.loads(
+        json.dumps(full_method.state()))
+    a = retain.load(tmp_path / "split").predict(probe_rows)
+    b = retain.load(tmp_path / "full").predict(probe_rows)
+    _same(a, b)
+
+
+def _options(method: str) -> dict:
+    # InfLoRA's threshold schedule spans T tasks: the stream's length unless given
+    return {"method_options": {"schedule_tasks": 3}} if method == "inflora" else {}
+
+
+@pytest.mark.parametrize("method", CONTINUAL)
+def test_run_then_learn_equals_one_run_class_incremental(method, tiny_config, tmp_path):
+    _check_invariant(tiny_config, tmp_path, _class_files(tmp_path),
+                     [{"text": "the dog and the rain"}, {"text": "red guitar"}],
+                     method=method, lr=1e-2, **_options(method))
+
+
+@pytest.mark.parametrize("method", CONTINUAL)
+def test_run_then_learn_equals_one_run_domain_incremental(method, tiny_config, tmp_path):
+    _check_invariant(tiny_config, tmp_path, _domain_files(tmp_path),
+                     [{"text": "buy a dog now"}, {"text": "oh bread my cake"}],
+                     method=method, scenario="domain", lr=1e-2, **_options(method))
+
+
+@pytest.mark.parametrize("method", LM_METHODS)
+def test_run_then_learn_equals_one_run_language_modelling(method, tmp_path):
+    from retain import RunConfig
+
+    def make(**kw):
+        return RunConfig(**{**dict(method=method, benchmark=None, kind="lm", profile="smoke",
+                                   max_length=16, retention=False, steps=2, batch_size=4,
+                                   cap=6, test_cap=2, lr=1e-3), **kw})
+
+    _check_invariant(make, tmp_path, _lm_files(tmp_path),
+                     [{"text": "the dog is near the cat today."}], **_options(method))
+
+
+def test_learn_keeps_test_splits_and_grows_the_run(tiny_config, tmp_path):
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first)
+    train_stream(cfg, progress=False)
+    kept = sorted(p.name for p in (Path(cfg.out) / "test").iterdir())
+    assert kept == ["task-001.jsonl", "task-002.jsonl"]
+    trained = retain.load(cfg.out)
+    results = trained.learn(third)
+    assert trained.tasks_done == 3 and trained.class_names[-2:] == ["sport", "weather"]
+    assert [len(r) for r in results["matrix"]] == [1, 2, 3]
+    assert [s["data"] for s in results["sessions"]] == [first, third]
+    assert {p["class"] for p in trained.predict(["the football and the rain"])} <= set(
+        trained.class_names)
+
+
+def test_keep_test_none_scores_only_the_new_tasks(tiny_config, tmp_path):
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first, keep_test="none")
+    train_stream(cfg, progress=False)
+    assert not (Path(cfg.out) / "test").exists()
+    results, _ = learn(cfg.out, third, progress=False)
+    last = results["matrix"][-1]
+    assert last[0] != last[0] and last[1] != last[1] and last[2] == last[2]  # NaN, NaN, score
+    assert results["metrics"]["final_accuracy"] == pytest.approx(last[2])
+
+
+def _refused(capsys, *argv) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_learn_refusals(tiny_config, tmp_path, capsys, lm_file):
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first)
+    train_stream(cfg, progress=False)
+    out = cfg.out
+    again = _write(tmp_path / "again.jsonl", make_rows(8, ["animal", "sport"]))
+    assert "learnt in an earlier task" in _refused(capsys, "learn", out, "--data", again)
+    assert "--method seq-lora" in _refused(capsys, "learn", out, "--data", third, "--method",
+                                           "plate")
+    assert "--backbone" in _refused(capsys, "learn", out, "--data", third, "--backbone",
+                                    "minilm")
+    assert "classification run" in _refused(capsys, "learn", out, "--data", lm_file)
+    assert "does not exist" in _refused(capsys, "learn", out, "--data", str(tmp_path / "no"))
+    # a run that did not finish: that is --resume
+    state_path = Path(out) / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["tasks_done"] = 1
+    state_path.write_text(json.dumps(state))
+    assert "--resume" in _refused(capsys, "learn", out, "--data", third)
+    joint = tiny_config(method="joint", head="growing", data=first, out=str(tmp_path / "j"))
+    train_stream(joint, progress=False)
+    assert "cannot learn more" in _refused(capsys, "learn", joint.out, "--data", third)
+
+
+def test_domain_learn_refuses_an_unknown_class(tiny_config, tmp_path, capsys):
+    whole, first, third = _domain_files(tmp_path)
+    cfg = tiny_config(data=first, scenario="domain")
+    train_stream(cfg, progress=False)
+    other = _write(tmp_path / "other.jsonl", [{**r, "domain": "x"} for r in
+                                             make_rows(8, ["animal", "sport"])])
+    assert "not one of the run's classes" in _refused(capsys, "learn", cfg.out, "--data", other)
+
+
+def test_learn_from_the_command_line_then_predict_and_export(tiny_config, tmp_path, capsys):
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first, method="plate")
+    train_stream(cfg, progress=False)
+    assert main(["learn", cfg.out, "--data", third, "--quiet"]) == 0
+    assert "results:" in capsys.readouterr().out
+    trained = retain.load(cfg.out)
+    assert trained.tasks_done == 3
+    dest = trained.export(tmp_path / "export")
+    info = json.loads((dest / "retain.json").read_text())
+    assert info["tasks_done"] == 3 and info["class_names"][-1] == "weather"
