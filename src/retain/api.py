@@ -29,8 +29,11 @@ def _config(config: RunConfig | None, fields: dict[str, Any]) -> RunConfig:
 
 def _clear_run(out: Path) -> None:
     """Remove an earlier run's own files from ``out``, on the main process only: its checkpoint
-    (state and weights files, the folder itself only once empty) when it has a state, and its
-    ``results.json``. Anything else there stays."""
+    (state and weights files, the folder itself only once empty) when it has a state, its
+    ``results.json``, ``config.toml`` and training log, its kept test splits (``test/``) and
+    its TensorBoard events (``tensorboard/``). Anything else there stays."""
+    import shutil
+
     from accelerate import PartialState
 
     from retain import checkpoint
@@ -45,8 +48,19 @@ def _clear_run(out: Path) -> None:
                     path.unlink()
             if not any(ckpt.iterdir()):
                 ckpt.rmdir()
-        for path in (out / "results.json", out / "results.json.tmp"):
-            path.unlink(missing_ok=True)
+        for name in ("results.json", "config.toml", "train_log.jsonl"):
+            for path in (out / name, out / (name + ".tmp")):
+                path.unlink(missing_ok=True)
+        test = out / "test"
+        if test.is_dir():
+            for path in test.iterdir():
+                if re.fullmatch(r"task-\d+\.jsonl(\.tmp)?", path.name):
+                    path.unlink()
+            if not any(test.iterdir()):
+                test.rmdir()
+        tb = out / "tensorboard"
+        if tb.is_dir() and all(p.name.startswith("events.out.tfevents") for p in tb.iterdir()):
+            shutil.rmtree(tb)
     state.wait_for_everyone()
 
 

@@ -24,14 +24,14 @@ from retain.errors import RetainError
 STATE = "state.json"
 
 
-def _finite(x: Any) -> Any:
+def finite(x: Any) -> Any:
     """JSON has no NaN or infinity: write null (undefined) instead."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     return x
 
 
@@ -47,7 +47,7 @@ def write_json(path: Path, data: Any) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_finite(data), f, indent=1, allow_nan=False)
+        json.dump(finite(data), f, indent=1, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -56,11 +56,15 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     """JSON Lines, written whole or not at all."""
+    write_text(path, "".join(json.dumps(finite(row), allow_nan=False) + "\n" for row in rows))
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file, written whole or not at all."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(_finite(row), allow_nan=False) + "\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -74,6 +74,13 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
     p.add_argument("--weight-decay", type=float, default=0.0, help=_help("weight_decay"))
+    p.add_argument("--scheduler", default="constant", choices=("constant", "linear", "cosine"),
+                   help=_help("scheduler"))
+    p.add_argument("--warmup-steps", type=int, default=0, help=_help("warmup_steps"))
+    p.add_argument("--warmup-ratio", type=float, default=0.0, help=_help("warmup_ratio"))
+    p.add_argument("--grad-accumulation", type=int, default=1, help=_help("grad_accumulation"))
+    p.add_argument("--keep-test", default="all", choices=("all", "none"),
+                   help=_help("keep_test"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
                    help=_help("mixed_precision"))
     p.add_argument("--cpu", action="store_true", help=_help("cpu"))
@@ -102,19 +109,32 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run config of the command line; with ``--config FILE``, the file's keys, then every
+    option given on the command line over them."""
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields}
     values["method_options"] = dict(getattr(args, "options", []))
     values["head_options"] = dict(getattr(args, "head_options", []))
     if args.data:
         values["benchmark"] = None
-    return RunConfig(**values)
+    if getattr(args, "config", None) is None:
+        return RunConfig(**values)
+    written = RunConfig.from_toml(args.config).to_dict()
+    defaults = vars(build_parser().parse_args([args.command]))
+    given = {k: v for k, v in values.items() if k in defaults and v != defaults[k]
+             or k.endswith("_options") and v}
+    if args.data:
+        given["benchmark"] = None
+    for table in ("method_options", "head_options"):
+        given[table] = {**written[table], **given.get(table, {})}
+    return RunConfig(**{**written, **given})
 
 
 # --- argument errors, answered before torch is imported and before any work ----------------
 def _check_run(args: argparse.Namespace) -> None:
-    config_from_args(args).check()
-    checks.check_run_out(args.out, args.resume, args.overwrite)
+    config = config_from_args(args)
+    config.check()
+    checks.check_run_out(config.out, args.resume, args.overwrite)
 
 
 def _check_sweep(args: argparse.Namespace) -> None:
@@ -184,13 +204,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from retain.api import run
 
-    results = run(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.quiet)
+    config = config_from_args(args)
+    results = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if not PartialState().is_main_process:
         return 0
     print(format_table(results))
     print(time_line(results))
-    print(f"results: {os.path.join(args.out, 'results.json')}")
+    print(f"results: {os.path.join(config.out, 'results.json')}")
     return 0
 
 
@@ -372,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its "
                    "checkpoint and results.json; nothing else there)")
+    p.add_argument("--config", metavar="TOML", help="a run written down: every option a key "
+                   "(`batch_size` or `batch-size`; [method_options] and [head_options] tables), "
+                   "as each run writes its resolved DIR/config.toml; options given here win")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of method options and write the plasticity-"
                        "retention frontier (JSON and PNG)", formatter_class=_Defaults)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
              "classes_per_task": (1, ""), "retention_limit": (1, ""),
              **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
-             "seed": (0, ""), "class_order_seed": (0, "")}
+             "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
+             "grad_accumulation": (1, "")}
 
 
 @dataclass
@@ -76,6 +78,16 @@ class RunConfig:
         "help": "learning rate of linear heads and of the task-local classifier of heads built "
                 "from statistics (default: 0.05 for analytic, else lr)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    scheduler: str = field(default="constant", metadata={
+        "help": "learning-rate schedule within each task: constant, linear or cosine "
+                "(transformers.get_scheduler), after the warm-up"})
+    warmup_steps: int = field(default=0, metadata={
+        "help": "optimiser steps of linear warm-up at the start of each task"})
+    warmup_ratio: float = field(default=0.0, metadata={
+        "help": "warm-up as a fraction of each task's optimiser steps (when --warmup-steps "
+                "is 0)"})
+    grad_accumulation: int = field(default=1, metadata={
+        "help": "batches whose gradients make one optimiser step (accelerate)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU even if a GPU is present"})
     retention: bool = field(
@@ -166,6 +178,8 @@ class RunConfig:
                               f"{', '.join(PROFILE_NAMES)}")
         for name, value, choices in (("kind", self.kind, (None, *KINDS)),
                                      ("keep-test", self.keep_test, ("all", "none")),
+                                     ("scheduler", self.scheduler,
+                                      ("constant", "linear", "cosine")),
                                      ("head", self.head, (None, "none", *HEADS)),
                                      ("mixed-precision", self.mixed_precision,
                                       ("no", "fp16", "bf16"))):
@@ -176,6 +190,8 @@ class RunConfig:
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RetainError(f"--{name} must be a number 0 or more (0 trains nothing), "
                                   f"got {value}")
+        if not (math.isfinite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            raise RetainError(f"--warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise RetainError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         for name, (low, why) in _AT_LEAST.items():
@@ -235,6 +251,69 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The config as TOML, one key per field (a field that is None is left out: its
+        default), method and head options as tables. :meth:`from_toml` reads it back."""
+        plain = {k: v for k, v in self.to_dict().items() if v is not None
+                 and not isinstance(v, dict)}
+        lines = [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+        for name in ("method_options", "head_options"):
+            table = getattr(self, name)
+            lines += ["", f"[{name}]", *(f"{_toml_key(k)} = {_toml_value(v)}"
+                                          for k, v in table.items() if v is not None)]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> RunConfig:
+        """A config written down (``retain run --config FILE``): every key a field of this
+        class (``batch-size`` or ``batch_size``); refused in one line otherwise."""
+        import tomllib
+
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise RetainError(f"config file '{path}' does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise RetainError(f"config file '{path}' is not valid TOML ({e})") from None
+        return cls(**config_values(values, str(path)))
+
+
+def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """TOML keys as :class:`RunConfig` fields, checked by name."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    out = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(out) - fields)
+    if unknown:
+        raise RetainError(f"{source}: unknown key '{unknown[0]}' (the keys are the fields of "
+                          f"`retain run --help`, e.g. method, data, lr, method_options)")
+    if "data" in out and "benchmark" not in out:
+        out["benchmark"] = None
+    return out
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else
+                                                         ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+                               if v is not None) + "}"
+    raise RetainError(f"a config value of type {type(value).__name__} cannot be written as "
+                      "TOML")
 
 
 

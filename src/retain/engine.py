@@ -85,6 +85,7 @@ class Engine:
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
         self.features = FeatureCache()
+        self.log: list[dict[str, Any]] = []  # the current task's optimiser steps
 
     def loader(self, splits: list[Split], shuffle: bool = False, seed: int = 0,
                even: bool = True) -> DataLoader:
@@ -121,46 +122,69 @@ class Engine:
                                  lr=self.cfg.lr, weight_decay=self.cfg.weight_decay), n_params
 
     def batches(self, data: DataLoader):
-        """``epochs`` passes over the data, or exactly ``steps`` batches (reshuffled each pass)."""
+        """``epochs`` passes over the data, or passes until ``steps`` optimiser steps are done
+        (reshuffled each pass; the caller stops)."""
         if self.cfg.steps is None:
             for _ in range(self.cfg.epochs):
                 yield from data
             return
-        done = 0
         while True:
-            for batch in data:
-                yield batch
-                done += 1
-                if done == self.cfg.steps:
-                    return
+            yield from data
+
+    def schedule(self, opt: torch.optim.Optimizer, data: DataLoader):
+        """The task's learning-rate schedule (``transformers.get_scheduler``) over its
+        optimiser steps; constant without warm-up leaves every rate as given."""
+        from transformers import get_scheduler
+
+        n = self.cfg.grad_accumulation
+        total = self.cfg.steps or self.cfg.epochs * -(-len(data) // n)
+        warmup = self.cfg.warmup_steps or int(self.cfg.warmup_ratio * total)
+        name = "constant_with_warmup" if self.cfg.scheduler == "constant" and warmup \
+            else self.cfg.scheduler
+        return get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=total), total
 
     def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
         opt, n_params = self.optimiser()
         record.trainable_parameters = max(record.trainable_parameters, n_params)
+        self.log = []
         if not splits or opt is None:
             return {"steps": 0, "train_seconds": 0.0, "last_loss": None}
-        model, opt = self.acc.prepare(self.method, opt)
         data = self.loader(splits, shuffle=True, seed=self.cfg.seed * 100_003 + task.index)
+        scheduler, total = self.schedule(opt, data)
+        model, opt = self.acc.prepare(self.method, opt)
         model.train()
         steps, loss_value, start = 0, float("nan"), time.perf_counter()
-        total = self.cfg.steps or self.cfg.epochs * len(data)
+        losses: list[float] = []
         bar = tqdm(total=total, disable=not self.progress, leave=False,
                    desc=f"task {task.index + 1}/{len(self.stream)}", unit="step")
+        spent = 0.0  # compute seconds of the current optimiser step's batches
         for batch in self.batches(data):
             t0 = time.perf_counter()
-            with self.acc.autocast():  # prepare() wraps forward only the first time a
-                loss = model(batch)    # single-process model is prepared
-            self.acc.backward(loss)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_value = float(loss.detach())
+            with self.acc.accumulate(model):
+                with self.acc.autocast():  # prepare() wraps forward only the first time a
+                    loss = model(batch)    # single-process model is prepared
+                self.acc.backward(loss)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            spent += time.perf_counter() - t0
+            if not self.acc.sync_gradients:
+                continue
+            loss_value = float(np.mean(losses))
             if not np.isfinite(loss_value):
                 raise RetainError(f"the loss became {loss_value} on task {task.index + 1}: "
                                   "lower the learning rate (--lr) or use --mixed-precision no")
-            record.step_seconds.append(time.perf_counter() - t0)
             steps += 1
+            self.log.append({"task": task.index + 1, "step": len(record.step_seconds) + 1,
+                             "task_step": steps, "loss": loss_value,
+                             "lr": opt.param_groups[0]["lr"]})
+            scheduler.step()
+            record.step_seconds.append(spent)
+            losses, spent = [], 0.0
             bar.update()
             bar.set_postfix(loss=f"{loss_value:.3f}")
+            if steps == self.cfg.steps:
+                break
         bar.close()
         seconds = time.perf_counter() - start
         self.acc.unwrap_model(model, keep_fp32_wrapper=False)
@@ -436,6 +460,41 @@ def _columns(data: str) -> set[str]:
     return set(rows[0]) if rows else set()
 
 
+TRAINING_LOG = "train_log.jsonl"  # one line per optimiser step: task, step, loss, rate
+
+
+def _write_log(out: Path, lines: list[dict[str, Any]]) -> None:
+    """Append a finished task's steps to the run's log (and to TensorBoard when the
+    ``tensorboard`` package is installed: ``retain[tensorboard]``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / TRAINING_LOG, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(checkpoint.finite(line)) + "\n" for line in lines)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the optional extra is not installed
+        return
+    writer = SummaryWriter(str(out / "tensorboard"))
+    for line in lines:
+        writer.add_scalar("train/loss", line["loss"], line["step"])
+        writer.add_scalar("train/lr", line["lr"], line["step"])
+    writer.close()
+
+
+def _read_log(out: Path) -> list[dict[str, Any]]:
+    path = out / TRAINING_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _trim_log(out: Path, tasks_done: int) -> None:
+    """Keep the log of the tasks a checkpoint holds (a crash may have left a later task's)."""
+    log = _read_log(out)
+    kept = [line for line in log if line["task"] <= tasks_done]
+    if len(kept) < len(log):
+        checkpoint.write_lines(out / TRAINING_LOG, kept)
+
+
 TEST_SPLITS = "test"  # each task's test split, kept in the run folder for later sessions
 
 
@@ -469,7 +528,8 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
         raise RetainError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     # each run sets its own precision: forget the previous run's (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu)
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or no_gpu,
+                       gradient_accumulation_steps=cfg.grad_accumulation)
 
 
 def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelerator,
@@ -479,6 +539,9 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     checkpoint when there is one), the tasks not done yet, retention and the results."""
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
+    if accelerator.is_main_process:  # the run written down: `retain run --config` reads it
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(out / "config.toml", cfg.to_toml())
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
@@ -509,9 +572,12 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     method.to(accelerator.device)
     startup = time.perf_counter() - started
     engine = Engine(cfg, stream, backbone, method, accelerator, progress)
+    if accelerator.is_main_process:
+        _trim_log(out, start)  # steps of a task that did not reach its checkpoint
     for task in stream.tasks[start:]:
         engine.run_task(task, record)
         if accelerator.is_main_process:
+            _write_log(out, engine.log)
             if cfg.keep_test == "all":
                 _keep_test(out, task)
             checkpoint.save(ckpt_dir, method.stored_tensors(), {
@@ -539,6 +605,8 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     if saved and "sessions" in saved:
         results["sessions"] = saved["sessions"]
     if accelerator.is_main_process:
+        log = _read_log(out)
+        results["training_log"] = {k: [line[k] for line in log] for k in ("task", "loss", "lr")}
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "results.json", results)
     return results, method

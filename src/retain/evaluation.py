@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retain.checkpoint import finite
 from retain.errors import RetainError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def evaluate(trained: Trained, data: str | Path | list, task: int | None = None,
     this module's docstring for what the returned dict holds."""
     if not trained.kind.has_classes:
         rows = trained.predict(data, batch_size, task)  # refuses a task for this kind
-        return _finite(_language_modelling(trained, rows))
+        return finite(_language_modelling(trained, rows))
     from retain.trained import _rows
 
     known = trained._task(task)
@@ -44,7 +45,7 @@ def evaluate(trained: Trained, data: str | Path | list, task: int | None = None,
     preds = trained.predict(rows, batch_size, task)
     index = {name: i for i, name in enumerate(trained.class_names)}
     predicted = [index[p["class"]] for p in preds]
-    return _finite(_classification(trained, rows, labels, predicted))
+    return finite(_classification(trained, rows, labels, predicted))
 
 
 # --- classification --------------------------------------------------------------------------
@@ -164,17 +165,6 @@ def _language_modelling(trained: Trained, rows: list[dict]) -> dict[str, Any]:
             groups.setdefault(None if value in (None, "") else str(value), []).append(row)
         per_task = [{"task": k, **_pooled(g)} for k, g in groups.items()]
     return {"kind": trained.kind.name, **_pooled(rows), "per_task": per_task}
-
-
-def _finite(x: Any) -> Any:
-    """JSON has no NaN or infinity: null instead."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ def figure_list(kind: Kind) -> list[tuple[str, str, str]]:
          "what the backbone knew."),
         (f"cost_vs_{score}.png", f"Cost against final {score}",
          "Stored parameters (beyond the untouched backbone) and wall time of each run."),
+        ("training_loss.png", "Training loss",
+         "The loss of every optimiser step of each method's first run (its `train_log.jsonl`), "
+         "with a moving mean over 20 steps; dotted lines: task boundaries."),
     ]
 
 
@@ -187,6 +190,7 @@ def build_report(directory: str | Path) -> list[Path]:
     figures.score_curves(comparison, files[1])
     figures.score_vs_retention(comparison, files[2])
     figures.cost_vs_score(comparison, files[3])
+    figures.training_loss(comparison, files[4])
     header, rows = table(comparison)
     (directory / "report.md").write_text(_markdown(comparison, header, rows))
     (directory / "report.html").write_text(_html(comparison, header, rows, directory))

@@ -203,3 +203,35 @@ def cost_vs_score(comparison: dict[str, Any], path: Path) -> None:
     axes[1].set_xlabel("wall time of the run (seconds)")
     axes[0].set_ylabel(f"final {score} (all tasks)")
     _save(fig, path, _title(comparison, f"Cost against final {score}"))
+
+
+def training_loss(comparison: dict[str, Any], path: Path, window: int = 20) -> None:
+    """Every optimiser step's loss (the first run of each method), a moving mean, and the task
+    boundaries; runs saved without a log are left out."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    styles = _styles(comparison)
+    bounds: list[int] = []
+    for name, entry in comparison["methods"].items():
+        log = entry["runs"][0].get("training_log") or {}
+        loss = np.asarray(log.get("loss") or [], dtype=float)
+        if not len(loss):
+            continue
+        steps = np.arange(1, len(loss) + 1)
+        ax.plot(steps, loss, alpha=0.25, lw=0.8, color=styles[name]["color"])
+        mean = np.convolve(loss, np.ones(min(window, len(loss))) / min(window, len(loss)),
+                           "valid")
+        ax.plot(steps[len(steps) - len(mean):], mean, lw=1.6, color=styles[name]["color"],
+                label=name)
+        tasks = np.asarray(log["task"])
+        bounds = bounds or [int(i) + 1 for i in np.flatnonzero(np.diff(tasks))]
+    for b in bounds:
+        ax.axvline(b + 0.5, ls=":", color="grey", lw=1)
+    ax.set_xlabel("optimiser step (all tasks, in order)")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training log saved (nothing trained, or runs from before it)",
+                ha="center", va="center", transform=ax.transAxes)
+    _save(fig, path, _title(comparison, "Training loss"))
