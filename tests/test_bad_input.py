@@ -235,7 +235,8 @@ def test_summary_names_a_random_backbone():
     from retain.summary import format_table
 
     results = {"method": "seq-lora", "stream": "lm3/smoke", "head": "none",
-               "config": {"backbone": "tiny-llama"}, "metrics": {}, "cost": {}}
+               "config": {"backbone": "tiny-llama"}, "metrics": {}, "cost": {},
+               "score": {"name": "perplexity", "direction": "lower"}}
     assert format_table(results).splitlines()[0] == (
         "seq-lora on lm3/smoke (head: none; backbone: tiny-llama, random weights)")
     results["config"]["backbone"] = "minilm"

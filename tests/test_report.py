@@ -78,10 +78,13 @@ def test_table_numbers_come_from_the_results_files(compared):
 
 
 def test_html_is_self_contained_with_every_figure(compared):
-    cfg, _ = compared
+    cfg, comparison = compared
     page = (cfg_dir(cfg) / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == len(FIGURES) == 4
+    assert len(images) == len(FIGURES) == 5
+    for entry in comparison["methods"].values():  # the training-loss figure's data
+        run = entry["runs"][0]
+        assert len(run["training_log"]["loss"]) == run["cost"]["steps"]
     assert "src='http" not in page and "href=" not in page and "<table>" in page
     for file, title, _ in FIGURES:
         assert (cfg_dir(cfg) / file).read_bytes()[:4] == b"\x89PNG"
@@ -129,7 +132,8 @@ def test_method_names_and_errors(tmp_path):
 
 
 def test_summary_row_reports_the_lowest_retention_ratio():
-    results = {"method": "m", "head": "growing", "metrics": {}, "cost": {}, "retention": {
+    results = {"method": "m", "head": "growing", "metrics": {}, "cost": {},
+               "score": {"name": "accuracy", "direction": "higher"}, "retention": {
         "wordsim353": {"ratio": 0.9}, "lee": {"ratio": 0.8}}}
     assert summary_row(results)["retention_min"] == 0.8
 
@@ -153,6 +157,7 @@ def test_a_language_model_comparison_gets_its_report(tmp_path):
 
 def fake_run(method: str, ratio: float, spread: list[float]) -> dict:
     return {"method": method, "head": "growing", "scenario": "class", "stream": "s",
+            "kind": "classification", "score": {"name": "accuracy", "direction": "higher"},
             "config": {"profile": "smoke", "seed": 0}, "class_order": [0, 1], "metrics": {},
             "cost": {"inference_ratio": ratio, "inference_ratio_spread": spread}}
 

@@ -62,7 +62,7 @@ def assemble(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[st
     orders = {str(seed): r["class_order"] for seed, r in zip(seeds, first_runs, strict=True)}
     profiles = dict.fromkeys(r["config"]["profile"] for rs in runs.values() for r in rs)
     return {"benchmark": first_runs[0]["stream"], "profile": ", ".join(profiles),
-            "kind": first_runs[0].get("kind"), "scenario": first_runs[0]["scenario"],
+            "kind": first_runs[0]["kind"], "scenario": first_runs[0]["scenario"],
             "seeds": seeds, "class_orders": orders,
             "methods": methods}
 
@@ -154,7 +154,7 @@ def compare_runs(directories: list[str | Path], out: str | Path) -> dict[str, An
 
 def _stream(results: dict[str, Any]) -> dict[str, Any]:
     """What every run of one stream shares, whatever its class order."""
-    return {"stream": results["stream"], "kind": results.get("kind", "classification"),
+    return {"stream": results["stream"], "kind": results["kind"],
             "scenario": results["scenario"], "classes": sorted(results["class_names"]),
             "tasks": len(results["tasks"])}
 

@@ -539,9 +539,6 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     checkpoint when there is one), the tasks not done yet, retention and the results."""
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
-    if accelerator.is_main_process:  # the run written down: `retain run --config` reads it
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(out / "config.toml", cfg.to_toml())
     _reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
     backbone = load_backbone(cfg.backbone, cfg.pooling)
@@ -572,7 +569,9 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     method.to(accelerator.device)
     startup = time.perf_counter() - started
     engine = Engine(cfg, stream, backbone, method, accelerator, progress)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # the run written down: `retain run --config` reads it
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(out / "config.toml", cfg.to_toml())
         _trim_log(out, start)  # steps of a task that did not reach its checkpoint
     for task in stream.tasks[start:]:
         engine.run_task(task, record)

@@ -46,7 +46,7 @@ LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perple
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of one ``results.json`` (None where a figure is undefined)."""
     m, c = results["metrics"], results["cost"]
-    score = results.get("score", {}).get("name", "accuracy")
+    score = results["score"]["name"]
     row: dict[str, Any] = {"method": results["method"], "head": results["head"]}
     for key in (f"final_{score}", f"average_incremental_{score}", "forgetting", "bwt",
                 "plasticity"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.errors import RetainError
-from retain.kinds import CLASSIFICATION, Kind, get_kind
+from retain.kinds import Kind, get_kind
 from retain.summary import (
     COLUMNS,
     LOWER_IS_BETTER,
@@ -55,8 +55,7 @@ def bold_rule(kind: Kind) -> str:
 
 def comparison_kind(comparison: dict[str, Any]) -> Kind:
     """The task kind of a comparison's stream."""
-    first = next(iter(comparison["methods"].values()))["runs"][0]
-    return get_kind(comparison.get("kind") or first.get("kind") or CLASSIFICATION.name)
+    return get_kind(comparison["kind"])
 
 
 def _best(values: list[float], key: str, spreads: list[list[float] | None]) -> float | None:

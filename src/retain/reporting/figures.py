@@ -84,7 +84,7 @@ def _title(comparison: dict[str, Any], what: str) -> str:
 def _score(comparison: dict[str, Any]) -> tuple[str, bool]:
     """The score the comparison's matrices hold (accuracy or perplexity) and its direction."""
     first = next(iter(comparison["methods"].values()))["runs"][0]
-    score = first.get("score", {"name": "accuracy", "direction": "higher"})
+    score = first["score"]
     return score["name"], score["direction"] == "higher"
 
 
@@ -92,14 +92,14 @@ def score_matrices(comparison: dict[str, Any], path: Path) -> None:
     """One heatmap per method: the score on task i (column) after training task t (row)."""
     methods = comparison["methods"]
     score, higher = _score(comparison)
-    values = [as_square(r.get("matrix", r.get("accuracy_matrix")))  # older results
+    values = [as_square(r["matrix"])
               for e in methods.values() for r in e["runs"]]
     lo, hi = (0.0, 1.0) if higher else (float(np.nanmin(values)), float(np.nanmax(values)))
     cols = min(3, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
     for ax, (name, entry) in zip(axes.flat, methods.items(), strict=False):
-        m = np.mean([as_square(r.get("matrix", r.get("accuracy_matrix")))  # older results
+        m = np.mean([as_square(r["matrix"])
                      for r in entry["runs"]], axis=0)
         im = ax.imshow(m, vmin=lo, vmax=hi, cmap="viridis" if higher else "viridis_r")
         t = len(m)
