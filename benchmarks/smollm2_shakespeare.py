@@ -26,7 +26,7 @@ def main() -> None:
     b.model.eval()
     chunks = shakespeare_chunks(b.tokenizer, args.chunks)
     with torch.no_grad():
-        out = lm_retention(b.token_logits, b.token_logits, chunks)
+        out = lm_retention(b.token_logits, b.token_logits, {"shakespeare": chunks})
     result = {"chunks": args.chunks, "tokens_per_chunk": chunks.shape[1],
               "perplexity": out["shakespeare_perplexity"]["untouched"],
               "kl_self": out["kl_from_untouched"]["score"]}

@@ -79,6 +79,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=0, help=_help("warmup_steps"))
     p.add_argument("--warmup-ratio", type=float, default=0.0, help=_help("warmup_ratio"))
     p.add_argument("--grad-accumulation", type=int, default=1, help=_help("grad_accumulation"))
+    p.add_argument("--probe-every", type=int, default=0, metavar="N", help=_help("probe_every"))
     p.add_argument("--keep-test", default="all", choices=("all", "none"),
                    help=_help("keep_test"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),

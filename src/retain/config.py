@@ -25,7 +25,7 @@ _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "classes_per_task": (1, ""), "retention_limit": (1, ""),
              **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
-             "grad_accumulation": (1, "")}
+             "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)")}
 
 
 @dataclass
@@ -96,6 +96,10 @@ class RunConfig:
         default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
+    probe_every: int = field(default=0, metadata={
+        "help": "language modelling: every N optimiser steps (and at each task's end), the "
+                "current task's test perplexity and every English probe's ratio to the "
+                "untouched model, on small fixed subsets (retain.curves); 0: never"})
     keep_test: str = field(default="all", metadata={
         "help": "all: keep each task's test split in the run folder, so that `retain learn` "
                 "scores old tasks too; none: keep no data (later rows score new tasks only)"})
@@ -207,6 +211,9 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
+        if KINDS[kind].has_classes and self.probe_every:
+            raise RetainError("--probe-every records language-model curves (task perplexity "
+                              "and English retention): drop it for a classification stream")
         if not KINDS[kind].has_classes and (self.head not in (None, "none") or self.head_options):
             drop = f"--head {self.head}" if self.head not in (None, "none") else "--head-set"
             raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop {drop}")

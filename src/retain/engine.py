@@ -71,6 +71,7 @@ class Record:
     til_rows: list[list[float]] = field(default_factory=list)
     per_task: list[dict[str, Any]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # --probe-every points
     trainable_parameters: int = 0
     wall_seconds: float = 0.0
 
@@ -79,8 +80,10 @@ class Engine:
     """Runs the lifecycle of one method over a stream, with ``accelerate`` for the device."""
 
     def __init__(self, cfg: RunConfig, stream: Stream, backbone: Backbone,
-                 method: ContinualMethod, accelerator: Accelerator, progress: bool):
+                 method: ContinualMethod, accelerator: Accelerator, progress: bool,
+                 curves=None):
         self.cfg, self.stream, self.backbone, self.method = cfg, stream, backbone, method
+        self.curves = curves  # retain.curves.Curves under --probe-every
         self.kind = get_kind(stream.kind)
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
@@ -181,6 +184,9 @@ class Engine:
             scheduler.step()
             record.step_seconds.append(spent)
             losses, spent = [], 0.0
+            if self.curves is not None and self.curves.due(steps, steps == total):
+                record.curves.append(self.curves.point(self.method, task,
+                                                       len(record.step_seconds), steps))
             bar.update()
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if steps == self.cfg.steps:
@@ -567,8 +573,15 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
                      ", measuring what follows the last task"),
                   file=sys.stderr)
     method.to(accelerator.device)
+    curves = None
+    if cfg.probe_every:
+        from retain.curves import Curves
+
+        curves = Curves(cfg, backbone, accelerator.device, accelerator.autocast)
+        if start == 0:  # the untouched model: where every curve starts
+            record.curves.append(curves.point(method, stream.tasks[0], 0, 0))
     startup = time.perf_counter() - started
-    engine = Engine(cfg, stream, backbone, method, accelerator, progress)
+    engine = Engine(cfg, stream, backbone, method, accelerator, progress, curves)
     if accelerator.is_main_process:  # the run written down: `retain run --config` reads it
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text(out / "config.toml", cfg.to_toml())
@@ -603,6 +616,8 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
                        {"peak_memory_mb": peak, **costs})
     if saved and "sessions" in saved:
         results["sessions"] = saved["sessions"]
+    if curves is not None:
+        results["curves"] = {**curves.describe(), "points": record.curves}
     if accelerator.is_main_process:
         log = _read_log(out)
         results["training_log"] = {k: [line[k] for line in log] for k in ("task", "loss", "lr")}

@@ -7,10 +7,11 @@ Data ships in packages (``shared/specs/assets.md``).
   neutral sentences from Shakespeare for embedding drift (mean cosine between adapted and
   untouched embeddings of the same sentences; 1.0 = unchanged).
 - Causal LMs: 32 chunks of 128 tokens of Shakespeare taken in order from the 20,000th line on
-  (lines stripped of their indentation, blank ones dropped, joined by newlines):
-  perplexity, raw and as a ratio to the untouched model, and the mean per-token
-  KL(untouched || adapted) of the next-token distributions on the same tokens. The untouched
-  model is loaded afresh from its source at the end (the run's model was adapted in place).
+  (lines stripped of their indentation, blank ones dropped, joined by newlines), and a
+  benchmark's own held-out English (lmfar: lm3's three test splits): for each, perplexity, raw
+  and as a ratio to the untouched model, and the mean per-token KL(untouched || adapted) of the
+  next-token distributions on the same tokens. The untouched model is loaded afresh from its
+  source at the end (the run's model was adapted in place).
 - Image encoders: no probe (``None``): no pretrained image backbone ships offline.
 
 What the adapted side computes is the method's one retention hook, ``method.represent``.
@@ -127,31 +128,60 @@ def shakespeare_chunks(tokenizer, chunks: int = LM_CHUNKS, length: int = LM_CHUN
 
 
 @torch.no_grad()
-def lm_retention(untouched, adapted, chunks: torch.Tensor, progress: bool = False,
+def lm_retention(untouched, adapted, probes: dict[str, torch.Tensor], progress: bool = False,
                  batch_size: int = 8) -> dict[str, dict[str, float]]:
-    """Shakespeare perplexity of both models (``untouched(batch)``/``adapted(batch)`` give
-    next-token logits) and the mean per-token KL(untouched || adapted)."""
+    """For each probe (``[n, length]`` token ids): the perplexity of both models
+    (``untouched(batch)`` / ``adapted(batch)`` give next-token logits), its ratio, and the mean
+    per-token KL(untouched || adapted) on the same tokens. Shakespeare's entries keep their
+    names (``shakespeare_perplexity``, ``kl_from_untouched``); another probe ``P`` gives
+    ``P_perplexity`` and ``P_kl``. Each entry says the probe's size."""
     from retain.kinds import token_nll
 
-    sums = torch.zeros(4, dtype=torch.float64)  # nll untouched, nll adapted, kl, tokens
-    for i in tqdm(range(0, len(chunks), batch_size), desc="retention: Shakespeare",
-                  unit="batch", disable=not progress, leave=False):
-        ids = chunks[i:i + batch_size]
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        lu = untouched(batch).float()
-        la = adapted(batch).float()
-        dev = lu.device
-        labels = ids.to(dev)
-        nll_u, n = token_nll(lu, labels)
-        nll_a, _ = token_nll(la, labels)
-        pu, pa = lu[:, :-1].log_softmax(-1), la.to(dev)[:, :-1].log_softmax(-1)
-        kl = (pu.exp() * (pu - pa)).sum(-1).sum()
-        sums += torch.stack([nll_u.double().cpu(), nll_a.double().cpu(), kl.double().cpu(),
-                             n.double().cpu()])
-    ppl_u, ppl_a = float(torch.exp(sums[0] / sums[3])), float(torch.exp(sums[1] / sums[3]))
-    return {"shakespeare_perplexity": {"score": ppl_a, "untouched": ppl_u, "ratio": ppl_a / ppl_u},
-            "kl_from_untouched": {"score": float(sums[2] / sums[3]), "untouched": 0.0,
-                                  "ratio": None}}
+    out: dict[str, dict[str, float]] = {}
+    for name, chunks in probes.items():
+        sums = torch.zeros(4, dtype=torch.float64)  # nll untouched, nll adapted, kl, tokens
+        for i in tqdm(range(0, len(chunks), batch_size), desc=f"retention: {name}",
+                      unit="batch", disable=not progress, leave=False):
+            ids = chunks[i:i + batch_size]
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            lu = untouched(batch).float()
+            la = adapted(batch).float()
+            dev = lu.device
+            labels = ids.to(dev)
+            nll_u, n = token_nll(lu, labels)
+            nll_a, _ = token_nll(la, labels)
+            pu, pa = lu[:, :-1].log_softmax(-1), la.to(dev)[:, :-1].log_softmax(-1)
+            kl = (pu.exp() * (pu - pa)).sum(-1).sum()
+            sums += torch.stack([nll_u.double().cpu(), nll_a.double().cpu(), kl.double().cpu(),
+                                 n.double().cpu()])
+        ppl_u, ppl_a = float(torch.exp(sums[0] / sums[3])), float(torch.exp(sums[1] / sums[3]))
+        size = {"sequences": int(chunks.shape[0]), "tokens_each": int(chunks.shape[1])}
+        ppl_key, kl_key = (("shakespeare_perplexity", "kl_from_untouched")
+                           if name == "shakespeare" else (f"{name}_perplexity", f"{name}_kl"))
+        out[ppl_key] = {"score": ppl_a, "untouched": ppl_u, "ratio": ppl_a / ppl_u, **size}
+        out[kl_key] = {"score": float(sums[2] / sums[3]), "untouched": 0.0, "ratio": None,
+                       **size}
+    return out
+
+
+def lm_probes(tokenizer, cfg) -> dict[str, torch.Tensor]:
+    """The English a language model is scored on for retention: Shakespeare (32 chunks of 128
+    tokens; with ``--retention-limit L``, L // 15 of them, at least 1), and the benchmark's own
+    held-out English where it has some (lmfar: 16 sequences of each of lm3's test splits; with
+    a limit, L // 30, at least 1)."""
+    from retain.data import BENCHMARKS
+
+    limit = cfg.retention_limit
+    probes = {"shakespeare": shakespeare_chunks(
+        tokenizer, LM_CHUNKS if limit is None else min(LM_CHUNKS, max(1, limit // 15)))}
+    bench = BENCHMARKS.get(cfg.benchmark) if cfg.benchmark else None
+    if bench is not None and bench.probes is not None:
+        probes.update(bench.probes(tokenizer, LM_HELD_OUT if limit is None
+                                   else min(LM_HELD_OUT, max(1, limit // 30))))
+    return probes
+
+
+LM_HELD_OUT = 16  # sequences of each held-out English probe of a benchmark
 
 
 def retention_probe(backbone, cfg, progress: bool = False, accelerator=None) -> Probe | None:
@@ -184,13 +214,11 @@ def retention_after(untouched: Probe | None, backbone, method, cfg, progress: bo
         fresh = load_backbone(cfg.backbone, cfg.pooling)
         device = next(method.parameters()).device
         fresh.model.to(device).eval()
-        limit = cfg.retention_limit
-        n = LM_CHUNKS if limit is None else min(LM_CHUNKS, max(1, limit // 15))
-        chunks = shakespeare_chunks(backbone.tokenizer, n)
 
         def on(model_logits):
             return lambda b: model_logits({k: v.to(device) for k, v in b.items()})
-        return lm_retention(on(fresh.token_logits), on(method.represent), chunks, progress)
+        return lm_retention(on(fresh.token_logits), on(method.represent),
+                            lm_probes(backbone.tokenizer, cfg), progress)
     adapted = probe(lambda texts: backbone.embed(texts, method.represent), cfg.retention_limit,
                     progress, "retention: adapted")
     return retention(untouched, adapted)

@@ -21,6 +21,10 @@ COLUMNS = [
     ("retention_min", "retention, lowest ratio"),
     ("retention_shakespeare_perplexity", "retention Shakespeare perplexity (ratio)"),
     ("retention_kl_from_untouched", "retention KL from untouched (nats/token)"),
+    *((f"retention_english_{d}_{what}", f"retention {d} {label}") for d in
+      ("definitions", "news", "encyclopedia") for what, label in
+      (("perplexity", "perplexity (ratio)"), ("kl", "KL (nats/token)"))),
+    ("retention_worst_perplexity", "retention, worst English perplexity (ratio)"),
     ("trainable_parameters", "trainable parameters"),
     ("stored_parameters", "stored parameters"),
     ("train_seconds", "train seconds"),
@@ -40,7 +44,9 @@ LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perple
                    "retention_shakespeare_perplexity", "retention_kl_from_untouched",
                    "trainable_parameters", "stored_parameters", "train_seconds",
                    "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds",
-                   "startup_seconds", "tasks_seconds", "retention_seconds", "inference_ratio"}
+                   "startup_seconds", "tasks_seconds", "retention_seconds", "inference_ratio",
+                   "retention_worst_perplexity",
+                   *(k for k, _ in COLUMNS if k.startswith("retention_english_"))}
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +64,14 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     if "kl_from_untouched" in retention:  # language models: perplexity ratio and KL
         row["retention_shakespeare_perplexity"] = retention["shakespeare_perplexity"]["ratio"]
         row["retention_kl_from_untouched"] = retention["kl_from_untouched"]["score"]
+        held_out = [k.removesuffix("_perplexity") for k in retention
+                    if k.endswith("_perplexity") and k != "shakespeare_perplexity"]
+        for name in held_out:  # a benchmark's own held-out English (lmfar)
+            row[f"retention_{name}_perplexity"] = retention[f"{name}_perplexity"]["ratio"]
+            row[f"retention_{name}_kl"] = retention[f"{name}_kl"]["score"]
+        if held_out:
+            row["retention_worst_perplexity"] = max(
+                v["ratio"] for k, v in retention.items() if k.endswith("_perplexity"))
     else:  # encoders: every ratio, higher is better
         ratios = {k: v["ratio"] for k, v in retention.items()}
         for k, v in ratios.items():

@@ -233,6 +233,9 @@ class Benchmark:
     profiles: dict[str, Profile] = field(default_factory=dict)
     class_order_seed: int | None = None
     classes_per_task: int | None = None
+    # language modelling: held-out English beside Shakespeare for retention,
+    # (tokenizer, sequences) -> {name: [n, length] token ids}
+    probes: Callable[[Any, int], dict[str, Any]] | None = None
 
     def profile(self, name: str) -> Profile:
         return pick_profile(self.profiles, name, self.name)
@@ -243,12 +246,13 @@ BENCHMARKS: dict[str, Benchmark] = {}
 
 def register_benchmark(name: str, description: str, kind: str = CLASSIFICATION.name,
                        profiles: dict[str, Profile] | None = None,
-                       class_order_seed: int | None = None, classes_per_task: int | None = None):
+                       class_order_seed: int | None = None, classes_per_task: int | None = None,
+                       probes: Callable[[Any, int], dict[str, Any]] | None = None):
     """Decorator: register ``build(config, profile, backbone) -> Stream`` as ``name``, with its
-    profiles and the defaults the run config resolves from it."""
+    profiles, the defaults the run config resolves from it, and its extra retention probes."""
     def decorate(build):
         BENCHMARKS[name] = Benchmark(name, description, build, kind,
                                      dict(profiles or CLASSIFICATION_PROFILES), class_order_seed,
-                                     classes_per_task)
+                                     classes_per_task, probes)
         return build
     return decorate

@@ -41,7 +41,15 @@ def figure_list(kind: Kind) -> list[tuple[str, str, str]]:
         ("training_loss.png", "Training loss",
          "The loss of every optimiser step of each method's first run (its `train_log.jsonl`), "
          "with a moving mean over 20 steps; dotted lines: task boundaries."),
-    ]
+    ] + ([] if kind.has_classes else [
+        ("learning_vs_forgetting.png", "Learning against forgetting",
+         "Each method's first run during training (--probe-every): the current task's test "
+         "perplexity (what is learnt) against the worst English perplexity ratio to the "
+         "untouched model (what is lost); a large marker at the end of each task."),
+        ("curves_over_steps.png", "Learning and forgetting over steps",
+         "The same points over optimiser steps: the current task's test perplexity (top) and "
+         "the worst English perplexity ratio (bottom); dotted lines: task boundaries."),
+    ])
 
 
 def bold_rule(kind: Kind) -> str:
@@ -190,6 +198,9 @@ def build_report(directory: str | Path) -> list[Path]:
     figures.score_vs_retention(comparison, files[2])
     figures.cost_vs_score(comparison, files[3])
     figures.training_loss(comparison, files[4])
+    if len(files) > 5:  # language models: the curves of --probe-every
+        figures.learning_vs_forgetting(comparison, files[5])
+        figures.curves_over_steps(comparison, files[6])
     header, rows = table(comparison)
     (directory / "report.md").write_text(_markdown(comparison, header, rows))
     (directory / "report.html").write_text(_html(comparison, header, rows, directory))

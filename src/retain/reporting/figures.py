@@ -235,3 +235,67 @@ def training_loss(comparison: dict[str, Any], path: Path, window: int = 20) -> N
         ax.text(0.5, 0.5, "no training log saved (nothing trained, or runs from before it)",
                 ha="center", va="center", transform=ax.transAxes)
     _save(fig, path, _title(comparison, "Training loss"))
+
+
+def _curve_points(comparison: dict[str, Any]):
+    """Per method with curves: steps, task perplexity, worst English ratio, task ends."""
+    for name, entry in comparison["methods"].items():
+        points = (entry["runs"][0].get("curves") or {}).get("points") or []
+        if not points:
+            continue
+        steps = np.array([p["step"] for p in points])
+        task = np.array([p["task_perplexity"] for p in points])
+        worst = np.array([max(p["english_ratio"].values()) for p in points])
+        ends = [i for i, p in enumerate(points) if i + 1 == len(points)
+                or points[i + 1]["task"] != p["task"] and p["task_step"] > 0]
+        yield name, steps, task, worst, ends
+
+
+def _no_curves(ax) -> None:
+    ax.text(0.5, 0.5, "no curves recorded (retain run --probe-every N)", ha="center",
+            va="center", transform=ax.transAxes)
+
+
+def learning_vs_forgetting(comparison: dict[str, Any], path: Path) -> None:
+    """PLATE's picture: new-task perplexity against the English perplexity ratio."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = _styles(comparison)
+    drawn = False
+    for name, _, task, worst, ends in _curve_points(comparison):
+        ax.plot(task, worst, "-", lw=1.2, color=styles[name]["color"], label=name, alpha=0.8)
+        ax.plot(task[ends], worst[ends], linestyle="none", markersize=8, **styles[name])
+        drawn = True
+    if drawn:
+        ax.set_xscale("log")
+        ax.axhline(1.0, ls=":", color="grey", lw=1)
+        ax.legend(fontsize=8)
+    else:
+        _no_curves(ax)
+    ax.set_xlabel("current task's test perplexity (log; left: learnt)")
+    ax.set_ylabel("worst English perplexity ratio to the untouched model (up: lost)")
+    ax.grid(alpha=0.3)
+    _save(fig, path, _title(comparison, "Learning against forgetting"))
+
+
+def curves_over_steps(comparison: dict[str, Any], path: Path) -> None:
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    styles = _styles(comparison)
+    drawn, bounds = False, []
+    for name, steps, task, worst, ends in _curve_points(comparison):
+        top.plot(steps, task, "-", color=styles[name]["color"], label=name)
+        bottom.plot(steps, worst, "-", color=styles[name]["color"], label=name)
+        bounds = bounds or [steps[i] for i in ends[:-1]]
+        drawn = True
+    for ax in (top, bottom):
+        for b in bounds:
+            ax.axvline(b + 0.5, ls=":", color="grey", lw=1)
+        ax.grid(alpha=0.3)
+    if drawn:
+        top.set_yscale("log")
+        top.legend(fontsize=8)
+    else:
+        _no_curves(top)
+    top.set_ylabel("current task's test perplexity")
+    bottom.set_ylabel("worst English ratio")
+    bottom.set_xlabel("optimiser step (all tasks, in order)")
+    _save(fig, path, _title(comparison, "Learning and forgetting over steps"))
