@@ -133,6 +133,12 @@ def test_a_bad_toml_key_is_refused_in_one_line(tmp_path, capsys):
 
 def test_tensorboard_events_when_installed(tiny_config):
     pytest.importorskip("tensorboard")
-    cfg = tiny_config(steps=2, tasks=1)
-    train_stream(cfg, progress=False)
-    assert list((Path(cfg.out) / "tensorboard").glob("events.out.tfevents*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(steps=2)
+    res, _ = train_stream(cfg, progress=False)
+    events = EventAccumulator(str(Path(cfg.out) / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, res["cost"]["steps"] + 1))
+    assert [e.value for e in losses] == pytest.approx(res["training_log"]["loss"], rel=1e-6)
