@@ -17,13 +17,12 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retain.checkpoint import finite
 from retain.errors import RetainError
 
-if TYPE_CHECKING:
-    from retain.trained import Trained
+Trained = Any  # a retain.trained.Trained (not imported: trained.py calls this module)
 
 _SHOWN = 30  # class names listed in an error message, at most
 
@@ -35,10 +34,8 @@ def evaluate(trained: Trained, data: str | Path | list, task: int | None = None,
     if not trained.kind.has_classes:
         rows = trained.predict(data, batch_size, task)  # refuses a task for this kind
         return finite(_language_modelling(trained, rows))
-    from retain.trained import _rows
-
     known = trained._task(task)
-    rows = _rows(data, trained.kind.input_column(trained.backbone.modality))
+    rows = trained.rows(data)
     labels = _labels(trained, rows)
     if known is not None:
         _check_task_rows(trained, known, labels)

@@ -80,7 +80,7 @@ class Trained:
         if batch_size is not None and batch_size < 1:
             raise RetainError(f"--batch-size must be 1 or more, got {batch_size}")
         known = self._task(task)
-        rows = _rows(data, self.kind.input_column(self.backbone.modality))
+        rows = self.rows(data)
         size = batch_size or self.config.batch_size
         self.method.eval()
         out = []
@@ -89,6 +89,10 @@ class Trained:
             scored = self.kind.predict_rows(self, chunk, known)
             out.extend({**_plain(row), **s} for row, s in zip(chunk, scored, strict=True))
         return out
+
+    def rows(self, data: str | Path | list) -> list[dict]:
+        """The rows of ``data`` to predict on, each with the column this run reads."""
+        return _rows(data, self.kind.input_column(self.backbone.modality))
 
     def _task(self, task: int | None):
         """The stream's task numbered ``task`` (from 1), or None."""
