@@ -65,6 +65,17 @@ def test_the_stream_is_german_spanish_czech_with_lm3_caps(fortunes_dir):
     assert lmfar.fortunes("czech")[-1].startswith("Pes a kočka")  # decoded, not mojibake
 
 
+def test_lmfar_quick_is_a_shorter_budget_and_language_models_have_their_own_rate():
+    far = RunConfig(benchmark="lmfar", profile="quick", method="seq-ft", out="x").resolved()
+    lm3 = RunConfig(benchmark="lm3", profile="quick", method="seq-ft", out="x").resolved()
+    text = RunConfig(benchmark="wordnet45", profile="quick", method="seq-ft", out="x").resolved()
+    assert (far.steps, lm3.steps, far.batch_size) == (30, 60, 8)
+    assert (far.lr, lm3.lr, text.lr) == (1e-4, 1e-4, 2e-5)  # seq-ft's per-kind default
+    assert RunConfig(benchmark="lmfar", profile="quick", method="seq-ft", lr=3e-5,
+                     out="x").resolved().lr == 3e-5  # the command line wins
+    assert RunConfig(benchmark="lmfar", profile="smoke", out="x").resolved().steps == 4
+
+
 def test_missing_packages_are_named_in_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("RETAIN_FORTUNES", raising=False)
     monkeypatch.setattr(lmfar, "SYSTEM", tmp_path / "none")

@@ -38,7 +38,9 @@ def _train_features(method, cfg):
 
 def test_analytic_head_on_a_frozen_backbone_is_ridge_on_all_tasks_at_once(tiny_config):
     """After the last task, W equals ridge regression fitted on every task's features at once
-    with the same lambda (to 1e-6); a head that kept only the last task's G and Q fails."""
+    with the same lambda: exactly once G is rounded to float32 after each task as the head
+    does, and to 2e-4 against the unrounded sums (lambda 0.1 here: measured 4e-5); a head that
+    kept only the last task's G and Q fails both."""
     cfg = tiny_config(method="frozen-ncm", head="analytic", pooling="mean",
                       head_options={"projection": 48, "lambdas": [0.1, 1.0, 10.0]})
     res, method = train_stream(cfg, progress=False)
@@ -49,7 +51,13 @@ def test_analytic_head_on_a_frozen_backbone_is_ridge_on_all_tasks_at_once(tiny_c
     lam = head.ridge
     ridge = np.linalg.solve(H.T @ H + lam * np.eye(H.shape[1]), H.T @ Y)
     W = head.solution().numpy()
-    assert np.abs(W - ridge).max() <= 1e-6 * max(1.0, np.abs(ridge).max())
+    assert np.abs(W - ridge).max() <= 2e-4 * max(1.0, np.abs(ridge).max())
+    gram = np.zeros((H.shape[1], H.shape[1]))
+    for f, _ in feats:  # the head's own rule: float64 sums over a task, float32 between tasks
+        h = head.expand(f).double().numpy()
+        gram = (gram + h.T @ h).astype(np.float32).astype(np.float64)
+    rounded = np.linalg.solve(gram + lam * np.eye(H.shape[1]), H.T @ Y)
+    assert np.abs(W - rounded).max() <= 1e-9 * max(1.0, np.abs(rounded).max())
     assert np.allclose(head.gram.numpy(), H.T @ H) and np.allclose(head.targets.numpy(), H.T @ Y)
     assert len(head.choices) == 3 and lam in (0.1, 1.0, 10.0)
     # what it stores: G's upper triangle (48 x 48), Q (48 x 6) and the seen-class mask, nothing
@@ -76,15 +84,37 @@ def test_analytic_lambda_is_picked_on_held_out_items_and_refitted_on_all():
     assert set(mse.choices[0]["mse"]) == {1e-2, 1e4}
 
 
-def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once():
-    head = AnalyticHead(6, 3, AnalyticConfig(projection=5))
-    h = torch.randn(40, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    head.gram += h.T @ h
+def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once_in_float32():
+    head = AnalyticHead(6, 3, AnalyticConfig(projection=5, lambdas=[1.0]))
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    batch = {"x": x, "labels": torch.arange(40) % 3, "index": torch.arange(40)}
+    head.begin_task(_task(0, [0, 1, 2]))
+    head.end_task(_task(0, [0, 1, 2]), lambda: [batch], lambda b: b["x"])
+    h = head.expand(x).double()
+    exact = h.T @ h  # summed in float64 over the task, then rounded to float32 precision
+    assert torch.equal(head.gram, exact.float().double()) and not torch.equal(head.gram, exact)
     saved = head.state_dict()
     assert "gram" not in saved and saved["gram_triangle"].numel() == 5 * 6 // 2
-    fresh = AnalyticHead(6, 3, AnalyticConfig(projection=5))
+    assert saved["gram_triangle"].dtype == torch.float32 and saved["targets"].dtype == torch.float64
+    fresh = AnalyticHead(6, 3, AnalyticConfig(projection=5, lambdas=[1.0]))
     fresh.load_state_dict(saved)
-    assert torch.equal(fresh.gram, head.gram)  # exactly, both triangles
+    assert torch.equal(fresh.gram, head.gram)  # exactly, both triangles: a resume goes on alike
+
+
+@pytest.mark.parametrize("rank", [60, 25])  # full rank, and G of fewer items than M
+def test_one_tridiagonal_reduction_solves_the_whole_lambda_grid_as_cholesky_does(rank):
+    from retain.methods.heads.analytic import cholesky_ridge, ridge_solver
+
+    gen = torch.Generator().manual_seed(rank)
+    h = torch.relu(torch.randn(rank, 8, generator=gen) @ torch.randn(8, 60, generator=gen) * 3)
+    h = h.double() + torch.rand(rank, 60, generator=gen, dtype=torch.float64)
+    gram, targets = h.T @ h, h.T @ torch.randn(rank, 5, generator=gen, dtype=torch.float64)
+    lambdas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
+    solve = ridge_solver(gram, targets, len(lambdas))
+    for lam in lambdas:
+        reference = cholesky_ridge(gram, targets, lam)
+        assert (solve(lam) - reference).abs().max() <= 1e-8 * reference.abs().max()
+    assert ridge_solver(gram, targets, 2)(1.0).equal(cholesky_ridge(gram, targets, 1.0))
 
 
 def test_analytic_head_options_are_checked():
@@ -216,12 +246,13 @@ def test_two_processes_give_the_same_analytic_head(tiny_bert, tmp_path):
     (w1, s1), (w2, s2) = heads
     for w in (w1, w2):  # the checkpoint holds G's upper triangle, row after row
         upper = torch.zeros(40, 40, dtype=torch.float64)
-        upper[tuple(torch.triu_indices(40, 40))] = w["head.gram_triangle"]
+        upper[tuple(torch.triu_indices(40, 40))] = w["head.gram_triangle"].double()
         w["head.gram"] = upper + upper.T - torch.diag(upper.diagonal())
     assert torch.allclose(w1["head.gram"], w2["head.gram"], rtol=1e-9, atol=1e-9)
     assert torch.allclose(w1["head.targets"], w2["head.targets"], rtol=1e-9, atol=1e-9)
     assert s1["choices"] == s2["choices"] and s1["lambda"] == s2["lambda"]
-    solve = AnalyticHead._solve
+    from retain.methods.heads.analytic import cholesky_ridge as solve
+
     assert torch.allclose(solve(w1["head.gram"], w1["head.targets"], s1["lambda"]),
                           solve(w2["head.gram"], w2["head.targets"], s2["lambda"]), atol=1e-8)
 

@@ -21,6 +21,9 @@ class MethodInfo:
     kinds: tuple[str, ...] = BOTH
     kinds_reason: str = ""  # why not the other kinds (for the error message)
     default_lr: float = 5e-4
+    # default --lr on language-model streams where it differs (None: default_lr): rates chosen
+    # on a MiniLM classification stream do not carry to a decoder (docs/benchmarks.md#lmfar)
+    lm_lr: float | None = None
     continual: bool = True  # False: trains once on every task at the last (only the final row
     # is meaningful)
     task_aware_prediction: bool = False  # predict() uses the task id when given
@@ -32,11 +35,16 @@ class MethodInfo:
     # checkpoints keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: tuple[str, ...] = ()
 
+    def lr(self, kind: str) -> float:
+        """The default learning rate on a stream of this task kind."""
+        return self.lm_lr if kind == "lm" and self.lm_lr is not None else self.default_lr
+
 
 _BASELINES = "retain.methods.baselines"
 METHODS: dict[str, MethodInfo] = {
     "seq-ft": MethodInfo(_BASELINES, "sequential full fine-tuning of the whole backbone (lower "
-                         "bound on forgetting)", default_lr=2e-5),
+                         "bound on forgetting)", default_lr=2e-5,
+                         lm_lr=1e-4),  # lmfar's budget: at 2e-5 English barely moved
     "seq-lora": MethodInfo(_BASELINES, "one peft LoRA adapter trained on task after task (the "
                            "naive PEFT baseline)", adapter_holds_all=True),
     "lora-per-task": MethodInfo(

@@ -365,7 +365,9 @@ def describe(name: str) -> list[str]:
         cls = get_method_class(name)
         info = cls.info
         lines = [f"{name}: {info.description}",
-                 f"default head: {info.default_head}; default --lr: {info.default_lr:g}; "
+                 f"default head: {info.default_head}; default --lr: {info.default_lr:g}"
+                 + (f" (language models: {info.lm_lr:g})" if info.lm_lr is not None else "")
+                 + "; "
                  f"serves: {', '.join(info.kinds)}", "options (--set KEY=VALUE):"]
         return lines + [f"  {line}" for line in cls.config_class.describe()] \
             if cls.config_class.describe() else lines + ["  none"]

@@ -33,7 +33,7 @@ from retain.data.lm3 import DOMAINS, lm_stream, split_sequences, token_sequences
 from retain.data.stream import Stream, register_benchmark
 from retain.errors import RetainError
 from retain.kinds import LM
-from retain.profiles import LM_PROFILES, Profile
+from retain.profiles import LMFAR_PROFILES, Profile
 
 LANGUAGES = {"german": ("de", "latin-1"), "spanish": ("es", "latin-1"),
              "czech": ("cs", "iso-8859-2")}
@@ -124,7 +124,7 @@ def english_probes(tokenizer, sequences: int, length: int = 64) -> dict[str, Any
 
 @register_benchmark("lmfar", "three languages SmolLM2 barely knows (German, Spanish, Czech "
                     "fortunes from Debian's packages) for continual language modelling, where "
-                    "forgetting English shows", kind=LM.name, profiles=LM_PROFILES,
+                    "forgetting English shows", kind=LM.name, profiles=LMFAR_PROFILES,
                     probes=english_probes)
 def lmfar_stream(config, profile: Profile, backbone) -> Stream:
     return lm_stream(f"lmfar/{profile.name}", {n: fortunes(n) for n in LANGUAGES},

@@ -83,7 +83,7 @@ HOOKS = ("config_class", "prepare", "begin_task", "trainable_parameters", "loss"
 # names a method may not define: the engine's own, and what the registration now carries
 RESERVED = ("setup", "forward", "training_tasks", "stored_tensors", "load_stored",
             "stored_parameters", "peft_adapter", "info", "wrap", "feature_dim", "description",
-            "default_head", "default_lr", "continual", "task_aware_prediction", "kinds",
+            "default_head", "default_lr", "lm_lr", "continual", "task_aware_prediction", "kinds",
             "kinds_reason", "no_weight_decay", "adapter_holds_all", "recomputed_tensors")
 
 
