@@ -36,7 +36,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "inference_ratio.py": ("inference_ratio_*.json",),
     "inflora_boundary.py": ("inflora_boundary_*.json",),
     "inflora_options.py": ("inflora_options_*.json",),
-    "lm3.py": ("lm3_*.json",),
+    "lm.py": ("lm3_*.json", "lmfar_*.json"),
     "plate_drift.py": ("plate_drift.json",),
     "plate_input_energy.py": ("plate_input_energy*.json",),
     "plate_options.py": ("plate_options_*.json",),
@@ -64,7 +64,7 @@ LEGACY: dict[str, str] = {
     "inflora_boundary_quick.json": "python benchmarks/inflora_boundary.py --profile quick "
                                    "--tasks 2",
     "inflora_options_quick.json": "python benchmarks/inflora_options.py --profile quick",
-    "lm3_quick.json": "python benchmarks/lm3.py --profile quick --methods "
+    "lm3_quick.json": "python benchmarks/lm.py --profile quick --methods "
                       "seq-lora,inflora,plate,seq-ft,share; later --methods "
                       "grow,grow/gradient-third,grow/gradient-third-lr0.0002",
     "plate_drift.json": "python benchmarks/plate_drift.py --r 32 --tau 0.5,0.7,0.8,0.9,0.95,0.98",
@@ -241,7 +241,7 @@ def classification_table(rows: list[dict[str, Any]]) -> str:
 
 # the options a language-model row names beside its method
 _SHOWN = {"seq-lora": ("rank", "target_modules"), "inflora": ("rank", "target_modules"),
-          "plate": ("r", "target_modules"), "share": ("k", "p", "target_modules"),
+          "plate": ("r", "tau", "target_modules"), "share": ("k", "p", "target_modules"),
           "grow": ("factor", "select")}
 _SHORT = {"rank": "r", "factor": "g", "query": "q", "value": "v", "key": "k"}
 
@@ -271,17 +271,35 @@ def describe(row: dict[str, Any]) -> str:
     return f"{label} ({', '.join(parts)})" if parts else label
 
 
+_PROBES = ("shakespeare", "english_definitions", "english_news", "english_encyclopedia")
+
+
 def lm_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of language-model runs (lm3): perplexities, forgetting, retention, cost."""
-    out = ["| run | perplexity matrix | forgetting | plasticity | final | Shakespeare ratio | "
-           "KL (nats/token) | trainable | stored | median step |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    """Rows of language-model runs (lm3): perplexities, forgetting, retention, cost. Rows with
+    held-out English probes (lmfar) show each new task's perplexity right after learning it and
+    every probe's ratio and KL (Shakespeare / definitions / news / encyclopedia) instead."""
+    far = all("retention_worst_perplexity" in r for r in rows)
+    english = (["right after learning", "English ratios (S / d / n / e)", "KL (S / d / n / e)"]
+               if far else ["Shakespeare ratio", "KL (nats/token)"])
+    head = ["run", "perplexity matrix", "forgetting", "plasticity", "final", *english,
+            "trainable", "stored", "median step"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         matrix = " / ".join(", ".join(f"{x:.1f}" for x in line) for line in r["matrix"])
+        if far:
+            ratio = {"shakespeare": r.get("retention_shakespeare_perplexity"),
+                     **{p: r.get(f"retention_{p}_perplexity") for p in _PROBES[1:]}}
+            kl = {"shakespeare": r.get("retention_kl_from_untouched"),
+                  **{p: r.get(f"retention_{p}_kl") for p in _PROBES[1:]}}
+            cells = [", ".join(f"{line[i]:.1f}" for i, line in enumerate(r["matrix"])),
+                     " / ".join(_f(ratio[p], 2) for p in _PROBES),
+                     " / ".join(_f(kl[p], 2) for p in _PROBES)]
+        else:
+            cells = [_f(r.get("retention_shakespeare_perplexity")),
+                     _f(r.get("retention_kl_from_untouched"))]
         out.append("| " + " | ".join([
             describe(r), matrix, _f(r["forgetting"], 2), _f(r["plasticity"], 1),
-            _f(r["final_perplexity"], 1), _f(r.get("retention_shakespeare_perplexity")),
-            _f(r.get("retention_kl_from_untouched")), _f(r["trainable_parameters"]),
+            _f(r["final_perplexity"], 1), *cells, _f(r["trainable_parameters"]),
             _f(r["stored_parameters"]), _f(r.get("median_step_seconds"), 2) + " s"]) + " |")
     return "\n".join(out)
 

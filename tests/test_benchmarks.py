@@ -97,11 +97,11 @@ def test_every_results_marker_renders():
 
 def test_save_writes_the_command_and_the_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "RESULTS", tmp_path)
-    monkeypatch.setattr("sys.argv", [str(BENCH / "lm3.py"), "--methods", "a b"])
+    monkeypatch.setattr("sys.argv", [str(BENCH / "lm.py"), "--methods", "a b"])
     driver.save_table("t.json", [{"label": "x", "v": 1}])
     driver.save_table("t.json", [{"label": "y", "v": 2}])
     saved = json.loads((tmp_path / "t.json").read_text())
-    assert saved["command"] == "python benchmarks/lm3.py --methods 'a b'"
+    assert saved["command"] == "python benchmarks/lm.py --methods 'a b'"
     assert set(saved["commit"]) == {"hash", "dirty"}
     assert [r["label"] for r in saved["rows"]] == ["x", "y"]
     assert all(r["command"] == saved["command"] for r in saved["rows"])

@@ -74,6 +74,10 @@ def test_lmfar_quick_is_a_shorter_budget_and_language_models_have_their_own_rate
     assert RunConfig(benchmark="lmfar", profile="quick", method="seq-ft", lr=3e-5,
                      out="x").resolved().lr == 3e-5  # the command line wins
     assert RunConfig(benchmark="lmfar", profile="smoke", out="x").resolved().steps == 4
+    grow = {b: RunConfig(benchmark=b, method="grow", out="x").resolved().lr
+            for b in ("lmfar", "wordnet45")}
+    assert grow == {"lmfar": 1e-4, "wordnet45": 5e-5}
+    assert RunConfig(benchmark="lmfar", method="plate", out="x").resolved().lr == 5e-4  # one rate
 
 
 def test_missing_packages_are_named_in_one_line(monkeypatch, tmp_path):

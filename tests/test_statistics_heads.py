@@ -101,22 +101,6 @@ def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once_in_float32():
     assert torch.equal(fresh.gram, head.gram)  # exactly, both triangles: a resume goes on alike
 
 
-@pytest.mark.parametrize("rank", [60, 25])  # full rank, and G of fewer items than M
-def test_one_tridiagonal_reduction_solves_the_whole_lambda_grid_as_cholesky_does(rank):
-    from retain.methods.heads.analytic import cholesky_ridge, ridge_solver
-
-    gen = torch.Generator().manual_seed(rank)
-    h = torch.relu(torch.randn(rank, 8, generator=gen) @ torch.randn(8, 60, generator=gen) * 3)
-    h = h.double() + torch.rand(rank, 60, generator=gen, dtype=torch.float64)
-    gram, targets = h.T @ h, h.T @ torch.randn(rank, 5, generator=gen, dtype=torch.float64)
-    lambdas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
-    solve = ridge_solver(gram, targets, len(lambdas))
-    for lam in lambdas:
-        reference = cholesky_ridge(gram, targets, lam)
-        assert (solve(lam) - reference).abs().max() <= 1e-8 * reference.abs().max()
-    assert ridge_solver(gram, targets, 2)(1.0).equal(cholesky_ridge(gram, targets, 1.0))
-
-
 def test_analytic_head_options_are_checked():
     with pytest.raises(RetainError, match="select must be"):
         AnalyticConfig(select="loss")

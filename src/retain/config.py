@@ -132,7 +132,7 @@ class RunConfig:
         if self.weight_decay and cls.info.no_weight_decay:
             raise RetainError(f"{cls.name} takes no weight decay ({cls.info.no_weight_decay}): "
                               "drop --weight-decay")
-        lr = self.lr if self.lr is not None else cls.info.lr(kind.name)
+        lr = self.lr if self.lr is not None else cls.info.lr(kind)
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
         return dataclasses.replace(
             self,

@@ -18,7 +18,6 @@ continues from exactly the numbers an uninterrupted one holds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +133,14 @@ class AnalyticHead(StatisticsHead):
 
     def _scores(self, gram, targets, held_h, held_labels) -> dict[float, float]:
         """Each lambda's held-out accuracy or squared error (over the seen classes), with the
-        counts summed across processes. On a CPU the grid shares one tridiagonal reduction of
-        ``G`` (``ridge_solver``); elsewhere each lambda is a Cholesky solve."""
+        counts summed across processes. One Cholesky solve per lambda: sharing one
+        factorisation across the grid did not pay on 2 cores at M = 5000 (an eigendecomposition
+        cost about 16 Cholesky solves; a tridiagonal reduction, LAPACK's ``sytrd``, 5.5 s
+        against 6.5 s for the seven solves, and 0.14 s more per lambda: the same in all)."""
         seen = self.seen
-        solve = ridge_solver(gram, targets, len(self.config.lambdas))
         out = {}
         for lam in self.config.lambdas:
-            scores = held_h @ solve(lam)
+            scores = held_h @ cholesky_ridge(gram, targets, lam)
             if self.config.select == "accuracy":
                 value = (masked(scores, seen).argmax(-1) == held_labels).double().sum()
                 count = torch.tensor(float(len(held_labels)), dtype=torch.float64)
@@ -186,39 +186,3 @@ def cholesky_ridge(gram: torch.Tensor, targets: torch.Tensor, lam: float) -> tor
         return torch.linalg.lstsq(gram + lam * eye, targets).solution
     return torch.cholesky_solve(targets, chol)
 
-
-def ridge_solver(gram: torch.Tensor, targets: torch.Tensor, grid: int
-                 ) -> Callable[[float], torch.Tensor]:
-    """``lambda -> (G + lambda I)^-1 Q`` for a grid of ``grid`` lambdas. On a CPU, from five
-    lambdas on, ``G = P T P^T`` once
-    (LAPACK's ``sytrd``: ``T`` tridiagonal, ``P`` kept as Householder reflectors), then each
-    lambda is ``P (T + lambda I)^-1 P^T Q``: a tridiagonal solve and two reflector products,
-    where a Cholesky factorisation costs ``M^3 / 3`` per lambda (at M = 5000 on 2 cores one
-    reduction cost 7.7 s against 1.75 s per Cholesky solve, so a grid of seven costs 8.7 s
-    instead of 12.3 s; ``benchmarks/head_cost.py``). On an accelerator, where ``sytrd`` does
-    not run, a Cholesky solve per lambda."""
-    n = gram.shape[0]
-    if gram.device.type != "cpu" or n < 2 or grid < 5:  # the reduction: ~4.4 Cholesky
-        return lambda lam: cholesky_ridge(gram, targets, lam)
-    from scipy.linalg import lapack
-
-    packed, diagonal, off, tau, info = lapack.dsytrd(gram.numpy(), lower=1, lwork=64 * n)
-    if info != 0:
-        return lambda lam: cholesky_ridge(gram, targets, lam)
-    # the reflectors act on rows 1..n-1, stored below the subdiagonal as geqrf stores them
-    reflectors, tau = torch.from_numpy(packed[1:, :-1]), torch.from_numpy(tau[:n - 1])
-
-    def rotate(x: torch.Tensor, transpose: bool) -> torch.Tensor:
-        out = x.clone()
-        out[1:] = torch.ormqr(reflectors, tau, x[1:], left=True, transpose=transpose)
-        return out
-
-    rotated = rotate(targets, True).numpy()  # P^T Q
-
-    def solve(lam: float) -> torch.Tensor:
-        *_, x, failed = lapack.dptsv(diagonal + lam, off, rotated)
-        if failed:  # T + lambda I not numerically positive definite
-            return cholesky_ridge(gram, targets, lam)
-        return rotate(torch.from_numpy(x), False)
-
-    return solve
