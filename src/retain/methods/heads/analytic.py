@@ -185,4 +185,3 @@ def cholesky_ridge(gram: torch.Tensor, targets: torch.Tensor, lam: float) -> tor
     if int(info) != 0:  # not numerically positive definite: a least-squares solve
         return torch.linalg.lstsq(gram + lam * eye, targets).solution
     return torch.cholesky_solve(targets, chol)
-
