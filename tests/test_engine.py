@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from retain import RunConfig, run
-from retain.engine import build_method, train_stream
+from retain.data import build_stream
+from retain.data.stream import Split
+from retain.engine import _accelerator, build_method, train_stream
 from retain.errors import RetainError
 from retain.methods import REGISTRY, get_method_class
 from tests.conftest import crash_on_task
@@ -132,6 +134,32 @@ def test_a_test_item_is_embedded_once_while_its_features_cannot_change(tiny_conf
     fresh = run(tiny_config(method=method, out=kept["config"]["out"] + "-fresh"),
                 progress=False)
     assert fresh["matrix"] == kept["matrix"]
+
+
+def test_unshuffled_batches_come_shortest_first_and_keep_positions(tiny_config):
+    """Statistics passes and evaluation read the data shortest item first (less padding); each
+    item comes once with its position in the data; training batches stay shuffled."""
+    from retain.engine import Engine
+
+    cfg = tiny_config(method="frozen-ncm")
+    _, method = train_stream(cfg, progress=False)
+    stream = build_stream(cfg.resolved(), method.backbone)
+    engine = Engine(cfg.resolved(), stream, method.backbone, method, _accelerator(cfg), False)
+    rng = np.random.default_rng(0)
+    words = [" ".join(["word"] * int(n)) for n in rng.integers(1, 12, 30)]
+    split = Split([{"text": w} for w in words], rng.integers(0, 6, 30))
+    lengths = method.backbone.lengths(split.items, cfg.resolved().max_length)
+    assert len(set(lengths)) > 5
+    batches = list(engine.loader([split], even=False))
+    seen = torch.cat([b["index"] for b in batches]).tolist()
+    assert sorted(seen) == list(range(len(split.items)))
+    got = [lengths[i] for i in seen]
+    assert got == sorted(lengths)
+    assert all(b["attention_mask"].sum(1).max() == b["input_ids"].shape[1] for b in batches)
+    for b in batches:  # each item's label travels with it
+        assert b["labels"].tolist() == [int(split.labels[i]) for i in b["index"]]
+    shuffled = torch.cat([b["index"] for b in engine.loader([split], shuffle=True)]).tolist()
+    assert shuffled != seen and sorted(shuffled) == sorted(seen)
 
 
 @pytest.mark.parametrize("method", ["seq-lora", "grow", "ntk-cl"])

@@ -170,6 +170,16 @@ class Backbone:
                              return_tensors="pt")
         return dict(enc)
 
+    def lengths(self, items: list[dict[str, Any]], max_length: int) -> list[int] | None:
+        """Each item's token count as :meth:`batch` truncates it (None for images: one size)."""
+        if not items or "image" in items[0]:
+            return None
+        if "input_ids" in items[0]:
+            return [min(len(it["input_ids"]), max_length) for it in items]
+        enc = self.processor([it["text"] for it in items], truncation=True,
+                             max_length=max_length)
+        return [len(ids) for ids in enc["input_ids"]]
+
     def batch(self, items: list[dict[str, Any]], max_length: int) -> dict[str, torch.Tensor]:
         """Model inputs for a list of items (see the module docstring for item kinds)."""
         first = items[0]

@@ -112,7 +112,8 @@ def time_line(results: dict[str, Any]) -> str:
     parts = [("start-up", c.get("startup_seconds")), ("training", c.get("train_seconds")),
              ("task-boundary passes", c["boundary_seconds"] - head),
              ("head statistics and solves", head), ("evaluation", c.get("eval_seconds")),
-             ("retention", c.get("retention_seconds"))]
+             ("retention", c.get("retention_seconds")),
+             ("inference timing", c.get("inference_seconds"))]
     return ("where the time went: " + ", ".join(f"{name} {v:.1f} s" for name, v in parts
                                                   if v is not None)
             + f" (wall {c['wall_seconds']:.1f} s)")

@@ -10,11 +10,12 @@ On a frozen backbone this is ridge regression on every item seen so far: the hea
 in the task's data, so any number of processes picks the same items) is held out, ``W`` is
 solved for each value of the grid on the old statistics plus the rest of the task, and the value
 that scores best on the held-out items wins (``select='accuracy'``, or ``'mse'``: RanPAC's
-squared error); ``W`` is then refitted on all of the task. Stores ``Q`` (float64) and the upper
-triangle of the symmetric ``G`` in float32 (the seed rebuilds ``R``): ``4 M (M + 1) / 2 + 8 M C``
-bytes (M = 5000, C = 45 classes: 52 MB), the same for every task. ``G`` is summed in float64
-over a task and rounded to float32 when the task ends, in every run, so that a resumed run
-continues from exactly the numbers an uninterrupted one holds."""
+squared error); ``W`` is then refitted on all of the task. Stores ``Q`` and the upper triangle
+of the symmetric ``G``, both float64 (the seed rebuilds ``R``): ``8 M (M + 1) / 2 + 8 M C`` bytes
+(M = 5000, C = 45 classes: 101.8 MB), the same for every task. Not float32: ``G`` is positive
+semi-definite, and singular while fewer items than ``M`` have been seen; rounded to float32 it
+had negative eigenvalues larger than the small lambdas of the grid, whose held-out scores then
+collapsed (InfLoRA on wordnet45 quick, task 2, lambda 0.01: 0.171 against 0.867)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class AnalyticHead(StatisticsHead):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         gram = destination.pop(prefix + "gram")
         destination[prefix + "gram_triangle"] = torch.cat(
-            [gram[i, i:] for i in range(gram.shape[0])]).float()  # exact: see absorb
+            [gram[i, i:] for i in range(gram.shape[0])])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         packed = state_dict.pop(prefix + "gram_triangle", None)
@@ -99,34 +100,26 @@ class AnalyticHead(StatisticsHead):
 
     @torch.no_grad()
     def absorb(self, task, batches, featurize) -> None:
-        width, n_classes = self.gram.shape[0], self.num_classes
-        gram, targets = torch.zeros_like(self.gram), torch.zeros_like(self.targets)
-        held_gram, held_targets = torch.zeros_like(self.gram), torch.zeros_like(self.targets)
-        held_h, held_y = [], []
+        holdout = self.config.holdout
+        # the task's statistics, apart for the items kept back to pick lambda and the rest:
+        # features are buffered and summed in products of ``CHUNK`` rows (a product per batch
+        # of 32 rows spent most of its time reading and writing the M x M sum)
+        rest, held = _Sums(self.gram, self.targets), _Sums(self.gram, self.targets, keep=True)
         for batch in batches():
-            h = self.expand(featurize(batch)).double()
-            y = F.one_hot(batch["labels"], n_classes).double()
-            gram += h.T @ h
-            targets += h.T @ y
-            hold = batch["index"] % self.config.holdout == 0
-            held_gram += h[hold].T @ h[hold]
-            held_targets += h[hold].T @ y[hold]
-            held_h.append(h[hold])
-            held_y.append(batch["labels"][hold])
-        for t in (gram, targets, held_gram, held_targets):
-            all_reduce_sum(t)  # training data is sharded across processes
+            h = self.expand(featurize(batch))
+            hold = batch["index"] % holdout == 0
+            rest.add(h[~hold], batch["labels"][~hold])
+            held.add(h[hold], batch["labels"][hold])
+        held_h, held_y = held.rows()  # this process's held-out items, to score each lambda
+        rest_gram, rest_targets = rest.sums()
+        held_gram, held_targets = held.sums()
         self.seen[torch.as_tensor(task.classes, device=self.seen.device)] = True
-        held = (torch.cat(held_h) if held_h else gram.new_zeros(0, width),
-                torch.cat(held_y) if held_y else self.seen.new_zeros(0, dtype=torch.long))
-        scores = self._scores(self.gram + gram - held_gram,
-                              self.targets + targets - held_targets, *held)
+        rest_gram += self.gram  # the old statistics plus the rest of the task
+        scores = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
         pick = (max if self.config.select == "accuracy" else min)(scores, key=scores.get)
-        self.gram += gram
-        # G is kept at float32 precision between tasks (its sums stay float64 within a task):
-        # the checkpoint stores it as float32, and a resumed or extended run must continue from
-        # the very numbers an uninterrupted run continues from
-        self.gram.copy_(self.gram.float())
-        self.targets += targets
+        gram = rest_gram.add_(held_gram)  # exactly symmetric, as a checkpoint restores it
+        self.gram.copy_(torch.triu(gram) + torch.triu(gram, 1).T)
+        self.targets.copy_(rest_targets.add_(held_targets))
         self.ridge = pick
         self.choices.append({"task": task.index, "lambda": pick, self.config.select: scores})
         self._solution = cholesky_ridge(self.gram, self.targets, pick)
@@ -178,10 +171,53 @@ class AnalyticHead(StatisticsHead):
         self._solution = None  # solved again from the loaded G and Q
 
 
+CHUNK = 1024  # feature rows per product when a task's statistics are summed
+
+
+class _Sums:
+    """``h^T h`` and ``h^T Y`` (one-hot ``Y``) of a stream of feature rows, summed in float64 a
+    product per ``CHUNK`` rows, and across processes when read; ``keep`` keeps the rows."""
+
+    def __init__(self, gram: torch.Tensor, targets: torch.Tensor, keep: bool = False):
+        self.gram, self.targets, self.keep = torch.zeros_like(gram), torch.zeros_like(targets), keep
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, h: torch.Tensor, labels: torch.Tensor) -> None:
+        self.pending.append((h, labels))
+        if sum(len(x) for x, _ in self.pending) >= CHUNK:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self.pending:
+            return
+        h = torch.cat([x for x, _ in self.pending]).double()
+        y = F.one_hot(torch.cat([y for _, y in self.pending]), self.targets.shape[1]).double()
+        self.gram.addmm_(h.T, h)
+        self.targets.addmm_(h.T, y)
+        if self.keep:
+            self.kept.extend(self.pending)
+        self.pending = []
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows kept (and their labels), in the order they came."""
+        self._fold()
+        if not self.kept:
+            return (self.gram.new_zeros(0, self.gram.shape[0]),
+                    torch.zeros(0, dtype=torch.long, device=self.gram.device))
+        return (torch.cat([x for x, _ in self.kept]).double(),
+                torch.cat([y for _, y in self.kept]))
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._fold()
+        return all_reduce_sum(self.gram), all_reduce_sum(self.targets)
+
+
 def cholesky_ridge(gram: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
     """``(G + lambda I)^-1 Q`` in float64 (Cholesky; ``G`` is positive semi-definite)."""
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    chol, info = torch.linalg.cholesky_ex(gram + lam * eye)
+    system = gram.clone()
+    system.diagonal().add_(lam)
+    chol, info = torch.linalg.cholesky_ex(system)
     if int(info) != 0:  # not numerically positive definite: a least-squares solve
-        return torch.linalg.lstsq(gram + lam * eye, targets).solution
+        return torch.linalg.lstsq(system, targets).solution
     return torch.cholesky_solve(targets, chol)
