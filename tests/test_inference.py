@@ -62,6 +62,43 @@ def test_rounds_stop_at_the_budget_after_the_minimum(monkeypatch):
     assert measure(monkeypatch, {"deployed": 1.0, "untouched": 1.0})[2] == 30
 
 
+def test_the_profile_sets_the_rounds_and_their_budget(monkeypatch, tiny_config):
+    """--inference-rounds N: at least N rounds, more while under N / 10 seconds; the smoke
+    profile asks for 10 (a smoke run is a first look), the others 30; a resume may change it."""
+    machine = Machine({"deployed": 0.02, "untouched": 0.02})
+    monkeypatch.setattr(inference, "time", machine)
+
+    class Untouched:
+        def to(self, device):
+            return self
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(inference, "deployed_forward",
+                        lambda method, kind: (machine.forward("deployed"), "merged"))
+
+    class Kind:
+        def output(self, backbone, model):
+            return machine.forward("untouched")
+
+    class Method:
+        backbone = None
+
+        def eval(self):
+            pass
+
+    cost = inference.inference_cost(Method(), Untouched, {"x": [0] * 4}, Kind(),
+                                    Accelerator(cpu=True), rounds=10)
+    assert cost["inference_rounds"] == 10  # 10 rounds took more than 1 s
+    assert tiny_config(method="seq-lora").resolved().inference_rounds == 10  # smoke
+    assert tiny_config(method="seq-lora", profile="quick").resolved().inference_rounds == 30
+    assert tiny_config(method="seq-lora", inference_rounds=4).resolved().inference_rounds == 4
+    from retain.engine import EVALUATION_ONLY
+
+    assert "inference_rounds" in EVALUATION_ONLY
+
+
 def test_the_spread_ends_are_measured_ratios_around_the_median():
     ratio, spread = inference.ratio_and_spread(list(range(21, 0, -1)), [1] * 21)
     assert ratio == 11 and spread == [3, 19]

@@ -172,8 +172,8 @@ class Backbone:
 
     def lengths(self, items: list[dict[str, Any]], max_length: int) -> list[int] | None:
         """Each item's token count as :meth:`batch` truncates it (None for images: one size)."""
-        if not items or "image" in items[0]:
-            return None
+        if not items or "image" in items[0] or self.modality == "image":
+            return None  # (text for an image encoder: batch() says what is wrong)
         if "input_ids" in items[0]:
             return [min(len(it["input_ids"]), max_length) for it in items]
         enc = self.processor([it["text"] for it in items], truncation=True,

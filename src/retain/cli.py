@@ -88,6 +88,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-retention", dest="retention", action="store_false",
                    help="skip measuring retained pretrained capability")
     p.add_argument("--retention-limit", type=int, help=_help("retention_limit"))
+    p.add_argument("--inference-rounds", type=int, help=_help("inference_rounds"))
     p.add_argument("--out", default="runs/latest", help=_help("out"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

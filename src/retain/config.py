@@ -23,6 +23,7 @@ HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.BUILDERS builds them
 _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
              "classes_per_task": (1, ""), "retention_limit": (1, ""),
+             "inference_rounds": (2, " (the spread needs two)"),
              **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
              "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)")}
@@ -94,6 +95,10 @@ class RunConfig:
         default=True, metadata={"help": "measure retained pretrained capability at the end"})
     retention_limit: int | None = field(
         default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
+    inference_rounds: int | None = field(default=None, metadata={
+        "help": "timed rounds of the inference measurement, at least; more (up to 100) while "
+                "they took under 0.1 s each asked for (None: the profile's, 10 for smoke, 30 "
+                "otherwise)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
     probe_every: int = field(default=0, metadata={
@@ -154,6 +159,8 @@ class RunConfig:
             head_options=head_options(head, self._head_defaults(head, prof)),
             head_lr=self.head_lr if self.head_lr is not None else DEFAULT_HEAD_LR.get(head, lr),
             class_order_seed=None if lm else self._order_seed(bench),
+            inference_rounds=(self.inference_rounds if self.inference_rounds is not None
+                              else prof.inference_rounds),
             retention_limit=(self.retention_limit if self.retention_limit is not None
                              else 60 if self.profile == "smoke" else None),
             method_options=dataclasses.asdict(method_config),

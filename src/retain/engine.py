@@ -326,7 +326,7 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> dict[
 
 # options that decide only what is measured after the last task (the untouched probe is taken
 # afresh in every session): a resume may change them
-EVALUATION_ONLY = ("retention", "retention_limit")
+EVALUATION_ONLY = ("retention", "retention_limit", "inference_rounds")
 
 
 def _config_diff(cfg: RunConfig, saved: dict[str, Any]) -> list[str]:
@@ -619,7 +619,7 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
                                   accelerator.device)
     costs = inference.inference_cost(
         method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
-        stream.task_kind, accelerator)
+        stream.task_kind, accelerator, cfg.inference_rounds or 30)
     phases["inference_seconds"] = time.perf_counter() - t0  # the deployed/untouched timing
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})

@@ -98,11 +98,12 @@ def ratio_and_spread(deployed: list[float], untouched: list[float]
 
 
 def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
-                   batch: dict[str, torch.Tensor], kind: Kind, accelerator: Accelerator
-                   ) -> dict[str, float | int | str | None]:
+                   batch: dict[str, torch.Tensor], kind: Kind, accelerator: Accelerator,
+                   rounds: int = 30) -> dict[str, float | int | str | None]:
     """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
     copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
-    with its spread (10th to 90th percentile) and number of rounds, and which model was timed.
+    with its spread (10th to 90th percentile) and number of rounds (at least ``rounds``; more,
+    up to 100, while they took under ``rounds / 10`` seconds), and which model was timed.
     A measurement that fails (out of memory with the two copies, a merge that fails) is
     reported on standard error and left out (None), so that the run's results are written."""
     method.eval()
@@ -111,7 +112,7 @@ def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
         untouched = load_untouched().to(accelerator.device).eval()
         seconds = paired_seconds(
             {"deployed": forward, "untouched": kind.output(method.backbone, untouched)},
-            batch, accelerator)
+            batch, accelerator, (rounds, max(rounds, 100)), budget_seconds=rounds / 10)
     except Exception as e:  # noqa: BLE001  (a cost figure must not lose the run's results)
         if accelerator.is_main_process:
             print(f"inference cost not measured: {type(e).__name__}: {e}".splitlines()[0],

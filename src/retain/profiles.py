@@ -28,6 +28,8 @@ class Profile:
     test_cap: int | None = field(default=None, metadata={
         "help": "language modelling: test sequences kept per task (None: all)"})
     backbone: str = field(default="minilm", metadata={"help": "default backbone"})
+    inference_rounds: int = field(default=30, metadata={
+        "help": "timed rounds of the inference measurement at least (--inference-rounds)"})
     analytic_projection: int | None = field(default=None, metadata={
         "help": "width M of the analytic head's projection when --head-set projection is not "
                 "given (None: the head's default, 5000)"})
@@ -36,9 +38,10 @@ class Profile:
 CLASSIFICATION_PROFILES: dict[str, Profile] = {
     # smoke: a first look in seconds. 40 items a class (8 test items, 24 a task, so that two
     # methods rarely tie by construction), and an analytic head 512 wide: its solves at 5000
-    # took most of a smoke run, on 32 training items a class
+    # took most of a smoke run, on 32 training items a class; 10 rounds of the inference
+    # measurement (30 took 5.4 s of NTK-CL's 30.3 s smoke run)
     "smoke": Profile("smoke", cap=40, groups=3, classes_per_task=3, max_length=32, epochs=1,
-                     batch_size=8, analytic_projection=512),
+                     batch_size=8, analytic_projection=512, inference_rounds=10),
     "quick": Profile("quick", cap=300, groups=None, classes_per_task=None, max_length=48,
                      epochs=3, batch_size=32),
     "full": Profile("full", cap=2500, groups=None, classes_per_task=None, max_length=48,
@@ -48,7 +51,8 @@ CLASSIFICATION_PROFILES: dict[str, Profile] = {
 # language modelling (lm3 and the user's text files with a `task` column): 64-token sequences
 LM_PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", cap=16, groups=None, classes_per_task=None, max_length=64,
-                     epochs=1, batch_size=4, steps=4, test_cap=8, backbone="tiny-llama"),
+                     epochs=1, batch_size=4, steps=4, test_cap=8, backbone="tiny-llama",
+                     inference_rounds=10),
     "quick": Profile("quick", cap=400, groups=None, classes_per_task=None, max_length=64,
                      epochs=1, batch_size=8, steps=60, test_cap=64, backbone="smollm2"),
     "full": Profile("full", cap=None, groups=None, classes_per_task=None, max_length=64,

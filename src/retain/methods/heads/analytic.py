@@ -117,8 +117,8 @@ class AnalyticHead(StatisticsHead):
         rest_gram += self.gram  # the old statistics plus the rest of the task
         scores = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
         pick = (max if self.config.select == "accuracy" else min)(scores, key=scores.get)
-        gram = rest_gram.add_(held_gram)  # exactly symmetric, as a checkpoint restores it
-        self.gram.copy_(torch.triu(gram) + torch.triu(gram, 1).T)
+        gram = rest_gram.add_(held_gram)  # made exactly symmetric, as a checkpoint restores it
+        self.gram.copy_(gram.triu()).add_(gram.triu_(1).T)
         self.targets.copy_(rest_targets.add_(held_targets))
         self.ridge = pick
         self.choices.append({"task": task.index, "lambda": pick, self.config.select: scores})
