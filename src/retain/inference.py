@@ -112,7 +112,7 @@ def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
         untouched = load_untouched().to(accelerator.device).eval()
         seconds = paired_seconds(
             {"deployed": forward, "untouched": kind.output(method.backbone, untouched)},
-            batch, accelerator, (rounds, max(rounds, 100)), budget_seconds=rounds / 10)
+            batch, accelerator, rounds=(rounds, max(rounds, 100)), budget_seconds=rounds / 10)
     except Exception as e:  # noqa: BLE001  (a cost figure must not lose the run's results)
         if accelerator.is_main_process:
             print(f"inference cost not measured: {type(e).__name__}: {e}".splitlines()[0],
