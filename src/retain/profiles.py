@@ -29,7 +29,8 @@ class Profile:
         "help": "language modelling: test sequences kept per task (None: all)"})
     backbone: str = field(default="minilm", metadata={"help": "default backbone"})
     inference_rounds: int = field(default=30, metadata={
-        "help": "timed rounds of the inference measurement at least (--inference-rounds)"})
+        "help": "the fewest timed rounds of the inference measurement (--inference-rounds "
+                "overrides)"})
     analytic_projection: int | None = field(default=None, metadata={
         "help": "width M of the analytic head's projection when --head-set projection is not "
                 "given (None: the head's default, 5000)"})
