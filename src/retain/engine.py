@@ -619,7 +619,8 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
                                   accelerator.device)
     costs = inference.inference_cost(
         method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
-        stream.task_kind, accelerator, cfg.inference_rounds or 30)
+        stream.task_kind, accelerator,
+        cfg.inference_rounds or 30)  # a run saved before the option (learn): 30, as it had
     phases["inference_seconds"] = time.perf_counter() - t0  # the deployed/untouched timing
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})

@@ -99,7 +99,7 @@ def ratio_and_spread(deployed: list[float], untouched: list[float]
 
 def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
                    batch: dict[str, torch.Tensor], kind: Kind, accelerator: Accelerator,
-                   rounds: int = 30) -> dict[str, float | int | str | None]:
+                   rounds: int) -> dict[str, float | int | str | None]:
     """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
     copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
     with its spread (10th to 90th percentile) and number of rounds (at least ``rounds``; more,
