@@ -369,3 +369,45 @@ def test_two_processes_design_the_same_branches(tiny_bert, jsonl_file, tmp_path)
         else:
             a, b = a.T @ a, b.T @ b
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_each_task_protects_exactly_the_directions_its_own_threshold_needs(tiny_config,
+                                                                          monkeypatch):
+    """Task t (0-based, of T) adds to the memory the fewest directions of its residual
+    spectrum that bring the captured energy to lambda_b + (1 - lambda_b) t / T: counted here
+    from each call's own covariance and the memory before it, so a schedule one task ahead (or
+    behind) adds other counts and fails."""
+    original = SubspaceMemory.update
+    calls = []
+
+    def update(self, cov, threshold, energy="paper", first_task="reach"):
+        C = cov.double()
+        residual = self.project_out(self.project_out(C).T)
+        values = torch.linalg.eigvalsh(residual).flip(0).clamp_min(0)
+        total = float(torch.trace(C))
+        captured, expected = (total - float(values.sum())) / total, 0
+        for v in values.tolist():
+            if captured >= calls_threshold[-1]:
+                break
+            captured += v / total
+            expected += 1
+        added = original(self, cov, threshold, energy, first_task)
+        calls.append((threshold, added, expected))
+        return added
+
+    lambda_b = 0.9
+    calls_threshold = []
+
+    def end_task(self, task, batches):
+        calls_threshold.append(lambda_b + (1 - lambda_b) * task.index / 3)
+        return original_end(self, task, batches)
+
+    original_end = InfLoRA.end_task
+    monkeypatch.setattr(SubspaceMemory, "update", update)
+    monkeypatch.setattr(InfLoRA, "end_task", end_task)
+    train_stream(tiny_config(method="inflora", lr=1e-2, epochs=2,
+                             method_options={"lambda_b": lambda_b}), progress=False)
+    thresholds = sorted({round(t, 12) for t, _, _ in calls})
+    assert thresholds == pytest.approx([0.9, 0.9 + 0.1 / 3, 0.9 + 0.2 / 3])
+    assert all(added == expected for _, added, expected in calls), calls
+    assert sum(added for _, added, _ in calls) > 0

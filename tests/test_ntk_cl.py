@@ -345,3 +345,24 @@ def test_inference_halves_scores_each_half_with_its_weight(tiny_config, tmp_path
     for bad in ({"inference": "sum"}, {"half_weights": [0.3]}, {"half_weights": [0.0, 0.0]}):
         with pytest.raises(RetainError):
             NTKCLOptions(**bad)
+
+
+def test_the_first_half_of_each_view_comes_from_the_averaged_modules():
+    """After a task, f_c = [averaged adapters' pass | current adapters' pass] and f_p alike:
+    with the two copies apart, the first half equals the averaged modules' output and not the
+    current ones' (a view built from the current modules twice fails)."""
+    method = _method()
+    batch = _text_batch(method)
+    with torch.no_grad():
+        _perturb(method.averaged, seed=1)
+        _perturb(method.current, seed=2)
+        method.tasks_done += 1
+        fc, fp, fm = method.views(batch)
+        d = fc.shape[-1] // 2
+        for view, family in ((fc, "adapter"), (fp, "prompt")):
+            averaged = method.pooled(batch, method.averaged, family)
+            current = method.pooled(batch, method.current, family)
+            assert (averaged - current).abs().max() > 1e-3  # the copies differ
+            assert torch.allclose(view[:, :d], averaged, atol=1e-6)
+            assert torch.allclose(view[:, d:], current, atol=1e-6)
+        assert torch.equal(fm, method.fusion(fc, fp))

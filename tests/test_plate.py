@@ -390,3 +390,21 @@ def test_sweep_writes_the_frontier_and_skips_finished_points(tiny_config, tmp_pa
     assert again["baselines"][0]["label"] == "plate (analytic)"
     with pytest.raises(RetainError, match="another config.*epochs"):
         sweep(dataclasses.replace(cfg, epochs=3), {"r": ["2"], "tau": ["0.5"]}, progress=False)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_the_update_is_alpha_a_q_transposed_on_the_selected_rows(alpha):
+    """dW = alpha B A Q^T, built by hand from the layer's A, Q and row index: no division by r
+    (PLATE's scale, unlike LoRA's alpha / r), in the forward of few and many tokens alike."""
+    model = get_peft_model(_tiny_bert(), PlateConfig(r=4, tau=0.9, alpha=alpha,
+                                                     target_modules=["query"]))
+    _set_random_a(model)
+    layer = model.base_model.model.encoder.layer[0].attention.self.query
+    a, q, index = layer.plate_A["default"], layer.plate_Q["default"], layer.plate_index["default"]
+    by_hand = torch.zeros(layer.out_features, layer.in_features)
+    by_hand[index] = alpha * a.detach() @ q.T
+    assert torch.allclose(layer.get_delta_weight("default"), by_hand, atol=1e-6)
+    for tokens in (1, 200):
+        h = torch.randn(tokens, 32)
+        expected = layer.get_base_layer()(h) + h @ by_hand.T
+        assert torch.allclose(layer(h), expected, atol=1e-5)

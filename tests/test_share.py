@@ -243,3 +243,31 @@ def test_current_coefficients_option_scores_every_task_with_the_latest(tiny_conf
     with pytest.raises(RetainError, match="task_coefficients must be one of own, current"):
         train_stream(tiny_config(method="share", method_options={"task_coefficients": "mine"}),
                      progress=False)
+
+
+@pytest.mark.parametrize("alpha, p", [(8.0, 8), (8.0, 2), (1.0, 4)])
+def test_the_update_is_alpha_over_p_times_the_factors(alpha, p):
+    """dW = (alpha / p) F_b F_a^T with F = [U | V] E, built by hand from the stored tensors,
+    before and after a consolidation (share.md: alpha = p gives the authors' scale of 1)."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential()
+    base.add_module("proj", torch.nn.Linear(20, 16))
+    model = get_peft_model(base, ShareConfig(k=4, p=p, phi=2, alpha=alpha,
+                                             target_modules=["proj"]))
+    layer = model.base_model.model.proj
+    for consolidations in (0, 1):
+        _train_randomly(layer, 5 + consolidations)
+        ua, ub = layer.share_Ua["default"], layer.share_Ub["default"]
+        va, vb = layer.share_Va["default"].detach(), layer.share_Vb["default"].detach()
+        if ua.shape[1]:
+            f_a = torch.cat([ua, va], 1) @ layer.share_Ea["default"].detach()
+            f_b = torch.cat([ub, vb], 1) @ layer.share_Eb["default"].detach()
+        else:
+            f_a, f_b = va, vb
+        by_hand = (alpha / p) * f_b @ f_a.T
+        assert torch.allclose(layer.get_delta_weight("default"), by_hand, atol=1e-5)
+        x = torch.randn(3, 20)
+        with torch.no_grad():
+            assert torch.allclose(layer(x), layer.get_base_layer()(x) + x @ by_hand.T,
+                                  atol=1e-5)
+        model.base_model.consolidate()

@@ -4,7 +4,8 @@ offline backbones. Loading a method imports its module; listing does not."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from retain.kinds import CLASSIFICATION, KINDS, Kind
 
@@ -24,6 +25,8 @@ class MethodInfo:
     # default --lr on language-model streams where it differs (None: default_lr): rates chosen
     # on a MiniLM classification stream do not carry to a decoder (docs/benchmarks.md#lmfar)
     lm_lr: float | None = None
+    # method options whose default differs on language-model streams (the user's --set wins)
+    lm_options: dict[str, Any] = field(default_factory=dict)
     continual: bool = True  # False: trains once on every task at the last (only the final row
     # is meaningful)
     task_aware_prediction: bool = False  # predict() uses the task id when given
@@ -40,14 +43,22 @@ class MethodInfo:
         language = not kind.has_classes
         return self.lm_lr if language and self.lm_lr is not None else self.default_lr
 
+    def options(self, kind: Kind) -> dict[str, Any]:
+        """The method options whose default on a stream of this task kind is not its config
+        class's."""
+        return dict(self.lm_options) if not kind.has_classes else {}
+
 
 _BASELINES = "retain.methods.baselines"
+# LoRA on a decoder as the published recipes run it (docs/benchmarks.md#lmfar-frontiers): every
+# linear layer of the blocks, at about ten times full fine-tuning's rate (seq-ft: 1e-4)
+_LORA_ON_LM = {"lm_lr": 1e-3, "lm_options": {"target_modules": ["all-linear"]}}
 METHODS: dict[str, MethodInfo] = {
     "seq-ft": MethodInfo(_BASELINES, "sequential full fine-tuning of the whole backbone (lower "
                          "bound on forgetting)", default_lr=2e-5,
                          lm_lr=1e-4),  # lmfar's budget: at 2e-5 English barely moved
     "seq-lora": MethodInfo(_BASELINES, "one peft LoRA adapter trained on task after task (the "
-                           "naive PEFT baseline)", adapter_holds_all=True),
+                           "naive PEFT baseline)", adapter_holds_all=True, **_LORA_ON_LM),
     "lora-per-task": MethodInfo(
         _BASELINES, "a fresh peft LoRA adapter for every task, all kept: with a task id, that "
         "task's adapter; without, the latest (the storage reference for Share)", "analytic",
@@ -63,7 +74,7 @@ METHODS: dict[str, MethodInfo] = {
         "prototypes", (CLASSIFICATION.name,), "it classifies by class means and trains nothing"),
     "joint": MethodInfo(_BASELINES, "LoRA trained once on all tasks' data at the last task "
                         "(upper bound, not continual: only the final accuracy is meaningful)",
-                        continual=False, adapter_holds_all=True),
+                        continual=False, adapter_holds_all=True, **_LORA_ON_LM),
     # inflora, plate: the analytic head measured best (benchmarks/results/heads_quick.json);
     # the InfLoRA paper's scheme is --head task-heads
     "inflora": MethodInfo("retain.methods.inflora", "InfLoRA: per-task LoRA branches designed "

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from retain import checks
@@ -80,6 +81,11 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-ratio", type=float, default=0.0, help=_help("warmup_ratio"))
     p.add_argument("--grad-accumulation", type=int, default=1, help=_help("grad_accumulation"))
     p.add_argument("--probe-every", type=int, default=0, metavar="N", help=_help("probe_every"))
+    p.add_argument("--probe-task-sequences", type=int, default=8, metavar="N",
+                   help=_help("probe_task_sequences"))
+    p.add_argument("--probe-english-sequences", type=int, default=4, metavar="N",
+                   help=_help("probe_english_sequences"))
+    p.add_argument("--holdout", type=int, default=0, metavar="N", help=_help("holdout"))
     p.add_argument("--keep-test", default="all", choices=("all", "none"),
                    help=_help("keep_test"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
@@ -146,6 +152,12 @@ def _check_sweep(args: argparse.Namespace) -> None:
         raise RetainError(f"each --grid key may appear once, got {', '.join(keys)}")
     if any(not values for _, values in args.grid):
         raise RetainError("a sweep needs at least one --grid KEY=V1,V2,... with values")
+    from retain.sweep import NOT_GRIDDED
+
+    for key in keys:
+        if key in NOT_GRIDDED:
+            raise RetainError(f"--grid {key} cannot vary within a sweep: run one sweep per "
+                              f"{key}")
     for path in args.baseline:
         if not os.path.isfile(os.path.expanduser(path)):
             raise RetainError(f"--baseline {path} does not exist: give a run's results.json")
@@ -197,8 +209,13 @@ def _check_export(args: argparse.Namespace) -> None:
     checks.check_export_to(args.directory, args.to, args.overwrite)
 
 
-CHECKS = {"run": _check_run, "sweep": _check_sweep, "compare": _check_compare,
-          "predict": _check_predict, "evaluate": _check_evaluate, "export": _check_export}
+def _check_frontier(args: argparse.Namespace) -> None:
+    checks.check_folder(args.out, "--out")
+
+
+CHECKS = {"run": _check_run, "sweep": _check_sweep, "frontier": _check_frontier,
+          "compare": _check_compare, "predict": _check_predict, "evaluate": _check_evaluate,
+          "export": _check_export}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -246,11 +263,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      progress=not args.quiet)
     if not PartialState().is_main_process:
         return 0
-    cols = ("plasticity", "final_accuracy", "forgetting", "retention_min", "trainable_parameters")
-    print(f"{'point':<24}" + "".join(f"{c:>22}" for c in cols))
+    lm = "final_perplexity" in frontier["points"][0]
+    cols = ("plasticity", "final_perplexity" if lm else "final_accuracy", "forgetting",
+            "retention_worst_perplexity" if lm else "retention_min", "trainable_parameters")
+    print(f"{'point':<24}" + "".join(f"{c:>28}" for c in cols))
     for row in frontier["points"] + frontier["baselines"]:
-        print(f"{row['label']:<24}" + "".join(f"{format_value(row[c]):>22}" for c in cols))
+        print(f"{row['label']:<24}" + "".join(f"{format_value(row.get(c)):>28}" for c in cols))
+    _print_envelopes(frontier.get("envelopes", []))
     print(f"frontier: {os.path.join(args.out, 'frontier.json')} and frontier.png")
+    return 0
+
+
+def _print_envelopes(tables: list[dict[str, Any]]) -> None:
+    from retain.frontier import markdown
+
+    for table in tables:
+        print(f"\ntask {table['task']}: envelopes of learning against forgetting")
+        print(markdown(table))
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from retain import checkpoint
+    from retain.frontier import load_runs, tables
+    from retain.reporting.figures import envelope_figure
+
+    runs = load_runs(args.runs)
+    found = tables(runs, args.reference)
+    if not found:
+        raise RetainError("none of these runs has curves: run them with --probe-every N")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "frontier.json", {"runs": [r["_path"] for r in runs],
+                                                  "envelopes": found})
+    envelope_figure(found, out / "frontier.png", f"Learning against forgetting: {len(runs)} "
+                    "runs")
+    _print_envelopes(found)
+    print(f"frontier: {out / 'frontier.json'} and frontier.png")
     return 0
 
 
@@ -356,6 +404,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 def describe(name: str) -> list[str]:
     """A method's or a head's options: name, default and help text, one per line."""
     from retain.catalogue import HEADS, METHODS
@@ -370,6 +422,9 @@ def describe(name: str) -> list[str]:
                  + (f" (language models: {info.lm_lr:g})" if info.lm_lr is not None else "")
                  + "; "
                  f"serves: {', '.join(info.kinds)}", "options (--set KEY=VALUE):"]
+        if info.lm_options:
+            lines.insert(-1, "defaults on language models: " + ", ".join(
+                f"{k}={_text(v)}" for k, v in info.lm_options.items()))
         return lines + [f"  {line}" for line in cls.config_class.describe()] \
             if cls.config_class.describe() else lines + ["  none"]
     if name in HEADS:
@@ -400,15 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "(`batch_size` or `batch-size`; [method_options] and [head_options] tables), "
                    "as each run writes its resolved DIR/config.toml; options given here win")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("sweep", help="run a grid of method options and write the plasticity-"
-                       "retention frontier (JSON and PNG)", formatter_class=_Defaults)
+    p = sub.add_parser("sweep", help="run a grid of run and method options and write the "
+                       "plasticity-retention frontier (JSON and PNG)", formatter_class=_Defaults)
     _add_run_options(p)
     p.add_argument("--grid", type=_grid, action="append", required=True, metavar="KEY=V1,V2",
-                   help="a method option and its values, e.g. --grid r=8,32,64 (repeatable; "
-                        "the first key gives the plot's lines)")
+                   help="a run option (lr, steps, seed, ...) or a method option and its "
+                        "values, e.g. --grid lr=3e-4,1e-3 --grid rank=8,32 (repeatable; the "
+                        "first key gives the plot's lines)")
     p.add_argument("--baseline", action="append", default=[], metavar="RESULTS_JSON",
                    help="a results.json to plot beside the grid (e.g. seq-lora's)")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("frontier", help="from finished language-model runs with curves "
+                       "(--probe-every): each configuration's envelope of learning against "
+                       "forgetting and the figures at matched amounts of learning")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="run or sweep folders (every "
+                   "results.json under them), or results.json files")
+    p.add_argument("--reference", default="seq-ft", help="the configuration whose best "
+                   "perplexity the matched points multiply")
+    p.add_argument("--out", required=True, help="folder for frontier.json and frontier.png")
+    p.set_defaults(func=cmd_frontier)
     p = sub.add_parser("compare", help="run several methods on the same stream and seeds, "
                        "then write comparison.json and a report with figures",
                        formatter_class=_Defaults)

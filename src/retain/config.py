@@ -26,7 +26,9 @@ _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "inference_rounds": (2, " (the spread needs two)"),
              **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
-             "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)")}
+             "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)"),
+             "probe_task_sequences": (1, ""), "probe_english_sequences": (1, ""),
+             "holdout": (0, " (0 holds nothing out)")}
 
 
 @dataclass
@@ -105,6 +107,16 @@ class RunConfig:
         "help": "language modelling: every N optimiser steps (and at each task's end), the "
                 "current task's test perplexity and every English probe's ratio to the "
                 "untouched model, on small fixed subsets (retain.curves); 0: never"})
+    probe_task_sequences: int = field(default=8, metadata={
+        "help": "--probe-every: the current task's test (and held-out) sequences each point "
+                "scores"})
+    probe_english_sequences: int = field(default=4, metadata={
+        "help": "--probe-every: sequences of each English probe each point scores (at most "
+                "the probe's size: lmfar 32 Shakespeare chunks, 16 of each lm3 split)"})
+    holdout: int = field(default=0, metadata={
+        "help": "language modelling: training sequences of each task held out and never "
+                "trained on; --probe-every scores them beside the test subset, so that a rate "
+                "or a default is chosen on them and not on the test split (0: none)"})
     keep_test: str = field(default="all", metadata={
         "help": "all: keep each task's test split in the run folder, so that `retain learn` "
                 "scores old tasks too; none: keep no data (later rows score new tasks only)"})
@@ -133,7 +145,8 @@ class RunConfig:
             if self.scenario not in SCENARIOS:
                 raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
                                   f"{', '.join(SCENARIOS)}")
-        method_config = cls.config_class.from_options(self.method_options, cls.name)
+        method_config = cls.config_class.from_options(
+            {**cls.info.options(kind), **self.method_options}, cls.name)
         if self.weight_decay and cls.info.no_weight_decay:
             raise RetainError(f"{cls.name} takes no weight decay ({cls.info.no_weight_decay}): "
                               "drop --weight-decay")
@@ -221,6 +234,9 @@ class RunConfig:
         if KINDS[kind].has_classes and self.probe_every:
             raise RetainError("--probe-every records language-model curves (task perplexity "
                               "and English retention): drop it for a classification stream")
+        if KINDS[kind].has_classes and self.holdout:
+            raise RetainError("--holdout carves held-out sequences from a language-model "
+                              "stream: drop it for a classification stream")
         if not KINDS[kind].has_classes and (self.head not in (None, "none") or self.head_options):
             drop = f"--head {self.head}" if self.head not in (None, "none") else "--head-set"
             raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop {drop}")

@@ -1,9 +1,11 @@
 """Learning and forgetting during training, for language models (``--probe-every N``): every N
-optimiser steps, and at the end of each task, the current task's test perplexity (what is
-learnt) and the perplexity of each English probe as a ratio to the untouched model (what is
-kept), on fixed small subsets: the task's first ``TASK_SEQUENCES`` test sequences and the first
-``PROBE_SEQUENCES`` of every probe of :func:`retain.retention.lm_probes`. One point before the
-first task too. PLATE's figure plots the one against the other."""
+optimiser steps, and at the end of each task, the current task's perplexity (what is learnt) on
+the first ``--probe-task-sequences`` of its test split and, under ``--holdout``, on as many of
+its held-out training sequences (never trained on: what a rate or a default is chosen on), and
+for the first ``--probe-english-sequences`` of every probe of :func:`retain.retention.lm_probes`
+(what is kept) the perplexity as a ratio to the untouched model and the mean per-token
+KL(untouched || adapted). One point before the first task too. PLATE's figure plots the one
+against the other; :mod:`retain.frontier` turns the points into envelopes."""
 
 from __future__ import annotations
 
@@ -11,14 +13,12 @@ from typing import Any
 
 import torch
 
-from retain.kinds import token_nll
-
-TASK_SEQUENCES = 8
-PROBE_SEQUENCES = 4
+from retain.kinds import token_kl, token_nll
 
 
 class Curves:
-    """The subsets, the untouched model's perplexities on them, and one point per call."""
+    """The subsets, the untouched model's perplexities and log-probabilities on them, and one
+    point per call."""
 
     def __init__(self, cfg, backbone, device: torch.device, autocast):
         from retain.backbones import load_backbone
@@ -26,12 +26,18 @@ class Curves:
 
         self.every, self.backbone, self.device = cfg.probe_every, backbone, device
         self.max_length, self.autocast = cfg.max_length, autocast
-        self.probes = {name: ids[:PROBE_SEQUENCES] for name, ids in
+        self.task_sequences = cfg.probe_task_sequences
+        self.probes = {name: ids[:cfg.probe_english_sequences] for name, ids in
                        lm_probes(backbone.tokenizer, cfg).items()}
         fresh = load_backbone(cfg.backbone, cfg.pooling)  # untouched, whatever was trained
         fresh.model.to(device).eval()
-        self.untouched = {name: self._perplexity(fresh.token_logits, self._batch(ids))
-                          for name, ids in self.probes.items()}
+        self.untouched, self.logits = {}, {}  # the untouched logits, for the KL at each point
+        for name, ids in self.probes.items():
+            batch = self._batch(ids)
+            with torch.no_grad(), self.autocast():
+                logits = fresh.token_logits(batch).float()
+            self.logits[name] = logits
+            self.untouched[name] = _perplexity(logits, batch["labels"])
         del fresh
 
     def _batch(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,33 +45,47 @@ class Curves:
                 .to(self.device), "labels": ids.to(self.device)}
 
     @torch.no_grad()
-    def _perplexity(self, logits_of, batch: dict[str, torch.Tensor]) -> float:
+    def _task_perplexity(self, method, items: list[dict[str, Any]]) -> float:
+        batch = {k: v.to(self.device) for k, v in
+                 self.backbone.batch(items[:self.task_sequences], self.max_length).items()}
         with self.autocast():
-            nll, n = token_nll(logits_of(batch), batch["labels"])
-        return float(torch.exp(nll.double() / n))
+            return _perplexity(method.predict(batch), batch["labels"])
 
     def due(self, task_step: int, last: bool) -> bool:
         return last or task_step % self.every == 0
 
+    @torch.no_grad()
     def point(self, method, task, step: int, task_step: int) -> dict[str, Any]:
         """One point: the method as it is now (left in the mode it was in)."""
         training = method.training
         method.eval()
         try:
-            items = task.test.items[:TASK_SEQUENCES]
-            batch = {k: v.to(self.device) for k, v in
-                     self.backbone.batch(items, self.max_length).items()}
-            task_ppl = self._perplexity(method.predict, batch)
-            english = {name: self._perplexity(method.predict, self._batch(ids))
-                       / self.untouched[name] for name, ids in self.probes.items()}
+            task_ppl = self._task_perplexity(method, task.test.items)
+            heldout = (self._task_perplexity(method, task.heldout.items)
+                       if task.heldout is not None else None)
+            english, kl = {}, {}
+            for name, ids in self.probes.items():
+                batch = self._batch(ids)
+                with self.autocast():
+                    logits = method.predict(batch)
+                english[name] = _perplexity(logits, batch["labels"]) / self.untouched[name]
+                kl[name] = float(token_kl(self.logits[name], logits)
+                                 / (ids.shape[0] * (ids.shape[1] - 1)))
         finally:
             method.train(training)
         return {"task": task.index + 1, "step": step, "task_step": task_step,
-                "task_perplexity": task_ppl, "english_ratio": english}
+                "task_perplexity": task_ppl,
+                **({"heldout_perplexity": heldout} if heldout is not None else {}),
+                "english_ratio": english, "english_kl": kl}
 
     def describe(self) -> dict[str, Any]:
         """What ``results.json`` says of the curves beside their points."""
-        return {"every": self.every, "task_sequences": TASK_SEQUENCES,
-                "probe_sequences": PROBE_SEQUENCES,
+        return {"every": self.every, "task_sequences": self.task_sequences,
+                "probe_sequences": {n: int(ids.shape[0]) for n, ids in self.probes.items()},
                 "probe_tokens_each": {n: int(ids.shape[1]) for n, ids in self.probes.items()},
                 "untouched_perplexity": self.untouched}
+
+
+def _perplexity(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    nll, n = token_nll(logits, labels)
+    return float(torch.exp(nll.double() / n))

@@ -311,6 +311,14 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return nll, (labels != -100).sum()
 
 
+def token_kl(untouched: torch.Tensor, adapted: torch.Tensor) -> torch.Tensor:
+    """Summed per-token KL(untouched || adapted) of the next-token distributions of two models'
+    logits on the same tokens (every position but the last, as :func:`token_nll` scores)."""
+    pu = untouched[:, :-1].float().log_softmax(-1)
+    pa = adapted[:, :-1].float().to(pu.device).log_softmax(-1)
+    return (pu.exp() * (pu - pa)).sum()
+
+
 def perplexity(batches: Iterable[dict], logits_of: Callable[[dict], torch.Tensor]) -> float:
     """``exp`` of the mean per-token NLL over all batches (summed across processes first)."""
     import torch

@@ -135,7 +135,7 @@ def lm_retention(untouched, adapted, probes: dict[str, torch.Tensor], progress: 
     per-token KL(untouched || adapted) on the same tokens. Shakespeare's entries keep their
     names (``shakespeare_perplexity``, ``kl_from_untouched``); another probe ``P`` gives
     ``P_perplexity`` and ``P_kl``. Each entry says the probe's size."""
-    from retain.kinds import token_nll
+    from retain.kinds import token_kl, token_nll
 
     out: dict[str, dict[str, float]] = {}
     for name, chunks in probes.items():
@@ -150,8 +150,7 @@ def lm_retention(untouched, adapted, probes: dict[str, torch.Tensor], progress: 
             labels = ids.to(dev)
             nll_u, n = token_nll(lu, labels)
             nll_a, _ = token_nll(la, labels)
-            pu, pa = lu[:, :-1].log_softmax(-1), la.to(dev)[:, :-1].log_softmax(-1)
-            kl = (pu.exp() * (pu - pa)).sum(-1).sum()
+            kl = token_kl(lu, la)
             sums += torch.stack([nll_u.double().cpu(), nll_a.double().cpu(), kl.double().cpu(),
                                  n.double().cpu()])
         ppl_u, ppl_a = float(torch.exp(sums[0] / sums[3])), float(torch.exp(sums[1] / sums[3]))

@@ -1,8 +1,12 @@
-"""A grid of method options on one stream, and the plasticity-retention frontier it traces.
+"""A grid over run options (``lr``, ``steps``, ``seed``, any field of ``retain run``) and method
+options together, on one stream, and the frontier it traces.
 
 Each point is an ordinary run in ``OUT/<key=value,...>/`` (finished points are not run again,
-interrupted ones resume); ``OUT/frontier.json`` holds every point's summary row and
-``OUT/frontier.png`` plots plasticity and final accuracy against retention."""
+interrupted ones resume); ``OUT/frontier.json`` holds every point's summary row.
+``OUT/frontier.png`` plots plasticity and the final score against retention; on a
+language-model stream run with ``--probe-every``, ``frontier.json`` also holds
+:func:`retain.frontier.tables` of the points' curves and ``frontier.png`` draws their
+envelopes instead."""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from retain import checkpoint
 from retain.config import RunConfig
 from retain.errors import RetainError
 from retain.summary import summary_row
+
+# fields of a run that a grid may not set: they name the run, or hold other options
+NOT_GRIDDED = ("method", "out", "method_options", "head_options", "benchmark", "data")
 
 
 def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -30,6 +36,37 @@ def point_name(point: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
+def point_config(config: RunConfig, point: dict[str, str], out: Path) -> RunConfig:
+    """``config`` with a grid point: keys that are fields of the run (``lr``, ``steps``,
+    ``seed``, ...) set those, typed as the field is; the rest are method options."""
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    run, options = {}, {}
+    for key, value in point.items():
+        if key in NOT_GRIDDED:
+            raise RetainError(f"--grid {key} cannot vary within a sweep: run one sweep per "
+                              f"{key}")
+        if key in fields:
+            run[key] = _typed(key, value, getattr(config, key), fields[key].type)
+        else:
+            options[key] = value
+    return dataclasses.replace(config, out=str(out / point_name(point)), **run,
+                               method_options={**config.method_options, **options})
+
+
+def _typed(key: str, value: str, current: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    try:
+        if isinstance(current, bool) or text.startswith("bool"):
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(current, int) or text.startswith("int"):
+            return int(value)
+        if isinstance(current, float) or text.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise RetainError(f"--grid {key}={value}: not a number") from None
+    return value
+
+
 def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | None = None
                  ) -> dict[str, Any]:
     return {"label": label, "options": options or {}, **summary_row(results)}
@@ -37,31 +74,41 @@ def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | 
 
 def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | None = None,
           progress: bool = True) -> dict[str, Any]:
-    """Run every point of ``grid`` (method options) with ``config`` and write the frontier."""
+    """Run every point of ``grid`` with ``config`` and write the frontier."""
     from accelerate import PartialState
 
+    from retain import checkpoint
     from retain.engine import run_or_load
-    from retain.reporting.figures import frontier_figure
+    from retain.frontier import tables
+    from retain.reporting.figures import envelope_figure, frontier_figure
 
     out = Path(config.out)
     points = grid_points(grid)
-    rows = []
-    for point in tqdm(points, desc="sweep", unit="run", disable=not progress):
-        cfg = dataclasses.replace(config, out=str(out / point_name(point)),
-                                  method_options={**config.method_options, **point})
+    configs = [point_config(config, point, out) for point in points]  # refused before any run
+    rows, runs = [], []
+    for point, cfg in tqdm(list(zip(points, configs, strict=True)), desc="sweep", unit="run",
+                           disable=not progress):
         results = run_or_load(cfg, progress)
+        runs.append(results)
         rows.append(frontier_row(results, point_name(point), point))
-    refs = []
+    refs, ref_runs = [], []
     for path in baselines or []:
         results = json.loads(Path(path).read_text())
+        ref_runs.append(results)
         refs.append(frontier_row(results, f"{results['method']} ({results['head']})"))
     cfg = config.resolved()
-    frontier = {"method": cfg.method, "benchmark": cfg.benchmark or cfg.data,
+    frontier = {"method": cfg.method, "benchmark": cfg.benchmark or cfg.data, "kind": cfg.kind,
                 "profile": cfg.profile, "seed": cfg.seed, "grid": grid, "points": rows,
                 "baselines": refs}
+    if any(r.get("curves") for r in runs):
+        frontier["envelopes"] = tables(runs + ref_runs)
     if PartialState().is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "frontier.json", frontier)
-        frontier_figure(frontier, out / "frontier.png")
+        if "envelopes" in frontier:
+            envelope_figure(frontier["envelopes"], out / "frontier.png",
+                            f"{cfg.method} sweep on {frontier['benchmark']} ({cfg.profile})")
+        else:
+            frontier_figure(frontier, out / "frontier.png")
     PartialState().wait_for_everyone()
     return frontier

@@ -2,7 +2,7 @@
 
 from retain.data import lm3, lmfar, wordnet  # noqa: F401  (register the benchmarks)
 from retain.data.files import file_stream
-from retain.data.stream import BENCHMARKS, Split, Stream, Task
+from retain.data.stream import BENCHMARKS, Split, Stream, Task, hold_out
 from retain.errors import RetainError
 
 
@@ -19,7 +19,7 @@ def build_stream(config, backbone=None) -> Stream:
                           f"{', '.join(BENCHMARKS)} or give --data FILE")
     if not stream.tasks:
         raise RetainError(f"the stream {stream.name} has no tasks")
-    return stream
+    return hold_out(stream, config.holdout) if config.holdout else stream
 
 
 __all__ = ["BENCHMARKS", "Split", "Stream", "Task", "build_stream"]

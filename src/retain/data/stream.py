@@ -41,6 +41,7 @@ class Task:
     name: str = ""
     trained_on: int | None = None  # training items it had, for a task learnt in an earlier
     # session (its training data is gone: rehearsal-free)
+    heldout: Split | None = None  # training items held out (--holdout), never trained on
 
 
 @dataclass
@@ -112,6 +113,18 @@ class Stream:
                               Split(task.test.items, _mapped(task.test.labels, remap)),
                               task.name))
         return Stream(f"{self.name}+{new.name}", self.scenario, names, order, tasks, self.kind)
+
+
+def hold_out(stream: Stream, n: int) -> Stream:
+    """Each task's last ``n`` training items moved to ``Task.heldout`` (in place): data carved
+    from the training split to choose on, so that the test split chooses nothing."""
+    for task in stream.tasks:
+        if n >= len(task.train):
+            raise RetainError(f"--holdout {n} leaves nothing to train on in task {task.index + 1}"
+                              f" ({task.name}: {len(task.train)} training items): give fewer")
+        task.heldout = Split(task.train.items[-n:], task.train.labels[-n:])
+        task.train = Split(task.train.items[:-n], task.train.labels[:-n])
+    return stream
 
 
 def _empty() -> Split:

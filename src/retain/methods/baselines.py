@@ -42,13 +42,36 @@ def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if "lora_" in k}
 
 
+@dataclass
+class FTOptions(MethodConfig):
+    top_blocks: int = field(default=0, metadata={
+        "help": "0: every weight of the backbone trains; N: only its last N transformer blocks "
+                "(embeddings, earlier blocks, the final norm and a language model's output "
+                "layer stay frozen): the top-N freeze baseline"})
+
+    def __post_init__(self) -> None:
+        if self.top_blocks < 0:
+            raise RetainError(f"seq-ft top_blocks must be 0 (all) or more, got "
+                              f"{self.top_blocks}")
+
+
 @register
 class SeqFT(ContinualMethod):
     name = "seq-ft"
-    config_class = NoConfig
+    config_class = FTOptions
 
     def prepare(self, backbone, stream) -> None:
-        self.model.requires_grad_(True)
+        n = self.config.top_blocks
+        self.model.requires_grad_(not n)
+        if n:
+            from retain.backbones import transformer_blocks
+
+            blocks = transformer_blocks(self.model)
+            if blocks is None or n > len(blocks):
+                have = "no transformer blocks" if blocks is None else f"{len(blocks)} blocks"
+                raise RetainError(f"seq-ft top_blocks={n}: the backbone has {have}; give at "
+                                  "most that many (0 trains all)")
+            blocks[len(blocks) - n:].requires_grad_(True)
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         out, seen = {}, set()

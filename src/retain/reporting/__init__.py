@@ -201,6 +201,17 @@ def build_report(directory: str | Path) -> list[Path]:
     if len(files) > 5:  # language models: the curves of --probe-every
         figures.learning_vs_forgetting(comparison, files[5])
         figures.curves_over_steps(comparison, files[6])
+    runs = [r for entry in comparison["methods"].values() for r in entry["runs"]]
+    if any(r.get("curves") for r in runs):  # every configuration's envelope (retain.frontier)
+        from retain.frontier import markdown, tables
+
+        found = tables(runs)
+        figures.envelope_figure(found, directory / "frontier.png", figures.title(
+            comparison, "Envelopes of learning against forgetting"))
+        (directory / "frontier.md").write_text("\n\n".join(
+            f"Task {t['task']}: envelopes of learning against forgetting\n\n{markdown(t)}"
+            for t in found) + "\n")
+        files.append(directory / "frontier.png")
     header, rows = table(comparison)
     (directory / "report.md").write_text(_markdown(comparison, header, rows))
     (directory / "report.html").write_text(_html(comparison, header, rows, directory))

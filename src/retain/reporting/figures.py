@@ -43,18 +43,25 @@ def _save(fig, path: Path, title: str) -> None:
 
 
 def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
-    """Plasticity and final accuracy against retention, one line per value of the grid's first
-    key through the values of its second, baselines as black markers."""
+    """Plasticity and the final score against retention, one line per value of the grid's first
+    key through the values of its second, baselines as black markers (accuracy and the lowest
+    retention ratio on a classification stream; perplexity and the worst English ratio on a
+    language-model one)."""
     keys = list(frontier["grid"])
+    lm = "final_perplexity" in (frontier["points"] or [{}])[0]
+    score = "perplexity" if lm else "accuracy"
+    x_key = "retention_worst_perplexity" if lm else "retention_min"
+    if lm and all(r.get(x_key) is None for r in frontier["points"]):
+        x_key = "retention_shakespeare_perplexity"  # a stream without held-out English
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     groups: dict[str, list[dict]] = {}
     for row in frontier["points"]:
         groups.setdefault(f"{keys[0]}={row['options'][keys[0]]}", []).append(row)
-    for ax, metric, label in ((axes[0], "plasticity", "plasticity (accuracy on the task just "
-                               "learned)"), (axes[1], "final_accuracy", "final accuracy "
+    for ax, metric, label in ((axes[0], "plasticity", f"plasticity ({score} on the task just "
+                               "learned)"), (axes[1], f"final_{score}", f"final {score} "
                                              "(all tasks)")):
         for name, rows in groups.items():
-            xs = [_num(r["retention_min"]) for r in rows]
+            xs = [_num(r.get(x_key)) for r in rows]
             ys = [_num(r[metric]) for r in rows]
             (line,) = ax.plot(xs, ys, "o-", label=name)
             for r, x, y in zip(rows, xs, ys, strict=True):
@@ -63,17 +70,50 @@ def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
                     ax.annotate(rest, (x, y), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7, color=line.get_color())
         for i, r in enumerate(frontier.get("baselines", [])):
-            ax.plot(_num(r["retention_min"]), _num(r[metric]), marker="s^Dvo"[i % 5], color="black",
+            ax.plot(_num(r.get(x_key)), _num(r[metric]), marker="s^Dvo"[i % 5], color="black",
                     linestyle="none", label=r["label"])
-        ax.set_xlabel(RETENTION_AXIS, fontsize=8)
+        ax.set_xlabel("retention (worst English perplexity ratio; right: lost)" if lm
+                      else RETENTION_AXIS, fontsize=8)
         ax.set_ylabel(label)
+        if lm:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     _save(fig, path, f"{frontier['method']} plasticity-retention frontier on "
           f"{frontier['benchmark']} ({frontier['profile']}, seed {frontier['seed']})")
 
 
-def _title(comparison: dict[str, Any], what: str) -> str:
+def envelope_figure(tables: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Each configuration's curve points (faint) and lower envelope: the task's test perplexity
+    (x, log) against the worst English ratio (left) and the mean English KL (right), one row of
+    panels per task; dotted lines at the matched points (multiples of full fine-tuning's best)."""
+    fig, axes = plt.subplots(len(tables), 2, figsize=(12, 4.8 * len(tables)), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = sorted({row["configuration"] for t in tables for row in t["rows"]})
+    for (left, right), table in zip(axes, tables, strict=True):
+        for ax, y, front, label in ((left, "y", "envelope", "worst English perplexity ratio"),
+                                    (right, "kl", "kl_envelope", "mean English KL "
+                                     "(nats/token)")):
+            for row in table["rows"]:
+                c = colours[names.index(row["configuration"]) % len(colours)]
+                ax.plot([p["x"] for p in row["points"]], [p[y] for p in row["points"]], ".",
+                        color=c, alpha=0.3)
+                ax.plot([p["x"] for p in row[front]], [p[y] for p in row[front]], "-o",
+                        color=c, ms=4, label=row["configuration"])
+            if table["reference_best_perplexity"]:
+                for f in table["matched"]:
+                    ax.axvline(f * table["reference_best_perplexity"], ls=":", color="grey",
+                               lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel(f"task {table['task']} test perplexity (log; left: learnt)")
+            ax.set_ylabel(f"{label} (up: lost)")
+            ax.grid(alpha=0.3)
+        left.axhline(1.0, ls=":", color="grey", lw=1)
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path, title)
+
+
+def title(comparison: dict[str, Any], what: str) -> str:
     seeds = ", ".join(str(s) for s in comparison["seeds"])
     plural = "s" if len(comparison["seeds"]) > 1 else ""
     mean = " (mean over seeds)" if plural else ""
@@ -121,7 +161,7 @@ def score_matrices(comparison: dict[str, Any], path: Path) -> None:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.8, label=score)
-    fig.suptitle(_title(comparison, f"{score.capitalize()} matrices"))
+    fig.suptitle(title(comparison, f"{score.capitalize()} matrices"))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -155,7 +195,7 @@ def score_curves(comparison: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path, _title(comparison, f"{score.capitalize()} after each task"))
+    _save(fig, path, title(comparison, f"{score.capitalize()} after each task"))
 
 
 def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
@@ -186,7 +226,7 @@ def score_vs_retention(comparison: dict[str, Any], path: Path) -> None:
         _scatter(ax, comparison, x_key, key)
         ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel(label)
-    _save(fig, path, _title(comparison, f"{score.capitalize()} against retention"))
+    _save(fig, path, title(comparison, f"{score.capitalize()} against retention"))
 
 
 def cost_vs_score(comparison: dict[str, Any], path: Path) -> None:
@@ -202,7 +242,7 @@ def cost_vs_score(comparison: dict[str, Any], path: Path) -> None:
     _scatter(axes[1], comparison, "wall_seconds", f"final_{score}")
     axes[1].set_xlabel("wall time of the run (seconds)")
     axes[0].set_ylabel(f"final {score} (all tasks)")
-    _save(fig, path, _title(comparison, f"Cost against final {score}"))
+    _save(fig, path, title(comparison, f"Cost against final {score}"))
 
 
 def training_loss(comparison: dict[str, Any], path: Path, window: int = 20) -> None:
@@ -234,7 +274,7 @@ def training_loss(comparison: dict[str, Any], path: Path, window: int = 20) -> N
     else:
         ax.text(0.5, 0.5, "no training log saved (nothing trained, or runs from before it)",
                 ha="center", va="center", transform=ax.transAxes)
-    _save(fig, path, _title(comparison, "Training loss"))
+    _save(fig, path, title(comparison, "Training loss"))
 
 
 def _curve_points(comparison: dict[str, Any]):
@@ -274,7 +314,7 @@ def learning_vs_forgetting(comparison: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("current task's test perplexity (log; left: learnt)")
     ax.set_ylabel("worst English perplexity ratio to the untouched model (up: lost)")
     ax.grid(alpha=0.3)
-    _save(fig, path, _title(comparison, "Learning against forgetting"))
+    _save(fig, path, title(comparison, "Learning against forgetting"))
 
 
 def curves_over_steps(comparison: dict[str, Any], path: Path) -> None:
@@ -298,4 +338,4 @@ def curves_over_steps(comparison: dict[str, Any], path: Path) -> None:
     top.set_ylabel("current task's test perplexity")
     bottom.set_ylabel("worst English ratio")
     bottom.set_xlabel("optimiser step (all tasks, in order)")
-    _save(fig, path, _title(comparison, "Learning and forgetting over steps"))
+    _save(fig, path, title(comparison, "Learning and forgetting over steps"))

@@ -1,0 +1,90 @@
+"""lmfar frontiers (issue 36): one new task (German) from the untouched SmolLM2, 60 steps, curves
+every 10 steps on held-out and test sequences, each configuration at a grid of learning rates;
+then the envelopes and the figures at matched amounts of learning (``retain.frontier``).
+
+    python benchmarks/lmfar_frontier.py                          # stage A, every run
+    python benchmarks/lmfar_frontier.py --only seq-ft,lora-all   # some configurations
+    python benchmarks/lmfar_frontier.py --seeds 1,2 --only ...   # stage B: more seeds
+    python benchmarks/lmfar_frontier.py --table                  # no training: the table
+
+Each run is ``retain run --benchmark lmfar --profile quick`` with ``COMMON`` and its own fields,
+in ``runs/lmfar_frontier/<configuration>_lr<rate>[_seed<s>]/`` (a finished run is read, not run
+again); the tables go to ``benchmarks/results/lmfar_frontier.json`` and the figure to
+``docs/figures/lmfar_frontier.png``. One run at a time: nothing else beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from retain import RunConfig
+from retain.engine import run_or_load
+from retain.frontier import load_runs, markdown, seed_spreads, tables
+from retain.reporting.figures import envelope_figure
+
+COMMON = dict(benchmark="lmfar", profile="quick", tasks=1, steps=60, probe_every=10,
+              probe_task_sequences=8, probe_english_sequences=8, holdout=8, retention=False,
+              inference_rounds=2)
+
+# configuration -> (RunConfig fields, learning rates); rates spaced by about 3x
+LORA_ALL = {"target_modules": ["all-linear"]}
+STAGE_A = {
+    "seq-ft": ({"method": "seq-ft"}, [3e-5, 1e-4, 3e-4]),
+    "lora-all": ({"method": "seq-lora", "method_options": LORA_ALL}, [3e-4, 1e-3, 3e-3]),
+    "plate-r8": ({"method": "plate"}, [3e-4, 1e-3, 3e-3]),
+    "plate-r8-official": ({"method": "plate", "method_options": {"selection": "official"}},
+                          [1e-3, 3e-3]),
+    "plate-r32-tau0.98": ({"method": "plate", "method_options": {"r": 32, "tau": 0.98}},
+                          [3e-4, 1e-3]),
+    "plate-r32-tau0.98-official": ({"method": "plate", "method_options": {
+        "r": 32, "tau": 0.98, "selection": "official"}}, [3e-4, 1e-3]),
+    "share": ({"method": "share"}, [1.5e-3, 4e-3]),
+    "grow-all": ({"method": "grow"}, [1e-4, 3e-4]),
+    "grow-third": ({"method": "grow", "method_options": {"select": "spread"}}, [3e-4, 1e-3]),
+    "top10": ({"method": "seq-ft", "method_options": {"top_blocks": 10}}, [1e-4, 3e-4]),
+}
+RUNS = Path("runs/lmfar_frontier")
+RESULTS = Path("benchmarks/results/lmfar_frontier.json")
+FIGURE = Path("docs/figures/lmfar_frontier.png")
+
+
+def folder(name: str, lr: float, seed: int) -> Path:
+    return RUNS / (f"{name}_lr{lr:g}" + (f"_seed{seed}" if seed else ""))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated configurations (default: all)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    p.add_argument("--lrs", help="only these rates (comma-separated)")
+    p.add_argument("--table", action="store_true", help="no training: tables from the runs")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(STAGE_A)
+    if not args.table:
+        for seed in map(int, args.seeds.split(",")):
+            for name in names:
+                fields, rates = STAGE_A[name]
+                for lr in rates:
+                    if args.lrs and lr not in {float(x) for x in args.lrs.split(",")}:
+                        continue
+                    cfg = RunConfig(**COMMON, **fields, lr=lr, seed=seed,
+                                    out=str(folder(name, lr, seed)))
+                    res = run_or_load(cfg, progress=False)
+                    print(f"{name} lr {lr:g} seed {seed}: {res['cost']['wall_seconds']:.0f} s")
+    runs = load_runs([str(RUNS)])
+    found = tables([r for r in runs if r["config"]["seed"] == 0])
+    spreads = seed_spreads(runs)
+    RESULTS.write_text(json.dumps({"common": COMMON, "configurations": {
+        k: {"fields": v[0], "rates": v[1]} for k, v in STAGE_A.items()},
+        "runs": sorted(r["_path"] for r in runs), "tables": found, "seed_spreads": spreads},
+        indent=1) + "\n")
+    envelope_figure(found, FIGURE, "lmfar: German from the untouched SmolLM2-135M, 60 steps "
+                    "(seed 0)")
+    for t in found:
+        print(markdown(t, spreads))
+
+
+if __name__ == "__main__":
+    main()
