@@ -4,7 +4,7 @@ time (JSON).
 
     python benchmarks/lm.py --profile quick --methods seq-ft,seq-lora,inflora,plate
     python benchmarks/lm.py --methods grow,grow/gradient-third   # a method or a variant
-    python benchmarks/lm.py --benchmark lmfar --probe-every 10 --methods seq-ft,plate/paper
+    python benchmarks/lm.py --benchmark lmfar --probe-every 10 --methods seq-ft,plate/r32-tau0.98
 
 Each run's results stay in ``runs/<benchmark>/<profile>/<label>/results.json`` (a finished run
 of the same config is read, not run again: ``retain run ... --out`` that folder gives the same
@@ -33,10 +33,11 @@ VARIANTS = {
     "grow/lr2e-05": {"method": "grow", "lr": 2e-5},
     "grow/lr0.0001": {"method": "grow", "lr": 1e-4},
     "grow/lr5e-05": {"method": "grow", "lr": 5e-5},
-    # lmfar: matched learning rates, PLATE's paper setting, LoRA at PLATE's size
+    # lmfar: matched learning rates, PLATE at r 32 / tau 0.98 (one corner of the authors'
+    # sweep), LoRA at PLATE's size
     "seq-lora/lr0.0001": {"method": "seq-lora", "lr": 1e-4},
     "plate/lr0.0001": {"method": "plate", "lr": 1e-4},
-    "plate/paper": {"method": "plate", "method_options": {"r": 32, "tau": 0.98}},
+    "plate/r32-tau0.98": {"method": "plate", "method_options": {"r": 32, "tau": 0.98}},
     "seq-lora/r32": {"method": "seq-lora", "method_options": {"rank": 32}},
 }
 

@@ -139,3 +139,50 @@ def test_compare_takes_one_head_for_every_method():
                                       "analytic"])
     assert config_from_args(args).head == "analytic"
     assert config_from_args(build_parser().parse_args(["compare"])).head is None
+
+
+def test_the_authors_presets_load_as_configs():
+    """examples/presets: the authors' settings as `retain run --config` files."""
+    from pathlib import Path
+
+    from retain.config import RunConfig
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "presets"
+    share = RunConfig.from_toml(folder / "share-authors.toml").resolved()
+    assert (share.method, share.lr, share.weight_decay, share.warmup_ratio) == (
+        "share", 4e-3, 0.1, 0.06)
+    plate = RunConfig.from_toml(folder / "plate-authors-config.toml").resolved()
+    assert {k: plate.method_options[k] for k in ("r", "tau", "alpha", "selection")} == {
+        "r": 8, "tau": 0.9, "alpha": 0.5, "selection": "official"}
+
+
+def test_every_method_and_head_option_parses_from_its_command_line_text():
+    """Each option of every method and head, given as the text `--set KEY=VALUE` (or a config
+    file's string) would carry, resolves to a value of its type: the default's text gives the
+    default back; an `X | None` option is converted as X (issue 38: schedule_tasks=3 crashed)."""
+    import dataclasses
+
+    from retain.catalogue import METHODS
+    from retain.methods import get_method_class
+    from retain.methods.heads import HEAD_CONFIGS
+
+    classes = [get_method_class(m).config_class for m in METHODS] + list(HEAD_CONFIGS.values())
+    checked = 0
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            default = getattr(cls(), f.name)
+            if default is None:
+                text, expected = "3", 3 if str(f.type).startswith("int") else None
+                if expected is None:
+                    continue
+            elif isinstance(default, list | tuple):
+                text, expected = ",".join(map(str, default)), list(default)
+            else:
+                text, expected = str(default), default
+            value = getattr(cls.from_options({f.name: text}), f.name)
+            assert value == expected and type(value) is type(expected), (cls, f.name, value)
+            checked += 1
+    assert checked > 40
+    from retain.methods.inflora import InfLoRAConfig
+
+    assert InfLoRAConfig.from_options({"schedule_tasks": "none"}).schedule_tasks is None

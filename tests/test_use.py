@@ -80,14 +80,20 @@ def test_the_exported_head_applies_as_documented(head, tiny_config, tmp_path):
     texts = [json.loads(line)["text"] for line in Path(cfg.data).read_text().splitlines()][::5]
     ours = trained.predict(texts)
     theirs = documented_head(dest, texts)
+    tensors = load_file(str(dest / "head.safetensors"))
     assert [t["class"] for t in theirs] == [o["class"] for o in ours]
-    assert [t["score"] for t in theirs] == pytest.approx([o["score"] for o in ours], rel=1e-5,
-                                                         abs=1e-6)
+    # two float32 evaluations of the same products in another order: each score within the
+    # worst-case rounding of float32 sums as long as the head's products (n eps, n the summed
+    # lengths; the analytic head's 512-wide projection: 6e-5), not a fixed 1e-5 that one
+    # machine's kernels met and another's missed by 2.1e-5 (issue 38)
+    n = sum(max(t.shape) for k, t in tensors.items() if t.dim() == 2 and k != "row_class")
+    rel = max(1e-5, n * torch.finfo(torch.float32).eps)
+    assert [t["score"] for t in theirs] == pytest.approx([o["score"] for o in ours], rel=rel,
+                                                         abs=rel)
     info = json.loads((dest / "retain.json").read_text())
     assert info["head"]["dtype"] == "float32"
     assert info["head"]["transform"] == {"growing": "none", "prototypes": "normalize",
                                          "analytic": "relu_projection"}[head]
-    tensors = load_file(str(dest / "head.safetensors"))
     assert {t.dtype for k, t in tensors.items() if k != "row_class"} == {torch.float32}
 
 

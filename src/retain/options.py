@@ -29,6 +29,11 @@ class Options:
                 raise RetainError(f"unknown option '{key}'{whose}: the options are "
                                   f"{', '.join(fields)} ({flag} KEY=VALUE{more})")
             default = cls().__getattribute__(key)
+            if default is None and isinstance(value, str):  # typed by its annotation
+                default = _example(fields[key].type)
+                if value.strip().lower() in ("none", ""):
+                    values[key] = None
+                    continue
             values[key] = _coerce(key, value, default)
         return cls(**values)
 
@@ -37,6 +42,14 @@ class Options:
         """One line per field: name, default and help text."""
         return [f"{f.name}={getattr(cls(), f.name)!r}: {f.metadata.get('help', '')}"
                 for f in dataclasses.fields(cls)]
+
+
+def _example(annotation: Any) -> Any:
+    """A value of the first type an ``X | None`` annotation names (``int | None``: 0), so that
+    a string given for an option whose default is None is converted as the type says."""
+    first = str(annotation).split("|")[0].strip()
+    return {"int": 0, "float": 0.0, "bool": False}.get(first, [] if first.startswith("list")
+                                                        else None)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
