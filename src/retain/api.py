@@ -74,12 +74,16 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     continues one from its checkpoint."""
     cfg = _config(config, fields)
     check_run_out(cfg.out, resume, overwrite)
+    from accelerate import PartialState
+
+    from retain.checkpoint import owned
     from retain.engine import run as _run
 
-    if overwrite:
-        cfg.resolved()  # a bad config fails before anything is removed
-        _clear_run(Path(cfg.out))
-    return _run(cfg, resume=resume, progress=progress)
+    with owned(cfg.out, PartialState().is_main_process):
+        if overwrite:
+            cfg.resolved()  # a bad config fails before anything is removed
+            _clear_run(Path(cfg.out))
+        return _run(cfg, resume=resume, progress=progress)
 
 
 @python_errors

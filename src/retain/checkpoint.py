@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,61 @@ from safetensors.torch import load_file, save_file
 from retain.errors import RetainError
 
 STATE = "state.json"
+LOCK = ".retain.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def owned(out: str | os.PathLike, main: bool = True) -> Iterator[None]:
+    """The run folder ``out`` written by this process alone while the block runs:
+    ``OUT/.retain.lock`` holds the writer's host and pid, created atomically; another live
+    writer is refused in one line, a lock left by a process that is gone (a crash, a kill) is
+    taken over, and this process's own lock is re-entered. ``main=False`` (the other processes
+    of a multi-process run) takes nothing."""
+    import socket
+
+    if not main:
+        yield
+        return
+    folder = Path(out).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, me = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            if holder == me:  # re-entered (a run inside api.run's overwrite)
+                yield
+                return
+            host, _, pid = holder.rpartition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # its writer is gone
+                continue
+            if not holder:  # being written this instant: look again
+                continue
+            raise RetainError(f"{folder} is being written by another retain process (pid {pid} "
+                              f"on {host}): wait for it to finish or choose another --out (if "
+                              f"that process is gone, delete {lock})") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise RetainError(f"could not take {lock}: delete it if no retain process is writing "
+                          f"{folder}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def finite(x: Any) -> Any:

@@ -14,9 +14,17 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jso
                   ".ndjson": "jsonl"}
 
 
-def check_folder(path: str | Path, flag: str = "--out") -> None:
-    """Refuse a folder to write that is a file, or lies under one."""
+def check_folder(path: str | Path, flag: str = "--out", inside_run: bool = False) -> None:
+    """Refuse a folder to write that is a file, or lies under one, or lies inside a run's
+    folder (a folder holding ``checkpoint/state.json``): anywhere in it unless ``inside_run``
+    (``evaluate --out RUN/eval``), and never in the run's own ``checkpoint/`` or ``test/``."""
     p = Path(path).expanduser()
+    for q in p.parents:
+        if (q / "checkpoint" / "state.json").is_file():
+            own = p.relative_to(q).parts[0] in ("checkpoint", "test")
+            if own or not inside_run:
+                raise RetainError(f"{flag} {path} lies inside the run in {q} (it would write "
+                                  f"among the run's own files): choose a folder outside it")
     for q in (p, *p.parents):
         if q.exists():
             if not q.is_dir():
@@ -77,7 +85,7 @@ def check_predictions_out(out: str | Path | None, data: str | Path, overwrite: b
     if out is None:
         return
     path = Path(out).expanduser()
-    check_folder(path.parent, "--out")
+    check_folder(path.parent, "--out", inside_run=True)
     if path.is_dir():
         raise RetainError(f"--out {out} is a folder: give a .csv, .tsv or .jsonl file")
     if path.exists() and path.samefile(Path(data).expanduser()):

@@ -167,6 +167,10 @@ def _check_compare(args: argparse.Namespace) -> None:
     from retain.catalogue import METHODS
 
     if getattr(args, "runs", None):
+        checks.check_folder(args.out, "--out")
+        if (Path(args.out).expanduser() / "comparison.json").is_file() and not args.overwrite:
+            raise RetainError(f"{args.out} holds an earlier comparison: add --overwrite to "
+                              "replace it, or choose another --out")
         return
     config_from_args(args).check()
     checks.check_seeds(args.seeds)
@@ -193,7 +197,7 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     if not os.path.exists(os.path.expanduser(args.data)):
         raise RetainError(f"data file '{args.data}' does not exist")
     if args.out is not None:
-        checks.check_folder(args.out, "--out")
+        checks.check_folder(args.out, "--out", inside_run=True)
 
 
 def _check_learn(args: argparse.Namespace) -> None:
@@ -311,7 +315,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.runs:
         defaults = vars(build_parser().parse_args(["compare"]))
         given = [k for k, v in vars(args).items()
-                 if k not in ("runs", "out", "quiet") and v != defaults.get(k)]
+                 if k not in ("runs", "out", "quiet", "overwrite") and v != defaults.get(k)]
         if given:
             flags = ", ".join("--no-retention" if k == "retention" else "--" + k.replace("_", "-")
                               for k in given)
@@ -485,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "each method's own; joint takes only growing)")
     p.add_argument("--runs", nargs="+", metavar="DIR", help="compare these finished runs "
                    "(`retain run --out` folders) instead of running: no training, and no "
-                   "option but --out")
+                   "option but --out and --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="with --runs: replace the "
+                   "comparison in --out")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild the report of a comparison from its saved "
                        "results (no training)")

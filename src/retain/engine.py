@@ -384,7 +384,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
             return _learnt_stream(cfg, saved, backbone)
         return build_stream(cfg, backbone)
 
-    return _session(cfg, saved, accelerator, stream_for, started, progress)
+    with checkpoint.owned(out, accelerator.is_main_process):
+        return _session(cfg, saved, accelerator, stream_for, started, progress)
 
 
 def learn(directory: str | Path, data: str | Path, classes_per_task: int | None = None,
@@ -426,8 +427,9 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
                                          "classes_per_task": cfg.classes_per_task}]), session]
     saved = {**saved, "config": cfg.to_dict(), "sessions": sessions}
     accelerator = _accelerator(cfg)
-    return _session(cfg, saved, accelerator, lambda bb: _learnt_stream(cfg, saved, bb), started,
-                    progress)
+    with checkpoint.owned(out, accelerator.is_main_process):
+        return _session(cfg, saved, accelerator, lambda bb: _learnt_stream(cfg, saved, bb),
+                        started, progress)
 
 
 def _check_learn_kind(cfg: RunConfig, data: str) -> None:

@@ -1,0 +1,65 @@
+"""Run folders: one writer at a time (a lock a crashed run does not leave behind for ever), no
+output inside a run's folder, and comparisons replaced only when asked (issue 38)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import retain
+from retain.checkpoint import LOCK, owned
+from retain.errors import RetainError
+
+
+def test_a_run_folder_has_one_writer_and_a_dead_writers_lock_is_taken_over(tiny_config):
+    cfg = tiny_config(method="frozen-ncm")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tiny_config().out + "/" + LOCK
+        import os
+
+        os.makedirs(cfg.out, exist_ok=True)
+        with open(lock, "w") as f:
+            f.write(f"{socket.gethostname()} {other.pid}")
+        with pytest.raises(RetainError, match=f"being written by another retain process "
+                                              f"\\(pid {other.pid}"):
+            retain.run(cfg, progress=False)
+        assert not os.path.exists(os.path.join(cfg.out, "results.json"))
+    finally:
+        other.kill()
+        other.wait()
+    retain.run(cfg, progress=False)  # its writer is gone: the lock is taken over
+    assert os.path.exists(os.path.join(cfg.out, "results.json"))
+    assert not os.path.exists(lock)  # and released at the end
+
+
+def test_the_lock_is_atomic_and_reentrant(tmp_path):
+    with owned(tmp_path / "run"):
+        assert (tmp_path / "run" / LOCK).read_text().endswith(str(__import__("os").getpid()))
+        with owned(tmp_path / "run"):  # the same process again: allowed
+            pass
+        assert (tmp_path / "run" / LOCK).exists()
+    assert not (tmp_path / "run" / LOCK).exists()
+
+
+def test_no_output_inside_a_run_folder(tiny_config, tmp_path):
+    from retain.checks import check_folder
+    from retain.cli import main
+
+    cfg = tiny_config(method="frozen-ncm")
+    retain.run(cfg, progress=False)
+    for inside in ("checkpoint", "checkpoint/x", "test", "other"):
+        with pytest.raises(RetainError, match="lies inside the run"):
+            retain.run(tiny_config(method="frozen-ncm", out=f"{cfg.out}/{inside}"),
+                       progress=False)
+    check_folder(f"{cfg.out}/eval", inside_run=True)  # evaluate --out RUN/eval, as documented
+    with pytest.raises(RetainError, match="lies inside the run"):
+        check_folder(f"{cfg.out}/checkpoint/eval", inside_run=True)
+    # compare --runs: an earlier comparison is replaced only with --overwrite
+    out = str(tmp_path / "cmp")
+    assert main(["compare", "--runs", cfg.out, "--out", out]) == 0
+    assert main(["compare", "--runs", cfg.out, "--out", out]) == 2
+    assert main(["compare", "--runs", cfg.out, "--out", out, "--overwrite"]) == 0
