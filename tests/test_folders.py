@@ -63,3 +63,34 @@ def test_no_output_inside_a_run_folder(tiny_config, tmp_path):
     assert main(["compare", "--runs", cfg.out, "--out", out]) == 0
     assert main(["compare", "--runs", cfg.out, "--out", out]) == 2
     assert main(["compare", "--runs", cfg.out, "--out", out, "--overwrite"]) == 0
+
+
+def test_values_of_the_wrong_type_are_one_line_errors(tmp_path, tiny_config):
+    """A config file's `lr = "fast"` or the API's lr="fast": a RetainError naming the field,
+    not a TypeError deep in the run; LoRA's rank and dropout checked when resolved."""
+    from retain.cli import main
+    from retain.config import RunConfig
+
+    with pytest.raises(RetainError, match="lr must be float, got 'fast'"):
+        RunConfig(lr="fast").check()
+    with pytest.raises(RetainError, match="steps must be int, got True"):
+        RunConfig(steps=True).check()
+    path = tmp_path / "bad.toml"
+    path.write_text('method = "seq-lora"\nlr = "fast"\n')
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    for options, message in (({"rank": "0"}, "rank must be 1 or more"),
+                             ({"dropout": "2"}, r"dropout must lie in \[0, 1\)")):
+        with pytest.raises(RetainError, match=message):
+            tiny_config(method_options=options).resolved()
+
+
+def test_the_inference_measurement_can_be_skipped_and_the_time_rows_add_up(tiny_config):
+    from retain.summary import summary_row
+
+    res = retain.run(tiny_config(method="frozen-ncm", inference_rounds=0), progress=False)
+    row = summary_row(res)
+    assert "inference_ratio" not in res["cost"] and row.get("inference_ratio") is None
+    parts = ("startup_seconds", "tasks_seconds", "retention_seconds", "inference_seconds")
+    assert row["wall_seconds"] == pytest.approx(sum(row[k] for k in parts))
+    with pytest.raises(RetainError, match="0 \\(no measurement\\) or 2 or more"):
+        tiny_config(inference_rounds=1).check()

@@ -330,7 +330,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         keep = [0, 1] + [i for i, h in enumerate(header) if h in (
             "final accuracy", "final perplexity", "forgetting", "plasticity",
             "retention, lowest ratio", "retention KL from untouched (nats/token)",
-            "stored parameters", "wall seconds (the three above)")]
+            "stored parameters", "wall seconds (the four above)")]
         for cells in [[(h, False) for h in header]] + rows:
             print("  ".join(f"{cells[i][0]:>18}" for i in keep))
         print(f"report: {os.path.join(args.out, 'report.html')} (and report.md)")

@@ -23,7 +23,7 @@ HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.BUILDERS builds them
 _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
              "classes_per_task": (1, ""), "retention_limit": (1, ""),
-             "inference_rounds": (2, " (the spread needs two)"),
+             "inference_rounds": (0, " (0 skips the measurement)"),
              **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
              "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)"),
@@ -100,7 +100,7 @@ class RunConfig:
     inference_rounds: int | None = field(default=None, metadata={
         "help": "timed rounds of the inference measurement, at least; more (up to 100) while "
                 "they took under 0.1 s each asked for (None: the profile's, 10 for smoke, 30 "
-                "otherwise)"})
+                "otherwise; 0: no measurement, and no inference figures)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
     probe_every: int = field(default=0, metadata={
@@ -187,6 +187,7 @@ class RunConfig:
         from retain.catalogue import METHODS
         from retain.data import BENCHMARKS
 
+        self._check_types()
         if self.method not in METHODS:
             raise RetainError(f"unknown method '{self.method}': choose one of "
                               f"{', '.join(METHODS)} (`retain list`)")
@@ -223,6 +224,9 @@ class RunConfig:
             if value is not None and value < low:
                 raise RetainError(f"--{name.replace('_', '-')} must be {low} or more, got "
                                   f"{value}{why}")
+        if self.inference_rounds == 1:
+            raise RetainError("--inference-rounds must be 0 (no measurement) or 2 or more (the "
+                              "spread needs two), got 1")
         if self.class_order is not None and (len(set(self.class_order)) != len(self.class_order)
                                              or min(self.class_order, default=0) < 0):
             raise RetainError(f"--class-order must list distinct class indices from 0, got "
@@ -241,6 +245,25 @@ class RunConfig:
             drop = f"--head {self.head}" if self.head not in (None, "none") else "--head-set"
             raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop {drop}")
         check_folder(self.out)
+
+    def _check_types(self) -> None:
+        """Each field's value of the field's type (a config file or the Python API may give
+        any value): one line naming the field and what it takes."""
+        names = {"int": int, "float": (int, float), "bool": bool, "str": str,
+                 "list[int]": list, "dict[str, Any]": dict}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            wanted = [names[k] for k in kinds if k in names]
+            ok = any(isinstance(value, w) for w in wanted)
+            if "bool" not in kinds and isinstance(value, bool) and ok:
+                ok = False  # True is an int to Python, not a count or a rate
+            if wanted and not ok:
+                what = " or ".join(k for k in kinds if k != "None")
+                raise RetainError(f"{f.name} must be {what}, got {value!r} (`retain run "
+                                  f"--help` describes it)")
 
     def _kind(self) -> str:
         """The task kind: the benchmark's, else ``kind``, else classification (an error where

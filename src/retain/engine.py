@@ -616,13 +616,14 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     phases = {"startup_seconds": startup, "tasks_seconds": record.wall_seconds,
               "retention_seconds": time.perf_counter() - t0}
     peak = _peak_memory_mb(accelerator.device)  # before the merged copy below
-    t0 = time.perf_counter()
-    probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
-                                  accelerator.device)
-    costs = inference.inference_cost(
-        method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
-        stream.task_kind, accelerator,
-        cfg.inference_rounds or 30)  # a run saved before the option (learn): 30, as it had
+    t0, costs = time.perf_counter(), {}
+    rounds = 30 if cfg.inference_rounds is None else cfg.inference_rounds  # None: a run saved
+    if rounds:                                                              # before the option
+        probe = inference.probe_batch(stream, backbone, cfg.batch_size, cfg.max_length,
+                                      accelerator.device)
+        costs = inference.inference_cost(
+            method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
+            stream.task_kind, accelerator, rounds)
     phases["inference_seconds"] = time.perf_counter() - t0  # the deployed/untouched timing
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})

@@ -330,6 +330,7 @@ def write_rows(rows: list[dict[str, Any]], dest: str | Path | None) -> str | Non
     if dest is None:
         return text
     dest = Path(dest).expanduser()
+    dest.parent.mkdir(parents=True, exist_ok=True)  # a new folder: made, not a late crash
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(dest)

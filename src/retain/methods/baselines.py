@@ -27,6 +27,14 @@ class LoraOptions(MethodConfig):
         default_factory=lambda: ["query", "value"],
         metadata={"help": "names (suffixes) of the nn.Linear modules to adapt, or 'all-linear'"})
 
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise RetainError(f"LoRA rank must be 1 or more, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise RetainError(f"LoRA dropout must lie in [0, 1), got {self.dropout}")
+        if self.alpha == 0:
+            raise RetainError("LoRA alpha must be non-zero (the update would vanish)")
+
 
 def inject_lora(model: nn.Module, cfg: LoraOptions):
     """A ``peft`` LoRA on ``cfg.target_modules``, in place; only the adapters train."""
