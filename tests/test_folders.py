@@ -94,3 +94,22 @@ def test_the_inference_measurement_can_be_skipped_and_the_time_rows_add_up(tiny_
     assert row["wall_seconds"] == pytest.approx(sum(row[k] for k in parts))
     with pytest.raises(RetainError, match="0 \\(no measurement\\) or 2 or more"):
         tiny_config(inference_rounds=1).check()
+
+
+def test_spreadsheet_files_and_a_language_model_file_given_as_classification(tmp_path):
+    from retain.data.files import read_records, rows_with
+
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("text,label\na cat,animal\n".encode("utf-8-sig"))
+    assert read_records(bom) == [{"text": "a cat", "label": "animal"}]
+    semi = tmp_path / "semi.csv"
+    semi.write_text("text;label\na cat, small;animal\n")
+    assert read_records(semi) == [{"text": "a cat, small", "label": "animal"}]
+    other = tmp_path / "other.csv"
+    other.write_text("sentence;label\na cat;animal\n")
+    with pytest.raises(RetainError, match="read as CSV separated by ';'"):
+        rows_with(str(other), ("text", "label"), "")
+    lm = tmp_path / "lm.csv"
+    lm.write_text("text,task\nsome words here,a\n")
+    with pytest.raises(RetainError, match="add --kind lm"):
+        rows_with(str(lm), ("text", "label"), "")

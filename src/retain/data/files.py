@@ -55,7 +55,7 @@ def _read_records(path: str | Path) -> list[dict]:
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         rows = []
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8-sig") as f:  # a byte-order mark is not part of a key
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -69,9 +69,22 @@ def _read_records(path: str | Path) -> list[dict]:
                 rows.append(row)
         return rows
     if suffix in (".csv", ".tsv"):
-        with open(p, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        with open(p, encoding="utf-8-sig", newline="") as f:  # spreadsheets write a BOM
+            return list(csv.DictReader(f, delimiter=delimiter(p)))
     raise RetainError(f"data file '{path}': unknown format '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def delimiter(path: str | Path) -> str:
+    """A .tsv's tab; a .csv's separator as its first line shows it: ',' unless the header
+    holds none and ';', a tab or '|' does (spreadsheets in many locales write ';')."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() == ".tsv":
+        return "\t"
+    with open(p, encoding="utf-8-sig", newline="") as f:
+        header = f.readline()
+    if "," in header:
+        return ","
+    return next((d for d in (";", "\t", "|") if d in header), ",")
 
 
 def _label_key(value) -> tuple:
@@ -101,8 +114,14 @@ def rows_with(path: str, columns: tuple[str, ...], need: str) -> list[dict]:
         raise RetainError(f"data file '{path}' has no rows")
     for col in columns:
         if col not in rows[0]:
+            hint = ""
+            if col == "label" and {"text", "task"} <= set(rows[0]):
+                hint = " (a 'text' + 'task' file is a language-modelling stream: add --kind lm)"
+            elif Path(path).suffix.lower() == ".csv":
+                found = delimiter(path)
+                hint = f" (read as CSV separated by {found!r})"
             raise RetainError(f"data file '{path}' has no '{col}' column (columns: "
-                              f"{', '.join(rows[0])}); {need}")
+                              f"{', '.join(rows[0])}){hint}; {need}")
     return rows
 
 
