@@ -408,3 +408,33 @@ def test_the_update_is_alpha_a_q_transposed_on_the_selected_rows(alpha):
         h = torch.randn(tokens, 32)
         expected = layer.get_base_layer()(h) + h @ by_hand.T
         assert torch.allclose(layer(h), expected, atol=1e-5)
+
+
+def test_a_loaded_run_chooses_nothing_and_predicts_as_trained(tiny_config, monkeypatch):
+    """retain.load rebuilds PLATE from what the checkpoint holds: no B or Q is chosen (an
+    eigendecomposition per layer, all of it overwritten), and the predictions are the trained
+    run's."""
+    import retain
+    from retain.methods.plate import layer as plate_layer
+
+    cfg = tiny_config(method="plate", lr=1e-2, method_options={"r": 3})
+    _, trained = train_stream(cfg, progress=False)
+    texts = ["the dog and the cat", "red and blue", "a piano song"]
+    chosen = []
+    real = plate_layer.choose
+    monkeypatch.setattr(plate_layer, "choose", lambda *a, **k: chosen.append(1) or real(*a, **k))
+    loaded = retain.load(cfg.out)
+    assert chosen == []
+    assert loaded.predict(texts) == retain.load(cfg.out).predict(texts)
+    again = [p["class"] for p in loaded.predict(texts)]
+    import contextlib
+
+    from retain.methods.plate import method as plate_method
+
+    monkeypatch.setattr(plate_method, "deferred_selection", contextlib.nullcontext)
+    fresh = retain.load(cfg.out)  # choosing again (the old way) gives the same predictions
+    assert chosen and [p["class"] for p in fresh.predict(texts)] == again
+    for name, layer in trained.plate_layers().items():
+        got = dict(loaded.method.model.named_modules())[name]
+        assert torch.equal(got.plate_Q["default"], layer.plate_Q["default"])
+        assert torch.equal(got.plate_index["default"], layer.plate_index["default"])

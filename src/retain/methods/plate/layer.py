@@ -9,6 +9,9 @@ which costs ``r (k + n) d_in`` multiplications instead of ``n k (d_in + r)``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -18,6 +21,22 @@ from torch import nn
 from retain.methods.peft_method import MethodLayer
 from retain.methods.plate.config import PlateConfig
 from retain.methods.plate.selection import choose
+
+
+_DEFERRED: ContextVar[bool] = ContextVar("plate_deferred_selection", default=False)
+
+
+@contextmanager
+def deferred_selection() -> Iterator[None]:
+    """Layers injected inside the block take placeholders for ``B``'s rows and ``Q`` instead of
+    choosing them from the weights: for a run rebuilt from a checkpoint, whose tensors (of any
+    shape: :class:`MethodLayer` follows the file) replace them next. Choosing costs an
+    eigendecomposition per layer, all of it overwritten."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 class PlateLayer(MethodLayer):
@@ -43,8 +62,12 @@ class PlateLayer(MethodLayer):
     def update_layer(self, adapter_name: str, config: PlateConfig, **kwargs: Any) -> None:
         """Choose ``B`` and ``Q`` from the current weight and add a zero ``A``."""
         weight = self.get_base_layer().weight
-        index, subspace = choose(weight, config)
-        q = subspace.basis
+        if _DEFERRED.get():  # a checkpoint's B and Q replace these (deferred_selection)
+            index = torch.arange(min(config.r, self.out_features), device=weight.device)
+            q = weight.new_zeros(self.in_features, 1, dtype=torch.float32)
+        else:
+            index, subspace = choose(weight, config)
+            q = subspace.basis
         self.plate_index[adapter_name] = index
         self.plate_Q[adapter_name] = q.to(torch.float32)
         self.plate_A[adapter_name] = nn.Parameter(

@@ -19,7 +19,7 @@ from retain.data.stream import Task
 from retain.methods.base import Batches, ContinualMethod, Rows, lora_numbers, register
 from retain.methods.peft_glue import make_tuner
 from retain.methods.plate.config import PlateOptions
-from retain.methods.plate.layer import PlateLinear
+from retain.methods.plate.layer import PlateLinear, deferred_selection
 from retain.methods.plate.model import PlateModel, register_with_peft
 
 
@@ -89,5 +89,6 @@ class Plate(ContinualMethod):
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.touched = {k: list(v) for k, v in state["touched"].items()}
-        if state["adapter"]:  # recompute='original': the adapter lives on (weights load next)
-            self.inject()
+        if state["adapter"]:  # recompute='original': the adapter lives on; its B and Q are
+            with deferred_selection():  # the checkpoint's, loaded next: none chosen here
+                self.inject()
