@@ -22,7 +22,6 @@ from retain.methods.peft_method import MethodLayer
 from retain.methods.plate.config import PlateConfig
 from retain.methods.plate.selection import choose
 
-
 _DEFERRED: ContextVar[bool] = ContextVar("plate_deferred_selection", default=False)
 
 
