@@ -113,3 +113,29 @@ def test_spreadsheet_files_and_a_language_model_file_given_as_classification(tmp
     lm.write_text("text,task\nsome words here,a\n")
     with pytest.raises(RetainError, match="add --kind lm"):
         rows_with(str(lm), ("text", "label"), "")
+
+
+def test_predict_and_evaluate_check_their_data_before_any_model(tiny_config, tmp_path):
+    """An empty file, a task the run has not learnt, a label that is none of its classes:
+    refused in one line from the checkpoint's outline, without importing torch."""
+    import json
+
+    from tests.test_bad_input import _CHILD
+
+    cfg = tiny_config(method="frozen-ncm")
+    retain.run(cfg, progress=False)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,label\nthe dog,animal\na song,opera\n")
+    cases = [(["predict", cfg.out, "--data", str(empty)], "nothing to predict"),
+             (["predict", cfg.out, "--data", str(rows), "--task", "99"],
+              "--task must be between 1 and 3"),
+             (["evaluate", cfg.out, "--data", str(rows)], "row 2: label 'opera' is not a class"),
+             (["evaluate", cfg.out, "--data", str(empty)], "nothing to evaluate")]
+    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                          input=json.dumps([argv for argv, _ in cases]))
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    for (argv, message), (code, err) in zip(cases, answer["results"], strict=True):
+        assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
+    assert not answer["torch"]

@@ -115,3 +115,53 @@ def check_export_to(directory: str | Path, to: str | Path, overwrite: bool) -> P
             raise RetainError(f"{dest} is not an earlier export (no retain.json): choose an "
                               "empty or new --to")
     return dest
+
+
+def label_spellings(value) -> list[str]:
+    """The class names a label may stand for: as written (trimmed), then as a training file's
+    integer label is named (``"07"`` and ``7`` name class ``"7"``)."""
+    text = str(value).strip()
+    out = [text]
+    if not isinstance(value, bool) and text.lstrip("-").isdigit() and str(int(text)) != text:
+        out.append(str(int(text)))
+    return out
+
+
+def check_data_for_run(directory: str | Path, data: str | Path, task: int | None,
+                       labelled: bool) -> None:
+    """``predict`` / ``evaluate``: the file, ``--task`` and (``labelled``) the labels against
+    what the run's checkpoint says of its stream, before any model is built: a file with no
+    rows, a task the run has not learnt, a label that is none of its classes."""
+    import json
+
+    from retain.data.files import read_records
+
+    state = json.loads(check_run_folder(directory).read_text())
+    stream = state.get("stream") or {}
+    done = state.get("tasks_done")
+    if task is not None and stream.get("kind") == "lm":
+        raise RetainError("--task applies to classification runs only: leave it out for a "
+                          "language-modelling run")
+    if task is not None and done is not None and not 1 <= task <= done:
+        raise RetainError(f"--task must be between 1 and {done} (the tasks this run has "
+                          f"learnt), got {task}")
+    if Path(data).expanduser().is_dir():
+        return
+    rows = read_records(data)
+    if not rows:
+        raise RetainError(f"nothing to {'evaluate' if labelled else 'predict'}: '{data}' has "
+                          "no rows")
+    names = set(stream.get("class_names") or [])
+    if not labelled or not names:
+        return
+    for n, row in enumerate(rows, 1):
+        value = row.get("label")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise RetainError(f"row {n} has no 'label' value: evaluating needs a 'label' column "
+                              "(and 'text' or 'image')")
+        if not any(c in names for c in label_spellings(value)):
+            shown = sorted(names)
+            listed = ", ".join(shown[:10]) + (f", ... ({len(shown)} in all)" if len(shown) > 10
+                                               else "")
+            raise RetainError(f"row {n}: label '{value}' is not a class of this run; its "
+                              f"classes are {listed}")

@@ -187,6 +187,7 @@ def _check_predict(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise RetainError(f"{flag} must be 1 or more, got {value}")
     checks.check_predictions_out(args.out, args.data, args.overwrite)
+    checks.check_data_for_run(args.directory, args.data, args.task, labelled=False)
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
@@ -198,6 +199,7 @@ def _check_evaluate(args: argparse.Namespace) -> None:
         raise RetainError(f"data file '{args.data}' does not exist")
     if args.out is not None:
         checks.check_folder(args.out, "--out", inside_run=True)
+    checks.check_data_for_run(args.directory, args.data, args.task, labelled=True)
 
 
 def _check_learn(args: argparse.Namespace) -> None:

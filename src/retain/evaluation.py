@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.checkpoint import finite
+from retain.checks import label_spellings
 from retain.errors import RetainError
 
 Trained = Any  # a retain.trained.Trained (not imported: trained.py calls this module)
@@ -55,7 +56,7 @@ def _labels(trained: Trained, rows: list[dict]) -> list[int]:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise RetainError(f"row {n} has no 'label' value: evaluating needs a 'label' column "
                               "(and 'text' or 'image')")
-        found = next((index[c] for c in _spellings(value) if c in index), None)
+        found = next((index[c] for c in label_spellings(value) if c in index), None)
         if found is None:
             names = trained.class_names
             shown = ", ".join(names[:_SHOWN]) + (f", ... ({len(names)} in all)"
@@ -63,16 +64,6 @@ def _labels(trained: Trained, rows: list[dict]) -> list[int]:
             raise RetainError(f"row {n}: label '{value}' is not a class of this run; its "
                               f"classes are {shown}")
         out.append(found)
-    return out
-
-
-def _spellings(value: Any) -> list[str]:
-    """The class names a label may stand for: as written (trimmed), then as a training file's
-    integer label is named (``"07"`` and ``7`` name class ``"7"``)."""
-    text = str(value).strip()
-    out = [text]
-    if not isinstance(value, bool) and text.lstrip("-").isdigit() and str(int(text)) != text:
-        out.append(str(int(text)))
     return out
 
 
