@@ -9,15 +9,16 @@ then the envelopes and the figures at matched amounts of learning (``retain.fron
 
 Each run is ``retain run --benchmark lmfar --profile quick`` with ``COMMON`` and its own fields,
 in ``runs/lmfar_frontier/<configuration>_lr<rate>[_seed<s>]/`` (a finished run is read, not run
-again); the tables go to ``benchmarks/results/lmfar_frontier.json`` and the figure to
+again); the tables go to ``benchmarks/results/frontier_lmfar.json`` and the figure to
 ``docs/figures/lmfar_frontier.png``. One run at a time: nothing else beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from driver import save
 
 from retain import RunConfig
 from retain.engine import run_or_load
@@ -46,7 +47,6 @@ STAGE_A = {
     "top10": ({"method": "seq-ft", "method_options": {"top_blocks": 10}}, [1e-4, 3e-4]),
 }
 RUNS = Path("runs/lmfar_frontier")
-RESULTS = Path("benchmarks/results/lmfar_frontier.json")
 FIGURE = Path("docs/figures/lmfar_frontier.png")
 
 
@@ -76,10 +76,9 @@ def main() -> None:
     runs = load_runs([str(RUNS)])
     found = tables([r for r in runs if r["config"]["seed"] == 0])
     spreads = seed_spreads(runs)
-    RESULTS.write_text(json.dumps({"common": COMMON, "configurations": {
+    save("frontier_lmfar.json", {"common": COMMON, "configurations": {
         k: {"fields": v[0], "rates": v[1]} for k, v in STAGE_A.items()},
-        "runs": sorted(r["_path"] for r in runs), "tables": found, "seed_spreads": spreads},
-        indent=1) + "\n")
+        "runs": sorted(r["_path"] for r in runs), "tables": found, "seed_spreads": spreads})
     envelope_figure(found, FIGURE, "lmfar: German from the untouched SmolLM2-135M, 60 steps "
                     "(seed 0)")
     for t in found:

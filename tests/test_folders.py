@@ -139,3 +139,25 @@ def test_predict_and_evaluate_check_their_data_before_any_model(tiny_config, tmp
     for (argv, message), (code, err) in zip(cases, answer["results"], strict=True):
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
     assert not answer["torch"]
+
+
+def test_exports_and_checkpoints_are_ordinary_files_naming_the_hub_model(tiny_config,
+                                                                          tmp_path):
+    import json
+    import os
+    import stat
+
+    from retain.catalogue import HUB_IDS
+
+    cfg = tiny_config(method="seq-lora")
+    retain.run(cfg, progress=False)
+    dest = retain.load(cfg.out).export(tmp_path / "export")
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [*dest.rglob("*"), *(tmp_path / "run" / "checkpoint").glob("*")]
+    for p in [dest, *files]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode == (0o777 if p.is_dir() else 0o666) & ~mask, (p, oct(mode))
+    config = json.loads((dest / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == cfg.backbone  # a local path stays one
+    assert HUB_IDS["minilm"] == "sentence-transformers/all-MiniLM-L6-v2"

@@ -36,10 +36,10 @@ def test_values_are_interpolated_in_log_perplexity_and_bounded_bests():
     assert value_at(front, 40) == pytest.approx(1.3)  # halfway in log between 20 and 80
     assert value_at(front, 10) is None  # never learnt that much
     assert value_at(front, 500) == pytest.approx(1.0)  # right of the last point: its value
-    # the lowest perplexity with the worst ratio at most 1.3: where the segment crosses 1.3
-    assert best_within(front, 1.3) == pytest.approx(40)
-    assert best_within(front, 1.6) == 20
-    assert best_within(front, 0.99) is None
+    # the constrained best: the lowest perplexity of a measured point within the bound
+    pts = _points((20, 1.5), (80, 1.1), (100, 1.0), (90, 1.2))
+    assert best_within(pts, 1.3) == 80 and best_within(pts, 1.6) == 20
+    assert best_within(pts, 0.99) is None
 
 
 def _run(method: str, lr: float, points: list[tuple[int, float, float, float]],
@@ -75,7 +75,7 @@ def test_the_table_matches_points_to_full_fine_tunings_best_and_chooses_on_held_
     assert lora["kl_at_1.25x"] == pytest.approx(0.3)  # mean of 2 * 0.3 and 0
     # 1.5x = 30: (30, 1.05) from lr 1e-4
     assert lora["ratio_at_1.5x"] == pytest.approx(1.05)
-    assert lora["best_within_1.05"] == pytest.approx(30)
+    assert lora["best_within_1.05"] == 30 and lora["best_within_1.02"] == 60
     assert rows["seq-ft"]["ratio_at_1.1x"] == pytest.approx(
         1.4 + (math.log(22) - math.log(20)) / (math.log(40) - math.log(20)) * (1.2 - 1.4))
     # chosen on held-out: at 1.25 x 22 = 27.5, lr 1e-4's held-out envelope never gets there

@@ -79,9 +79,9 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     from retain.checkpoint import owned
     from retain.engine import run as _run
 
+    cfg.resolved()  # a bad config fails before anything is made or removed
     with owned(cfg.out, PartialState().is_main_process):
         if overwrite:
-            cfg.resolved()  # a bad config fails before anything is removed
             _clear_run(Path(cfg.out))
         return _run(cfg, resume=resume, progress=progress)
 

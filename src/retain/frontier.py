@@ -60,17 +60,12 @@ def value_at(front: list[Point], x: float, y: str = "y") -> float | None:
     return getattr(front[-1], y)
 
 
-def best_within(front: list[Point], bound: float) -> float | None:
-    """The lowest task perplexity on the envelope with the worst English ratio at most
-    ``bound`` (interpolated as :func:`value_at`); None where no point keeps English so well."""
-    for i, p in enumerate(front):
-        if p.y <= bound:
-            if i == 0 or p.y == bound:
-                return p.x
-            a = front[i - 1]  # a.y > bound >= p.y, a.x < p.x
-            t = (a.y - bound) / (a.y - p.y)
-            return math.exp(math.log(a.x) + t * (math.log(p.x) - math.log(a.x)))
-    return None
+def best_within(points: list[Point], bound: float) -> float | None:
+    """The constrained best: the lowest task perplexity of the points whose worst English
+    ratio is at most ``bound`` (measured points, no interpolation); None where none keeps
+    English so well."""
+    kept = [p.x for p in points if p.y <= bound and math.isfinite(p.x)]
+    return min(kept) if kept else None
 
 
 def curve(results: dict[str, Any], task: int = 1, heldout: bool = False) -> list[Point]:
@@ -157,7 +152,7 @@ def table(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE
             row[f"ratio_at_{f}x"] = value_at(front, x) if x else None
             row[f"kl_at_{f}x"] = value_at(kl_front, x, "kl") if x else None
         for b in BOUNDS:
-            row[f"best_within_{b}"] = best_within(front, b)
+            row[f"best_within_{b}"] = best_within(points, b)
         chosen = choose_rate(members, task, ref_held)
         row["chosen_lr"] = chosen["config"]["lr"] if chosen else None
         if chosen is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -148,6 +149,8 @@ class Trained:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        checkpoint.readable(tmp)  # mkdtemp's folder and safetensors' files are 0700 / 0600
+        tmp.chmod(0o777 & ~_umask())
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -243,6 +246,12 @@ class Trained:
         return "\n".join(lines) + "\n"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tensor],
                   dest: Path) -> None:
     """The adapter as ``peft`` saves it: injected into a fresh untouched backbone, filled with
@@ -252,10 +261,12 @@ def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tenso
     from peft import get_peft_model
 
     from retain.backbones import load_backbone, resolve
+    from retain.catalogue import HUB_IDS
 
     base = load_backbone(config.backbone, config.pooling).model
     peft_config = copy.deepcopy(peft_config)
-    peft_config.base_model_name_or_path = resolve(config.backbone)
+    # the hub id where retain knows it (its packaged models), so that the adapter travels
+    peft_config.base_model_name_or_path = HUB_IDS.get(config.backbone, resolve(config.backbone))
     with warnings.catch_warnings():  # a tiny or hub name is not the base's own path: fine
         warnings.simplefilter("ignore")
         model = get_peft_model(base, peft_config)
