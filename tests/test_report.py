@@ -287,10 +287,14 @@ def test_compare_runs_names_one_method_with_several_options_by_folder(compared, 
         "runs"]] == [0, 1]
 
 
-def test_report_on_a_run_folder_points_to_compare_runs(compared, capsys):
+def test_report_on_a_run_folder_reports_that_run(compared, capsys):
+    from pathlib import Path
+
     cfg, _ = compared
-    assert main(["report", run_dirs(cfg)[0]]) == 2
-    assert "is a run, not a comparison: `retain compare --runs" in capsys.readouterr().err
+    run = Path(run_dirs(cfg)[0])
+    assert main(["report", str(run)]) == 0
+    assert f"wrote {run / 'report' / 'report.md'}" in capsys.readouterr().out
+    assert (run / "report" / "accuracy_matrices.png").is_file()
 
 
 def test_compare_progress_lines_name_the_method_and_seed(compared, tmp_path, capsys):

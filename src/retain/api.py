@@ -5,6 +5,7 @@ command line. Errors are :class:`~retain.errors.RetainError` and name the Python
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,13 +75,12 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     continues one from its checkpoint."""
     cfg = _config(config, fields)
     check_run_out(cfg.out, resume, overwrite)
-    from accelerate import PartialState
-
     from retain.checkpoint import owned
     from retain.engine import run as _run
 
     cfg.resolved()  # a bad config fails before anything is made or removed
-    with owned(cfg.out, PartialState().is_main_process):
+    # the launcher's rank (torchrun, accelerate launch): the process group is not up yet
+    with owned(cfg.out, int(os.environ.get("RANK", "0")) == 0):
         if overwrite:
             _clear_run(Path(cfg.out))
         return _run(cfg, resume=resume, progress=progress)

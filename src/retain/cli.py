@@ -496,8 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "comparison in --out")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild the report of a comparison from its saved "
-                       "results (no training)")
-    p.add_argument("directory", help="the --out directory of `retain compare`")
+                       "results (no training); of a run's folder, that run's report in "
+                       "RUN/report/")
+    p.add_argument("directory", help="the --out directory of `retain compare` or `retain run`")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("predict", help="predict with a finished run: class and score per row "
                        "(language models: perplexity per row)", formatter_class=_Defaults)

@@ -177,14 +177,17 @@ def _intro(comparison: dict[str, Any]) -> str:
 
 
 def build_report(directory: str | Path) -> list[Path]:
-    """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``."""
+    """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``;
+    for a run's folder, a report of that run alone in ``RUN/report/``."""
     from retain.reporting import figures
 
     directory = Path(directory)
     source = directory / "comparison.json"
-    if (directory / "results.json").is_file():
-        raise RetainError(f"{directory} is a run, not a comparison: `retain compare --runs "
-                          f"{directory} OTHER_RUN ... --out DIR` compares finished runs")
+    if (directory / "results.json").is_file():  # one run: its report in RUN/report/
+        from retain.comparison import compare_runs
+
+        compare_runs([directory], directory / "report")
+        return build_report(directory / "report")
     if not source.is_file():
         raise RetainError(f"no comparison.json in {directory}: run `retain compare --out "
                           f"{directory}` first")
