@@ -147,7 +147,7 @@ def test_task_k_scores_task_incrementally_and_refuses_other_tasks(trained, tmp_p
 
 
 def test_integer_labels_name_their_classes():
-    from retain.evaluation import _spellings
+    from retain.checks import label_spellings as _spellings
 
     assert _spellings(7) == ["7"] and _spellings(" 07") == ["07", "7"]
     assert _spellings("dog") == ["dog"] and _spellings(True) == ["True"]

@@ -210,3 +210,16 @@ def test_learn_from_the_command_line_then_predict_and_export(tiny_config, tmp_pa
     dest = trained.export(tmp_path / "export")
     info = json.loads((dest / "retain.json").read_text())
     assert info["tasks_done"] == 3 and info["class_names"][-1] == "weather"
+
+
+def test_a_later_session_takes_its_own_training_options(tiny_config, tmp_path, capsys):
+    """`retain learn --steps 1 --lr ... --no-retention`: the session trains with them (one step
+    a task), records them beside its data, and the run's config holds them from then on."""
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first, method="seq-lora")
+    train_stream(cfg, progress=False)
+    assert main(["learn", cfg.out, "--data", third, "--steps", "1", "--lr", "0.02",
+                 "--no-retention", "--quiet"]) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["per_task"][-1]["steps"] == 1 and res["config"]["lr"] == 0.02
+    assert res["sessions"][-1]["options"] == {"steps": 1, "lr": 0.02, "retention": False}

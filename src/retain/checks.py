@@ -139,7 +139,10 @@ def check_data_for_run(directory: str | Path, data: str | Path, task: int | None
     state = json.loads(check_run_folder(directory).read_text())
     stream = state.get("stream") or {}
     done = state.get("tasks_done")
-    if task is not None and stream.get("kind") == "lm":
+    from retain.kinds import KINDS
+
+    kind = KINDS.get(stream.get("kind", ""))
+    if task is not None and kind is not None and not kind.has_classes:
         raise RetainError("--task applies to classification runs only: leave it out for a "
                           "language-modelling run")
     if task is not None and done is not None and not 1 <= task <= done:

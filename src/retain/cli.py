@@ -202,6 +202,12 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     checks.check_data_for_run(args.directory, args.data, args.task, labelled=True)
 
 
+# the training options a later session (`retain learn`) may set for itself
+LEARN_OPTIONS = {"steps": int, "epochs": int, "lr": float, "batch_size": int,
+                 "scheduler": str, "warmup_steps": int, "warmup_ratio": float,
+                 "probe_every": int}
+
+
 def _check_learn(args: argparse.Namespace) -> None:
     checks.check_run_folder(args.directory)
     if args.classes_per_task is not None and args.classes_per_task < 1:
@@ -244,9 +250,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     from retain.engine import learn
 
+    options = {k: getattr(args, k) for k in (*LEARN_OPTIONS, "retention")
+               if getattr(args, k) is not None}
     results, _ = learn(args.directory, args.data, args.classes_per_task,
                        progress=not args.quiet, method=args.method, backbone=args.backbone,
-                       kind=args.kind)
+                       kind=args.kind, options=options)
     if not PartialState().is_main_process:
         return 0
     print(format_table(results))
@@ -537,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "has no `task` column (default: all its classes in one task)")
     for flag in ("method", "backbone", "kind"):
         p.add_argument("--" + flag, help=f"refuse unless the run's {flag} is this one")
+    for name, typ in LEARN_OPTIONS.items():  # this session's training, over the run's
+        p.add_argument("--" + name.replace("_", "-"), type=typ,
+                       help=_help(name) + " (this session; default: the run's)")
+    p.add_argument("--no-retention", dest="retention", action="store_const", const=False,
+                   help="skip measuring retained pretrained capability (this session)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_learn)
     p = sub.add_parser("export", help="write a finished run as a model folder that plain "

@@ -390,11 +390,14 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
 
 def learn(directory: str | Path, data: str | Path, classes_per_task: int | None = None,
           progress: bool = True, method: str | None = None, backbone: str | None = None,
-          kind: str | None = None) -> tuple[dict[str, Any], ContinualMethod]:
+          kind: str | None = None, options: dict[str, Any] | None = None
+          ) -> tuple[dict[str, Any], ContinualMethod]:
     """Train the tasks of ``data`` into the finished run in ``directory`` (a later session):
     the method and head carry on from the run's last checkpoint, every task learnt so far is
     scored again from its kept test split, and ``results.json`` is rewritten with the grown
-    matrix. Retention is measured against the original pretrained backbone."""
+    matrix. Retention is measured against the original pretrained backbone. ``options``: run
+    options (steps, lr, epochs, ...) for this session, over the run's; each session records
+    its own, so that the sessions can be replayed."""
     from retain.methods import get_method_class
 
     started = time.perf_counter()
@@ -403,7 +406,8 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
     if not saved:
         raise RetainError(f"{out} holds no run (no checkpoint/): `retain learn` adds tasks to "
                           "the --out folder of a finished `retain run`")
-    cfg = RunConfig(**{**saved["config"], "out": str(out)})
+    cfg = RunConfig(**{**saved["config"], **(options or {}), "out": str(out)})
+    cfg.check()
     for flag, given, own in (("method", method, cfg.method), ("backbone", backbone, cfg.backbone),
                              ("kind", kind, cfg.kind)):
         if given is not None and given != own:
@@ -422,7 +426,8 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
     _check_learn_kind(cfg, str(data))
     if classes_per_task is not None and classes_per_task < 1:
         raise RetainError(f"--classes-per-task must be 1 or more, got {classes_per_task}")
-    session = {"data": str(data), "classes_per_task": classes_per_task, "first_task": done}
+    session = {"data": str(data), "classes_per_task": classes_per_task, "first_task": done,
+               "options": dict(options or {})}
     sessions = [*saved.get("sessions", [{"data": cfg.data or cfg.benchmark, "first_task": 0,
                                          "classes_per_task": cfg.classes_per_task}]), session]
     saved = {**saved, "config": cfg.to_dict(), "sessions": sessions}

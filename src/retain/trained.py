@@ -120,15 +120,16 @@ class Trained:
     # --- a later session --------------------------------------------------------------------
     @python_errors
     def learn(self, data: str | Path, classes_per_task: int | None = None,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, **options: Any) -> dict[str, Any]:
         """Train the tasks of ``data`` into this run (``retain learn``): everything the method
         and head carry between tasks goes on from the last checkpoint; the run folder's
         checkpoint and ``results.json`` are updated, and this object then holds the grown
-        run. Returns the new results."""
+        run. Returns the new results. ``options``: this session's run options (``steps``,
+        ``lr``, ``epochs``, ``retention``, ...), over the run's."""
         from retain.engine import learn
 
         device = self.device
-        results, _ = learn(self.directory, data, classes_per_task, progress)
+        results, _ = learn(self.directory, data, classes_per_task, progress, options=options)
         again = load(self.directory)
         self.config, self.method, self.backbone = again.config, again.method, again.backbone
         self.stream, self.tasks_done = again.stream, again.tasks_done
