@@ -161,3 +161,10 @@ def test_exports_and_checkpoints_are_ordinary_files_naming_the_hub_model(tiny_co
     config = json.loads((dest / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == cfg.backbone  # a local path stays one
     assert HUB_IDS["minilm"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_a_lora_rank_wider_than_its_layers_is_refused(tiny_config):
+    """The tiny BERT is 32 wide: rank 64 would store more numbers than a full update."""
+    with pytest.raises(RetainError, match="LoRA rank 64 is more than the narrowest adapted "
+                                          "layer.s width .*: give .*rank=32 or less"):
+        retain.run(tiny_config(method_options={"rank": 64}), progress=False)

@@ -565,10 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """retain's own warnings as one line, without Python's source line; others as Python
+    shows them."""
+    if f"{os.sep}retain{os.sep}" in str(filename):
+        print(f"retain: note: {message}", file=sys.stderr)
+        return
+    _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     from retain.pythonic import FROM_COMMAND_LINE
 
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
     token = FROM_COMMAND_LINE.set(True)
     try:
         if args.command in CHECKS:
