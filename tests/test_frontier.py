@@ -200,6 +200,8 @@ def test_a_language_model_sweep_over_the_rate_and_an_option(lm_file, tmp_path, c
     assert main(["compare", "--runs", *runs, "--out", str(tmp_path / "c")]) == 0
     assert "| `seq-ft top_blocks=1` |" in (tmp_path / "c" / "frontier.md").read_text()
     assert (tmp_path / "c" / "frontier.png").is_file()
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert "seed 0: []" not in report and "a language-model stream" in report
 
 
 def test_a_grid_may_not_vary_what_names_the_run(tiny_config, tmp_path):

@@ -170,8 +170,10 @@ def _intro(comparison: dict[str, Any]) -> str:
     orders = "; ".join(f"seed {s}: {o[:used]}" for s, o in comparison["class_orders"].items())
     runs = [r for entry in comparison["methods"].values() for r in entry["runs"]]
     wall = sum(r["cost"]["wall_seconds"] for r in runs)
-    return (f"{len(comparison['methods'])} methods on the same stream and seeds, each seed with "
-            f"one class order for all methods ({orders}).{spread} Retention ratios compare the "
+    same = (f", each seed with one class order for all methods ({orders})" if used else
+            " (a language-model stream: its tasks in the stream's order)")
+    return (f"{len(comparison['methods'])} methods on the same stream and seeds{same}."
+            f"{spread} Retention ratios compare the "
             f"adapted backbone with the untouched one (1.0: nothing lost). The {len(runs)} runs "
             f"took {wall / 60:.1f} minutes of wall time in all.")
 
