@@ -22,7 +22,7 @@ from driver import save
 
 from retain import RunConfig
 from retain.engine import run_or_load
-from retain.frontier import load_runs, markdown, seed_spreads, tables
+from retain.frontier import load_runs, markdown, seed_spreads, spread_markdown, tables
 from retain.reporting.figures import envelope_figure
 
 COMMON = dict(benchmark="lmfar", profile="quick", tasks=1, steps=60, probe_every=10,
@@ -83,7 +83,8 @@ def main() -> None:
     envelope_figure(found, FIGURE, "lmfar: German from the untouched SmolLM2-135M, 60 steps "
                     "(seed 0)")
     for t in found:
-        print(markdown(t, spreads))
+        print(markdown(t))
+    print(spread_markdown(spreads))
 
 
 if __name__ == "__main__":

@@ -227,3 +227,16 @@ def test_seed_spreads_are_each_seeds_own_table():
     assert spreads["seq-ft"]["best_perplexity"] == [20, 20]
     text = markdown(table([r for r in runs if r["config"]["seed"] == 0]), spreads)
     assert "1.200 (1.200-1.300)" in text
+
+
+def test_seed_spreads_pool_only_the_rates_every_seed_ran():
+    from retain.frontier import seed_spreads
+
+    runs = [_run("seq-ft", 1e-4, [(0, 100, 100, 1.0), (10, 20, 20, 1.4)], seed=0),
+            _run("seq-ft", 1e-4, [(0, 100, 100, 1.0), (10, 22, 22, 1.3)], seed=1),
+            _run("seq-ft", 3e-5, [(0, 100, 100, 1.0), (10, 30, 30, 1.01)], seed=0)]
+    # the 3e-5 run has one seed: left out, so seed 0's constrained best is not 30 but 100
+    assert seed_spreads(runs)["seq-ft"]["best_within_1.02"] == [100, 100]
+    from retain.frontier import spread_markdown
+
+    assert "| `seq-ft` |" in spread_markdown(seed_spreads(runs))

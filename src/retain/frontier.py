@@ -275,15 +275,38 @@ SPREAD_COLUMNS = ("best_perplexity", *(f"ratio_at_{f}x" for f in MATCHED),
 def seed_spreads(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE
                  ) -> dict[str, dict[str, list[float]]]:
     """Per configuration and column of :func:`table`, the values of each training seed's own
-    table (its runs only, matched to the reference's best of that seed): the noise bar of a
-    comparison. A seed without the reference's runs matches nothing (its values are None and
-    left out)."""
-    seeds = sorted({int(r["config"]["seed"]) for r in runs})
+    table, from the runs whose configuration and rate were run with more than one seed (so
+    that every seed pools the same rates), each seed matched to its own reference's best: the
+    noise bar of a comparison. A seed without the reference's runs matches nothing (its values
+    are None and left out)."""
+    seeds_of: dict[tuple[str, float], set[int]] = {}
+    for r in runs:
+        seeds_of.setdefault((label(r), float(r["config"]["lr"])), set()).add(
+            int(r["config"]["seed"]))
+    repeated = [r for r in runs if len(seeds_of[(label(r), float(r["config"]["lr"]))]) > 1]
+    seeds = sorted({int(r["config"]["seed"]) for r in repeated})
     out: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
-        for row in table([r for r in runs if int(r["config"]["seed"]) == seed], task,
+        for row in table([r for r in repeated if int(r["config"]["seed"]) == seed], task,
                          reference)["rows"]:
             for key in SPREAD_COLUMNS:
                 if row.get(key) is not None:
                     out.setdefault(row["configuration"], {}).setdefault(key, []).append(row[key])
     return out
+
+
+def spread_markdown(spreads: dict[str, dict[str, list[float]]]) -> str:
+    """:func:`seed_spreads` as Markdown: per configuration, each column's values seed by seed
+    (seed order), and their range."""
+    columns = [c for c in SPREAD_COLUMNS if any(c in v for v in spreads.values())]
+    lines = ["| configuration | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for name, values in sorted(spreads.items()):
+        cells = []
+        for c in columns:
+            vs = values.get(c, [])
+            cells.append(" / ".join(f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in vs)
+                         + (f" (range {max(vs) - min(vs):.3g})" if len(vs) > 1 else "")
+                         if vs else "-")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
