@@ -77,7 +77,11 @@ def test_lmfar_quick_is_a_shorter_budget_and_language_models_have_their_own_rate
     grow = {b: RunConfig(benchmark=b, method="grow", out="x").resolved().lr
             for b in ("lmfar", "wordnet45")}
     assert grow == {"lmfar": 1e-4, "wordnet45": 5e-5}
-    assert RunConfig(benchmark="lmfar", method="plate", out="x").resolved().lr == 5e-4  # one rate
+    plate = {b: RunConfig(benchmark=b, method="plate", out="x").resolved() for b in
+             ("lmfar", "wordnet45")}  # the frontier's choice on language models only
+    assert (plate["lmfar"].lr, plate["lmfar"].method_options["selection"]) == (3e-3, "official")
+    assert (plate["wordnet45"].lr, plate["wordnet45"].method_options["selection"]) == (
+        5e-4, "exact")
 
 
 def test_missing_packages_are_named_in_one_line(monkeypatch, tmp_path):
