@@ -418,13 +418,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
 def describe(name: str) -> list[str]:
     """A method's or a head's options: name, default and help text, one per line."""
     from retain.catalogue import HEADS, METHODS
+    from retain.options import option_text
 
     if name in METHODS:
         from retain.methods import get_method_class
@@ -438,7 +435,7 @@ def describe(name: str) -> list[str]:
                  f"serves: {', '.join(info.kinds)}", "options (--set KEY=VALUE):"]
         if info.lm_options:
             lines.insert(-1, "defaults on language models: " + ", ".join(
-                f"{k}={_text(v)}" for k, v in info.lm_options.items()))
+                f"{k}={option_text(v)}" for k, v in info.lm_options.items()))
         return lines + [f"  {line}" for line in cls.config_class.describe()] \
             if cls.config_class.describe() else lines + ["  none"]
     if name in HEADS:

@@ -94,7 +94,10 @@ def label(results: dict[str, Any]) -> str:
     defaults = _default_options(cfg["method"], cfg["kind"])
     given = {k: v for k, v in cfg["method_options"].items() if defaults.get(k, v) != v
              or k not in defaults}
-    return " ".join([cfg["method"], *(f"{k}={_text(v)}" for k, v in sorted(given.items()))])
+    from retain.options import option_text
+
+    return " ".join([cfg["method"], *(f"{k}={option_text(v)}"
+                                      for k, v in sorted(given.items()))])
 
 
 def _default_options(method: str, kind: str) -> dict[str, Any]:
@@ -108,12 +111,6 @@ def _default_options(method: str, kind: str) -> dict[str, Any]:
     cls = get_method_class(method)
     return dataclasses.asdict(cls.config_class.from_options(
         cls.info.options(get_kind(kind)), method))
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, list | tuple):
-        return ",".join(map(str, v))
-    return str(v)
 
 
 def table(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE

@@ -52,6 +52,11 @@ def _example(annotation: Any) -> Any:
                                                         else None)
 
 
+def option_text(value: Any) -> str:
+    """An option's value as ``--set KEY=VALUE`` writes it (a list comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
         return value
