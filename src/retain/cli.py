@@ -385,6 +385,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from retain.reporting import build_report
 
+    run = Path(args.directory)
+    if (run / "results.json").is_file():  # one run: its report in RUN/report/
+        from retain.comparison import compare_runs
+
+        compare_runs([run], run / "report")
+        args.directory = run / "report"
     for path in build_report(args.directory)[:2]:
         print(f"wrote {path}")
     return 0

@@ -54,17 +54,13 @@ def point_config(config: RunConfig, point: dict[str, str], out: Path) -> RunConf
 
 
 def _typed(key: str, value: str, current: Any, annotation: Any) -> Any:
-    text = str(annotation)
+    """The grid's text as the run field's type (its current value's, else its annotation's)."""
+    from retain.options import _coerce, _example
+
     try:
-        if isinstance(current, bool) or text.startswith("bool"):
-            return value.lower() in ("1", "true", "yes")
-        if isinstance(current, int) or text.startswith("int"):
-            return int(value)
-        if isinstance(current, float) or text.startswith("float"):
-            return float(value)
-    except ValueError:
+        return _coerce(key, value, current if current is not None else _example(annotation))
+    except RetainError:
         raise RetainError(f"--grid {key}={value}: not a number") from None
-    return value
 
 
 def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | None = None

@@ -179,17 +179,15 @@ def _intro(comparison: dict[str, Any]) -> str:
 
 
 def build_report(directory: str | Path) -> list[Path]:
-    """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``;
-    for a run's folder, a report of that run alone in ``RUN/report/``."""
+    """Write the figures, ``report.md`` and ``report.html`` from ``directory/comparison.json``
+    (a run's own report: :func:`retain.comparison.compare_runs` of that run)."""
     from retain.reporting import figures
 
     directory = Path(directory)
     source = directory / "comparison.json"
-    if (directory / "results.json").is_file():  # one run: its report in RUN/report/
-        from retain.comparison import compare_runs
-
-        compare_runs([directory], directory / "report")
-        return build_report(directory / "report")
+    if (directory / "results.json").is_file():
+        raise RetainError(f"{directory} is a run, not a comparison: `retain report {directory}` "
+                          "writes its report in RUN/report/")
     if not source.is_file():
         raise RetainError(f"no comparison.json in {directory}: run `retain compare --out "
                           f"{directory}` first")
