@@ -24,6 +24,8 @@ from driver import run_row, save_table
 from retain import RunConfig
 from retain.engine import run_or_load
 
+Q_V = {"target_modules": ["query", "value"]}  # q_proj / v_proj on a Llama
+EXACT = {"selection": "exact"}
 # label -> RunConfig fields beyond the method's defaults
 VARIANTS = {
     "grow/gradient-third": {"method": "grow", "method_options": {"select": "gradient"}},
@@ -35,10 +37,15 @@ VARIANTS = {
     "grow/lr5e-05": {"method": "grow", "lr": 5e-5},
     # lmfar: matched learning rates, PLATE at r 32 / tau 0.98 (one corner of the authors'
     # sweep), LoRA at PLATE's size
-    "seq-lora/lr0.0001": {"method": "seq-lora", "lr": 1e-4},
-    "plate/lr0.0001": {"method": "plate", "lr": 1e-4},
-    "plate/r32-tau0.98": {"method": "plate", "method_options": {"r": 32, "tau": 0.98}},
-    "seq-lora/r32": {"method": "seq-lora", "method_options": {"rank": 32}},
+    # (made before the language-model defaults of issue 36: LoRA on q/v at 5e-4, PLATE's exact
+    # selection at 5e-4; pinned here so that each label keeps its run)
+    "seq-lora/q-v": {"method": "seq-lora", "lr": 5e-4, "method_options": Q_V},
+    "plate/exact": {"method": "plate", "lr": 5e-4, "method_options": EXACT},
+    "seq-lora/lr0.0001": {"method": "seq-lora", "lr": 1e-4, "method_options": Q_V},
+    "plate/lr0.0001": {"method": "plate", "lr": 1e-4, "method_options": EXACT},
+    "plate/r32-tau0.98": {"method": "plate", "lr": 5e-4,
+                          "method_options": {**EXACT, "r": 32, "tau": 0.98}},
+    "seq-lora/r32": {"method": "seq-lora", "lr": 5e-4, "method_options": {**Q_V, "rank": 32}},
 }
 
 

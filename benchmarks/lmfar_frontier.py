@@ -6,11 +6,15 @@ then the envelopes and the figures at matched amounts of learning (``retain.fron
     python benchmarks/lmfar_frontier.py --only seq-ft,lora-all   # some configurations
     python benchmarks/lmfar_frontier.py --seeds 1,2 --only ...   # stage B: more seeds
     python benchmarks/lmfar_frontier.py --table                  # no training: the table
+    python benchmarks/lmfar_frontier.py --seeds 0,1,2 --only seq-ft,lora-all --lrs 3e-5,1e-4,1e-3 \
+        --spreads                                                 # stage B on its own file
 
 Each run is ``retain run --benchmark lmfar --profile quick`` with ``COMMON`` and its own fields,
 in ``runs/lmfar_frontier/<configuration>_lr<rate>[_seed<s>]/`` (a finished run is read, not run
 again); the tables go to ``benchmarks/results/frontier_lmfar.json`` and the figure to
-``docs/figures/lmfar_frontier.png``. One run at a time: nothing else beside it.
+``docs/figures/lmfar_frontier.png``; with ``--spreads``, only the seed spreads of the runs named,
+each seed's table and every run's curve points to ``frontier_lmfar_seeds.json`` (the main
+table stays). One run at a time: nothing else beside it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     p.add_argument("--lrs", help="only these rates (comma-separated)")
     p.add_argument("--table", action="store_true", help="no training: tables from the runs")
+    p.add_argument("--spreads", action="store_true",
+                   help="the seed spreads of the runs named only, to frontier_lmfar_seeds.json")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(STAGE_A)
     if not args.table:
@@ -75,6 +81,20 @@ def main() -> None:
                     res = run_or_load(cfg, progress=False)
                     print(f"{name} lr {lr:g} seed {seed}: {res['cost']['wall_seconds']:.0f} s")
     runs = load_runs([str(RUNS)])
+    if args.spreads:
+        seeds, lrs = set(map(int, args.seeds.split(","))), args.lrs
+        named = [r for r in runs if r["_path"].split("/")[-1].split("_lr")[0] in names
+                 and int(r["config"]["seed"]) in seeds
+                 and (not lrs or float(r["config"]["lr"]) in {float(x) for x in lrs.split(",")})]
+        spreads = seed_spreads(named)
+        save("frontier_lmfar_seeds.json", {
+            "common": COMMON, "runs": {r["_path"]: {"config": r["config"],
+                                                    "curves": r["curves"]} for r in named},
+            "tables": {s: tables([r for r in named if r["config"]["seed"] == s])
+                       for s in sorted(seeds)},
+            "seed_spreads": spreads})
+        print(spread_markdown(spreads))
+        return
     found = tables([r for r in runs if r["config"]["seed"] == 0])
     spreads = seed_spreads(runs)
     save("frontier_lmfar.json", {"common": COMMON, "configurations": {
