@@ -69,12 +69,17 @@ def test_more_bad_input_is_one_line_with_status_2(capsys, tmp_path, tiny_bert):
     (tmp_path / "folder" / "notes.txt").write_text("no images here")
     single = _csv(tmp_path / "single.csv", {"a": 6, "b": 6, "c": 1, "d": 6})
     odd = _csv(tmp_path / "odd.csv", {"a": 6, "b": 6, "c": 6, "d": 6, "e": 6})
+    one = _csv(tmp_path / "one.csv", {"a": 6})
+    two = _csv(tmp_path / "two.csv", {"a": 2, "b": 6})
     base = ["run", "--profile", "smoke", "--no-retention", "--quiet", "--backbone", tiny_bert]
     cases = [
         (["--backbone", str(tmp_path / "empty")], "has no config.json"),
         (["--data", str(tmp_path / "folder")], "0 class folder"),
         (["--data", single, "--classes-per-task", "2"], "class 'c' has no test items"),
         (["--data", odd, "--classes-per-task", "2"], "last task would hold one class ('e'"),
+        (["--data", one], "the data hold one class ('a'): a classifier needs at least 2"),
+        (["--data", two, "--classes-per-task", "2"], "class 'a' has no test items (2 in all): "
+                                                     "give every class at least 3 examples"),
         (["--epochs", "0"], "epochs must be 1 or more"),
         (["--resume"], "nothing to resume"),
     ]

@@ -91,6 +91,7 @@ def test_the_cli_writes_json_csv_and_png(trained_run, trained, tmp_path, capsys)
     assert main(["evaluate", trained_run, "--data", data]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == expected
+    assert len(captured.out.splitlines()) == len(expected) + 2  # a key a line, not a number
     assert captured.err.strip() == f"accuracy {expected['accuracy']:.4f} over 12 rows"
     out = tmp_path / "scores"
     assert main(["evaluate", trained_run, "--data", data, "--out", str(out)]) == 0

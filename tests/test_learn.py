@@ -223,3 +223,34 @@ def test_a_later_session_takes_its_own_training_options(tiny_config, tmp_path, c
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["per_task"][-1]["steps"] == 1 and res["config"]["lr"] == 0.02
     assert res["sessions"][-1]["options"] == {"steps": 1, "lr": 0.02, "retention": False}
+
+
+def test_sessions_count_their_own_items_and_seconds_and_replay_from_config(tiny_config,
+                                                                           tmp_path, capsys):
+    """After `retain learn --steps 1 --lr ...`: each session's training items and seconds, the
+    earlier tasks' items kept, the cost the sum of the sessions'; `config.toml` holds the first
+    session's config and the later session, so `retain run --config` replays both to the same
+    matrix."""
+    whole, first, third = _class_files(tmp_path)
+    cfg = tiny_config(data=first, method="seq-lora")
+    train_stream(cfg, progress=False)
+    assert main(["learn", cfg.out, "--data", third, "--steps", "1", "--lr", "0.02",
+                 "--no-retention", "--quiet"]) == 0
+    res = json.loads((Path(cfg.out) / "results.json").read_text())
+    assert [t["train"] > 0 for t in res["tasks"]] == [True, True, True]
+    one, two = res["sessions"]
+    assert one["train_items"] == res["tasks"][0]["train"] + res["tasks"][1]["train"]
+    assert two["train_items"] == res["tasks"][2]["train"]
+    for key in ("startup_seconds", "tasks_seconds", "inference_seconds"):
+        assert one["seconds"][key] > 0 and two["seconds"][key] > 0, key
+        assert res["cost"][key] == pytest.approx(one["seconds"][key] + two["seconds"][key])
+    written = (Path(cfg.out) / "config.toml").read_text()
+    assert "[[sessions]]" in written and "steps = 1" not in written.split("[[sessions]]")[0]
+    again = str(tmp_path / "again")
+    assert main(["run", "--config", str(Path(cfg.out) / "config.toml"), "--out", again,
+                 "--quiet"]) == 0
+    replayed = json.loads((Path(again) / "results.json").read_text())
+    assert len(replayed["sessions"]) == 2 and replayed["sessions"][1]["options"] == \
+        two["options"]
+    assert len(replayed["matrix"][-1]) == 3
+    assert replayed["matrix"][-1] == pytest.approx(res["matrix"][-1], abs=1e-6)

@@ -305,3 +305,44 @@ def test_compare_progress_lines_name_the_method_and_seed(compared, tmp_path, cap
     header = next(i for i, line in enumerate(lines) if line.startswith("compare, run 1 of 1:"))
     assert lines[header].startswith("compare, run 1 of 1: frozen-ncm, seed 3 (running, ")
     assert any(line.startswith("task 1/") for line in lines[header + 1:])
+
+
+def test_a_comparison_names_the_settings_its_runs_differ_in(compared, tmp_path, capsys):
+    """Runs made in another precision are compared, and the printout and the report say so."""
+    cfg, _ = compared
+    seq = run_dirs(cfg, ("seq-lora",))
+    saved = json.loads((cfg_dir(cfg) / "runs/seq-lora/seed0/results.json").read_text())
+    half = [edited_copy(d, tmp_path / f"bf16-seed{s}",
+                        config={**saved["config"], "seed": s, "mixed_precision": "bf16"})
+            for s, d in enumerate(seq)]
+    out = tmp_path / "c"
+    assert main(["compare", "--runs", *run_dirs(cfg, ("frozen-ncm",)), *half, "--out",
+                 str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    first = saved["config"]["mixed_precision"]
+    assert f"mixed_precision (frozen-ncm: {first}, seq-lora: bf16)" in printed
+    report = (out / "report.md").read_text()
+    assert "## Settings that differ" in report and f"| mixed_precision | {first} | bf16 |" in report
+    assert "Settings that differ" in (out / "report.html").read_text()
+
+
+def test_the_training_loss_figure_has_a_panel_per_head_and_restarts_its_mean_per_task(
+        tmp_path, monkeypatch):
+    """Two heads' losses never share an axis; the moving mean of a task never reads the steps of
+    the task before (a loss of 10 then 0: no mean point between the two)."""
+    from retain.reporting import figures
+
+    shown = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path, title: shown.update(fig=fig))
+    log = {"task": [0] * 5 + [1] * 5, "loss": [10.0] * 5 + [0.0] * 5, "lr": [1e-3] * 10}
+    comparison = {"seeds": [0], "benchmark": "b", "profile": "p", "methods": {
+        name: {"runs": [{"head": head, "training_log": log}]}
+        for name, head in (("a", "linear"), ("b", "growing"), ("c", "linear"))}}
+    figures.training_loss(comparison, tmp_path / "loss.png", window=3)
+    axes = shown["fig"].axes
+    assert [ax.get_ylabel() for ax in axes] == ["training loss (head: linear)",
+                                                 "training loss (head: growing)"]
+    means = [line for line in axes[0].lines if line.get_linewidth() > 1]
+    assert len(means) == 4  # a and c, each task's own mean
+    for line in means:
+        assert set(line.get_ydata().tolist()) in ({10.0}, {0.0})

@@ -67,15 +67,19 @@ def _clear_run(out: Path) -> None:
 
 @python_errors
 def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, **fields: Any) -> dict[str, Any]:
+        progress: bool = True, sessions: list[dict[str, Any]] | None = None,
+        **fields: Any) -> dict[str, Any]:
     """Run one method on a continual stream and return its results (also written to
     ``out/results.json``). Give a :class:`RunConfig`, or its fields as keywords:
     ``retain.run(method="plate", profile="smoke", out="runs/plate")``. ``overwrite=True``
     replaces an earlier run in ``out`` (so a notebook cell can run twice); ``resume=True``
-    continues one from its checkpoint."""
+    continues one from its checkpoint. ``sessions``: later sessions to learn after it, each
+    ``{"data", "classes_per_task", "options"}`` (what a run's ``config.toml`` lists,
+    :func:`retain.config.read_sessions`): the whole run replayed."""
     cfg = _config(config, fields)
     check_run_out(cfg.out, resume, overwrite)
-    from retain.checkpoint import owned
+    from retain.checkpoint import owned, read_state
+    from retain.engine import learn
     from retain.engine import run as _run
 
     cfg.resolved()  # a bad config fails before anything is made or removed
@@ -83,7 +87,12 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     with owned(cfg.out, int(os.environ.get("RANK", "0")) == 0):
         if overwrite:
             _clear_run(Path(cfg.out))
-        return _run(cfg, resume=resume, progress=progress)
+        results = _run(cfg, resume=resume, progress=progress)
+    state = read_state(Path(cfg.out) / "checkpoint") or {}
+    for session in (sessions or [])[max(len(state.get("sessions", [])) - 1, 0):]:
+        results, _ = learn(cfg.out, session["data"], session.get("classes_per_task"),
+                           progress=progress, options=session.get("options"))
+    return results
 
 
 @python_errors

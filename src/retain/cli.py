@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retain import checks
-from retain.config import HEADS, SCENARIOS, RunConfig
+from retain.config import HEADS, SCENARIOS, RunConfig, read_sessions
 from retain.errors import RetainError
 from retain.kinds import KINDS
 from retain.profiles import PROFILE_NAMES
@@ -223,6 +223,8 @@ def _check_export(args: argparse.Namespace) -> None:
 
 def _check_frontier(args: argparse.Namespace) -> None:
     checks.check_folder(args.out, "--out")
+    if args.config:
+        read_sessions(args.config)
 
 
 CHECKS = {"run": _check_run, "sweep": _check_sweep, "frontier": _check_frontier,
@@ -236,7 +238,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from retain.api import run
 
     config = config_from_args(args)
-    results = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    sessions = read_sessions(args.config) if args.config else None  # the later sessions
+    results = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                  sessions=sessions)
     if not PartialState().is_main_process:
         return 0
     print(format_table(results))
@@ -320,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from retain.comparison import compare, compare_runs, method_names
-    from retain.reporting import table
+    from retain.reporting import differing_settings, table
 
     if args.runs:
         defaults = vars(build_parser().parse_args(["compare"]))
@@ -343,6 +347,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "stored parameters", "wall seconds (the four above)")]
         for cells in [[(h, False) for h in header]] + rows:
             print("  ".join(f"{cells[i][0]:>18}" for i in keep))
+        differ = differing_settings(comparison)
+        if differ:  # a comparison of runs that differ in more than their method
+            print("settings that differ: " + "; ".join(
+                f"{k} ({', '.join(f'{label}: {v}' for label, v in values.items())})"
+                for k, values in differ.items()))
         print(f"report: {os.path.join(args.out, 'report.html')} (and report.md)")
     return 0
 
@@ -367,8 +376,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = load(args.directory).evaluate(args.data, task=args.task, batch_size=args.batch_size)
     print(summary_line(result), file=sys.stderr)
-    if args.out is None:
-        print(json.dumps(result, indent=1))
+    if args.out is None:  # one key a line, each value on its line (a matrix row by row)
+        print("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in
+                                 result.items()) + "\n}")
     else:
         for path in write_evaluation(result, args.out):
             print(f"wrote {path}")
@@ -470,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint and results.json; nothing else there)")
     p.add_argument("--config", metavar="TOML", help="a run written down: every option a key "
                    "(`batch_size` or `batch-size`; [method_options] and [head_options] tables), "
-                   "as each run writes its resolved DIR/config.toml; options given here win")
+                   "as each run writes its resolved DIR/config.toml; options given here win; "
+                   "its [[sessions]] (written by `retain learn`) are learnt after the run")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of run and method options and write the "
                        "plasticity-retention frontier (JSON and PNG)", formatter_class=_Defaults)

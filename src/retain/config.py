@@ -330,7 +330,38 @@ class RunConfig:
             raise RetainError(f"config file '{path}' does not exist") from None
         except tomllib.TOMLDecodeError as e:
             raise RetainError(f"config file '{path}' is not valid TOML ({e})") from None
+        values.pop("sessions", None)  # later sessions: read_sessions
         return cls(**config_values(values, str(path)))
+
+
+def read_sessions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The later sessions a run's ``config.toml`` lists (``[[sessions]]``, written by ``retain
+    learn``): each one's ``data``, ``classes_per_task`` and training ``options``, in order.
+    ``retain run --config`` learns them after the run, which replays the whole run."""
+    import tomllib
+
+    with open(os.path.expanduser(path), "rb") as f:
+        sessions = tomllib.load(f).get("sessions", [])
+    allowed = {"data", "classes_per_task", "options"}
+    for i, session in enumerate(sessions):
+        unknown = sorted(set(session) - allowed)
+        if not isinstance(session, dict) or "data" not in session or unknown:
+            raise RetainError(f"{path}: session {i + 1} must give data (and may give "
+                              f"classes_per_task and options), got {sorted(session)}")
+    return [{"data": s["data"], "classes_per_task": s.get("classes_per_task"),
+             "options": dict(s.get("options", {}))} for s in sessions]
+
+
+def sessions_toml(sessions: list[dict[str, Any]]) -> str:
+    """Later sessions as ``[[sessions]]`` tables (what :func:`read_sessions` reads)."""
+    lines = []
+    for s in sessions:
+        lines += ["", "[[sessions]]", f"data = {_toml_value(s['data'])}"]
+        if s.get("classes_per_task") is not None:
+            lines.append(f"classes_per_task = {s['classes_per_task']}")
+        if s.get("options"):
+            lines.append(f"options = {_toml_value(s['options'])}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:

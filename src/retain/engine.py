@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from retain import checkpoint, inference, metrics
 from retain.backbones import Backbone, load_backbone
-from retain.config import RunConfig
+from retain.config import RunConfig, sessions_toml
 from retain.data import build_stream
 from retain.data.stream import Split, Stream, Task
 from retain.errors import RetainError
@@ -428,13 +428,38 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
         raise RetainError(f"--classes-per-task must be 1 or more, got {classes_per_task}")
     session = {"data": str(data), "classes_per_task": classes_per_task, "first_task": done,
                "options": dict(options or {})}
-    sessions = [*saved.get("sessions", [{"data": cfg.data or cfg.benchmark, "first_task": 0,
-                                         "classes_per_task": cfg.classes_per_task}]), session]
-    saved = {**saved, "config": cfg.to_dict(), "sessions": sessions}
+    sessions = [*_earlier_sessions(out, saved), session]
+    saved = {**saved, "config": cfg.to_dict(), "sessions": sessions,
+             "run_config": saved.get("run_config", saved["config"])}
     accelerator = _accelerator(cfg)
     with checkpoint.owned(out, accelerator.is_main_process):
         return _session(cfg, saved, accelerator, lambda bb: _learnt_stream(cfg, saved, bb),
                         started, progress)
+
+
+def _earlier_sessions(out: Path, saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sessions so far, each with its training items and seconds (from ``results.json``,
+    written after the checkpoint); a run's first session is the run itself."""
+    import json
+
+    written = out / "results.json"
+    results = json.loads(written.read_text()) if written.is_file() else {}
+    if "sessions" in saved:
+        known = results.get("sessions", [])
+        return [{**s, **{k: known[i][k] for k in ("train_items", "seconds")
+                         if i < len(known) and k in known[i]}}
+                for i, s in enumerate(saved["sessions"])]
+    cfg = saved["config"]
+    first = {"data": cfg.get("data") or cfg.get("benchmark"), "first_task": 0,
+             "classes_per_task": cfg.get("classes_per_task"), "options": {}}
+    if results:
+        first["train_items"] = sum(t["train"] for t in results["tasks"])
+        first["seconds"] = {k: results["cost"].get(k, 0.0) for k in SESSION_SECONDS}
+    return [first]
+
+
+# a session's own seconds (results["sessions"][k]["seconds"]); the run's cost sums them
+SESSION_SECONDS = ("startup_seconds", "tasks_seconds", "retention_seconds", "inference_seconds")
 
 
 def _check_learn_kind(cfg: RunConfig, data: str) -> None:
@@ -598,7 +623,9 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     engine = Engine(cfg, stream, backbone, method, accelerator, progress, curves)
     if accelerator.is_main_process:  # the run written down: `retain run --config` reads it
         out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(out / "config.toml", cfg.to_toml())
+        checkpoint.write_text(out / "config.toml", cfg.to_toml() if not saved or "sessions"
+                              not in saved else RunConfig(**saved["run_config"]).to_toml()
+                              + sessions_toml(saved["sessions"][1:]))
         _trim_log(out, start)  # steps of a task that did not reach its checkpoint
     for task in stream.tasks[start:]:
         engine.run_task(task, record)
@@ -610,7 +637,8 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
                 "config": cfg.to_dict(), "stream": stream.outline(),
                 "tasks_done": task.index + 1, "method_state": method.state(),
                 "record": record.__dict__,
-                **({"sessions": saved["sessions"]} if saved and "sessions" in saved else {})},
+                **({k: saved[k] for k in ("sessions", "run_config")}
+                   if saved and "sessions" in saved else {})},
                 task.index + 1)
         accelerator.wait_for_everyone()
     ret, t0 = None, time.perf_counter()
@@ -630,10 +658,19 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
             method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
             stream.task_kind, accelerator, rounds)
     phases["inference_seconds"] = time.perf_counter() - t0  # the deployed/untouched timing
+    if saved and "sessions" in saved:  # this session's seconds; the cost sums the sessions'
+        sessions = [dict(s) for s in saved["sessions"]]
+        before = sum(s.get("seconds", {}).get("tasks_seconds", 0.0) for s in sessions[:-1])
+        own = {**phases, "tasks_seconds": record.wall_seconds - before}
+        sessions[-1]["seconds"] = own
+        sessions[-1]["train_items"] = sum(len(t.train) for t in
+                                          stream.tasks[sessions[-1]["first_task"]:])
+        phases = {k: sum(s.get("seconds", {}).get(k, 0.0) for s in sessions[:-1]) + own[k]
+                  for k in SESSION_SECONDS}
     results = _results(cfg, stream, method, record, ret, accelerator, phases,
                        {"peak_memory_mb": peak, **costs})
     if saved and "sessions" in saved:
-        results["sessions"] = saved["sessions"]
+        results["sessions"] = sessions
     if curves is not None:
         results["curves"] = {**curves.describe(), "points": record.curves}
     if accelerator.is_main_process:
@@ -676,8 +713,9 @@ def _results(cfg: RunConfig, stream: Stream, method: ContinualMethod, record: Re
         "config": cfg.to_dict(),
         "class_order": stream.class_order,
         "class_names": stream.class_names,
-        "tasks": [{"name": t.name, "classes": t.classes, "train": len(t.train),
-                   "test": len(t.test)} for t in stream.tasks],
+        "tasks": [{"name": t.name, "classes": t.classes, "train": t.trained_on
+                   if t.trained_on is not None else len(t.train), "test": len(t.test)}
+                  for t in stream.tasks],
         "score": {"name": kind.score, "direction": kind.direction},
         "matrix": rows,
         "metrics": summary(rows),

@@ -13,6 +13,7 @@ forgetting still means something was lost: forgetting
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -53,7 +54,8 @@ def sample_weighted_accuracy_per_task(R: Matrix, test_sizes: Sequence[int]) -> l
     for t in range(len(M)):
         row, size = M[t, : t + 1], n[: t + 1]
         scored = ~np.isnan(row)
-        out.append(float(np.dot(row[scored], size[scored]) / size[scored].sum()))
+        total = size[scored].sum()  # 0: nothing scored (--keep-test none, earlier sessions)
+        out.append(float(np.dot(row[scored], size[scored]) / total) if total else math.nan)
     return out
 
 

@@ -185,6 +185,9 @@ def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_na
     if groups is not None:
         sizes = sizes[:groups]
     used = order[: sum(sizes)]
+    if len(class_names) == 1:
+        raise RetainError(f"the data hold one class ('{class_names[0]}'): a classifier needs at "
+                          "least 2; add labelled examples of another class")
     if task_names is None and classes_per_task > 1 and len(used) % classes_per_task == 1:
         raise RetainError(
             f"the last task would hold one class ('{class_names[used[-1]]}'; {len(used)} classes "

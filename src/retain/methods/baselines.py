@@ -40,17 +40,9 @@ def inject_lora(model: nn.Module, cfg: LoraOptions):
     """A ``peft`` LoRA on ``cfg.target_modules``, in place; only the adapters train."""
     from peft import LoraConfig, LoraModel
 
-    tuner = make_tuner(LoraModel, model, LoraConfig(
+    return make_tuner(LoraModel, model, LoraConfig(  # peft trains the adapters alone
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=peft_targets(cfg.target_modules, model)))
-    widths = {n: min(m.in_features, m.out_features) for n, m in model.named_modules()
-              if hasattr(m, "lora_A") and hasattr(m, "in_features")}
-    narrow = min(widths.items(), key=lambda kv: kv[1], default=None)
-    if narrow is not None and cfg.rank > narrow[1]:  # more numbers than a full update
-        raise RetainError(f"LoRA rank {cfg.rank} is more than the narrowest adapted layer's "
-                          f"width ({narrow[0]}: {narrow[1]}): give --set rank={narrow[1]} or "
-                          "less")
-    return tuner  # peft marks the adapters alone as trainable
+        target_modules=peft_targets(cfg.target_modules, model)), ranks={"rank": cfg.rank})
 
 
 def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

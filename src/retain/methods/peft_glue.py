@@ -51,14 +51,38 @@ def peft_targets(targets: list[str], model: nn.Module | None = None) -> list[str
             else t for t in targets]
 
 
-def make_tuner(tuner_cls, model: nn.Module, config, adapter: str = "default"):
+def make_tuner(tuner_cls, model: nn.Module, config, adapter: str = "default",
+               ranks: dict[str, int] | None = None, method: str = "LoRA"):
     """A ``peft`` tuner (``LoraModel``, ``PlateModel``, ...) injected into ``model`` in place,
-    with unknown target modules reported as a ``RetainError`` that lists the linear layers."""
+    with unknown target modules reported as a ``RetainError`` that lists the linear layers.
+    ``ranks``: the method's rank-like options (option -> value), each refused in one line when
+    it is more than the narrowest adapted layer's width (more numbers than a full update)."""
     try:
-        return tuner_cls(model, config, adapter)
+        tuner = tuner_cls(model, config, adapter)
     except ValueError as e:
         if "not found" not in str(e) and "Target modules" not in str(e):
             raise
         targets = config.target_modules
         raise unknown_targets(model, [targets] if isinstance(targets, str) else sorted(targets)
                               ) from None
+    check_ranks(model, tuner.targeted_module_names, ranks or {}, method)
+    return tuner
+
+
+def check_ranks(model: nn.Module, names: list[str], ranks: dict[str, int], method: str) -> None:
+    """Each rank-like option (option -> value) refused in one line when it is more than the
+    narrowest of the adapted layers ``names`` is wide (more numbers than a full update)."""
+    widths = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        layer = getattr(layer, "base_layer", layer)
+        if hasattr(layer, "in_features"):
+            widths[name] = min(layer.in_features, layer.out_features)
+    if not widths:
+        return
+    name, width = min(widths.items(), key=lambda kv: kv[1])
+    for option, value in ranks.items():
+        if value > width:
+            raise RetainError(f"{method} {option} {value} is more than the narrowest adapted "
+                              f"layer's width ({name}: {width}): give --set {option}={width} "
+                              "or less")

@@ -124,7 +124,7 @@ def _markdown(comparison: dict[str, Any], header: list[str], rows: list) -> str:
     for cells in rows:
         out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
     kind = comparison_kind(comparison)
-    out += ["", bold_rule(kind), ""]
+    out += ["", bold_rule(kind), "", *_settings_markdown(comparison)]
     for file, title, caption in figure_list(kind):
         out += [f"## {title}", "", f"![{title}]({file})", "", caption, ""]
     return "\n".join(out)
@@ -147,8 +147,19 @@ def _html(comparison: dict[str, Any], header: list[str], rows: list, directory: 
             f"{html.escape(_heading(comparison))}</title><style>{style}</style></head><body>"
             f"<h1>{html.escape(_heading(comparison))}</h1><p>{html.escape(_intro(comparison))}"
             f"</p><h2>{html.escape(_table_title(comparison))}</h2><table><tr>{head}</tr>{body}"
-            f"</table><p>{html.escape(bold_rule(kind))}</p>"
+            f"</table><p>{html.escape(bold_rule(kind))}</p>" + _settings_html(comparison)
             + "".join(figures) + "</body></html>")
+
+
+def _settings_html(comparison: dict[str, Any]) -> str:
+    differ = differing_settings(comparison)
+    if not differ:
+        return ""
+    labels = list(comparison["methods"])
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in ["setting", *labels])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in [
+        k, *(values[label] for label in labels)]) + "</tr>" for k, values in differ.items())
+    return f"<h2>Settings that differ</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def _table_title(comparison: dict[str, Any]) -> str:
@@ -176,6 +187,39 @@ def _intro(comparison: dict[str, Any]) -> str:
             f"{spread} Retention ratios compare the "
             f"adapted backbone with the untouched one (1.0: nothing lost). The {len(runs)} runs "
             f"took {wall / 60:.1f} minutes of wall time in all.")
+
+
+def differing_settings(comparison: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The settings in which a comparison's rows differ (setting -> row -> value as ``--set``
+    writes it), method and head options by name; the method, output folder and seed left out
+    (the row and the seeds say them). Empty when every row ran with the same settings."""
+    from retain.options import option_text
+
+    flat: dict[str, dict[str, Any]] = {}
+    for label, entry in comparison["methods"].items():
+        config = entry["runs"][0].get("config", {})
+        values = {k: v for k, v in config.items() if k not in (
+            "method", "out", "seed", "method_options", "head_options")}
+        for table in ("method_options", "head_options"):
+            values.update({f"{table.split('_')[0]} {k}": v
+                           for k, v in config.get(table, {}).items()})
+        flat[label] = values
+    keys = sorted({k for values in flat.values() for k in values})
+    return {k: {label: "-" if values.get(k) is None else option_text(values[k])
+                for label, values in flat.items()}
+            for k in keys if len({json.dumps(v.get(k), sort_keys=True)
+                                  for v in flat.values()}) > 1}
+
+
+def _settings_markdown(comparison: dict[str, Any]) -> list[str]:
+    differ = differing_settings(comparison)
+    if not differ:
+        return []
+    labels = list(comparison["methods"])
+    return ["## Settings that differ", "", "| setting | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(labels) + 1),
+            *(f"| {k} | " + " | ".join(values[label] for label in labels) + " |"
+              for k, values in differ.items()), ""]
 
 
 def build_report(directory: str | Path) -> list[Path]:

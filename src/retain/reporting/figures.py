@@ -210,7 +210,8 @@ def _scatter(ax, comparison: dict[str, Any], x_key: str, y_key: str) -> None:
                     yerr=None if math.isnan(yerr) else yerr, linestyle="none", markersize=8,
                     capsize=3, label=name, **styles[name])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn where every figure is undefined
+        ax.legend(fontsize=8)
 
 
 def score_vs_retention(comparison: dict[str, Any], path: Path) -> None:
@@ -246,34 +247,40 @@ def cost_vs_score(comparison: dict[str, Any], path: Path) -> None:
 
 
 def training_loss(comparison: dict[str, Any], path: Path, window: int = 20) -> None:
-    """Every optimiser step's loss (the first run of each method), a moving mean, and the task
-    boundaries; runs saved without a log are left out."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    """Every optimiser step's loss (the first run of each method), a moving mean that restarts
+    at each task boundary, and the boundaries; one panel per head (each head trains its own
+    loss, so their values do not share an axis); runs saved without a log are left out."""
     styles = _styles(comparison)
-    bounds: list[int] = []
+    panels: dict[str, list[str]] = {}
     for name, entry in comparison["methods"].items():
-        log = entry["runs"][0].get("training_log") or {}
-        loss = np.asarray(log.get("loss") or [], dtype=float)
-        if not len(loss):
-            continue
-        steps = np.arange(1, len(loss) + 1)
-        ax.plot(steps, loss, alpha=0.25, lw=0.8, color=styles[name]["color"])
-        mean = np.convolve(loss, np.ones(min(window, len(loss))) / min(window, len(loss)),
-                           "valid")
-        ax.plot(steps[len(steps) - len(mean):], mean, lw=1.6, color=styles[name]["color"],
-                label=name)
-        tasks = np.asarray(log["task"])
-        bounds = bounds or [int(i) + 1 for i in np.flatnonzero(np.diff(tasks))]
-    for b in bounds:
-        ax.axvline(b + 0.5, ls=":", color="grey", lw=1)
-    ax.set_xlabel("optimiser step (all tasks, in order)")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+        if (entry["runs"][0].get("training_log") or {}).get("loss"):
+            panels.setdefault(str(entry["runs"][0].get("head") or ""), []).append(name)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(9 * max(len(panels), 1) ** 0.5,
+                                                              4.5), squeeze=False)
+    for ax, (head, names) in zip(axes[0], panels.items(), strict=False):
+        bounds: list[int] = []
+        for name in names:
+            log = comparison["methods"][name]["runs"][0]["training_log"]
+            loss, tasks = np.asarray(log["loss"], dtype=float), np.asarray(log["task"])
+            steps = np.arange(1, len(loss) + 1)
+            color = styles[name]["color"]
+            ax.plot(steps, loss, alpha=0.25, lw=0.8, color=color)
+            for i, task in enumerate(dict.fromkeys(tasks.tolist())):  # each task on its own
+                at = np.flatnonzero(tasks == task)
+                n = min(window, len(at))
+                mean = np.convolve(loss[at], np.ones(n) / n, "valid")
+                ax.plot(steps[at][len(at) - len(mean):], mean, lw=1.6, color=color,
+                        label=name if i == 0 else None)
+            bounds = bounds or [int(i) + 1 for i in np.flatnonzero(np.diff(tasks))]
+        for b in bounds:
+            ax.axvline(b + 0.5, ls=":", color="grey", lw=1)
+        ax.set_xlabel("optimiser step (all tasks, in order)")
+        ax.set_ylabel("training loss" + (f" (head: {head})" if head else ""))
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no training log saved (nothing trained, or runs from before it)",
-                ha="center", va="center", transform=ax.transAxes)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no training log saved (nothing trained, or runs from before "
+                        "it)", ha="center", va="center", transform=axes[0][0].transAxes)
     _save(fig, path, title(comparison, "Training loss"))
 
 

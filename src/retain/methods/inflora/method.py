@@ -24,7 +24,7 @@ from retain.methods.base import Batch, Batches, ContinualMethod, lora_numbers, r
 from retain.methods.heads import StatisticsHead
 from retain.methods.inflora.config import InfLoRAConfig
 from retain.methods.inflora.memory import SubspaceMemory
-from retain.methods.peft_glue import make_tuner, peft_targets, unknown_targets
+from retain.methods.peft_glue import check_ranks, make_tuner, peft_targets, unknown_targets
 
 
 def target_layers(model: nn.Module, suffixes: list[str]) -> list[str]:
@@ -85,6 +85,7 @@ class InfLoRA(ContinualMethod):
 
     def prepare(self, backbone, stream) -> None:
         self.layers = target_layers(self.model, list(self.config.target_modules))
+        check_ranks(self.model, self.layers, {"rank": self.config.rank}, "inflora")
         self.model.requires_grad_(False)
         base = self.model
         self.groups = shared_inputs(base, self.layers, lambda: self.features(

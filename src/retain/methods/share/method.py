@@ -24,7 +24,8 @@ class Share(ContinualMethod):
     def prepare(self, backbone, stream) -> None:
         self.model.requires_grad_(False)
         register_with_peft()
-        self.tuner = make_tuner(ShareModel, self.model, self.config.peft_config(self.model))
+        self.tuner = make_tuner(ShareModel, self.model, self.config.peft_config(self.model),
+                                ranks={"k": self.config.k, "p": self.config.p}, method="share")
 
     def share_layers(self) -> dict[str, ShareLinear]:
         return self.tuner.share_layers()  # the tuner wraps self.model: the same names
