@@ -89,7 +89,7 @@ def refit_accuracy(cfg, method) -> float:
     from accelerate import Accelerator
 
     from retain.data import build_stream
-    from retain.engine import Engine
+    from retain.loop import Engine
     from retain.methods.heads import make_head
 
     cfg = cfg.resolved()

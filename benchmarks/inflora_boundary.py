@@ -18,7 +18,8 @@ from driver import save
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.data import build_stream
-from retain.engine import Engine, build_method
+from retain.engine import build_method
+from retain.loop import Engine
 from retain.methods.inflora import InfLoRA, SubspaceMemory
 
 

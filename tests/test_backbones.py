@@ -51,7 +51,9 @@ def test_a_decoder_pools_the_last_token_and_takes_lora(tmp_path, tiny_config):
     res = run(tiny_config(backbone=str(tmp_path / "llama"),
                           method_options={"target_modules": ["q_proj", "v_proj"]}),
               progress=False)
-    assert res["cost"]["trainable_parameters"] > 0
+    # q_proj 32 -> 32 and v_proj 32 -> 16 (grouped-query) in 2 layers at rank 8, and the
+    # growing head (6 x 33): LoRA on exactly the layers named
+    assert res["cost"]["trainable_parameters"] == 2 * (8 * 32 + 32 * 8 + 8 * 32 + 16 * 8) + 198
     # InfLoRA on grouped-query keys and values (32 -> 16): designs follow each layer's input
     res = run(tiny_config(backbone=str(tmp_path / "llama"), method="inflora",
                           out=str(tmp_path / "inf"),

@@ -106,7 +106,7 @@ def test_a_test_item_is_embedded_once_while_its_features_cannot_change(tiny_conf
     moved: a frozen backbone embeds each task's test set once in the run (first-session after
     its first task too); a backbone that trains, every task's after every task. The matrices
     equal those evaluated without keeping anything."""
-    from retain.engine import Engine
+    from retain.loop import Engine
     from retain.methods.base import ContinualMethod
 
     counts, evaluating = [], [False]
@@ -130,7 +130,7 @@ def test_a_test_item_is_embedded_once_while_its_features_cannot_change(tiny_conf
     kept = run(tiny_config(method=method), progress=False)
     sizes = [t["test"] for t in kept["tasks"]]
     assert counts == [sum(sizes[t - n + 1:t + 1]) for t, n in enumerate(embedded)]
-    monkeypatch.setattr("retain.engine.features_reusable", lambda method: False)
+    monkeypatch.setattr("retain.loop.features_reusable", lambda method: False)
     fresh = run(tiny_config(method=method, out=kept["config"]["out"] + "-fresh"),
                 progress=False)
     assert fresh["matrix"] == kept["matrix"]
@@ -139,7 +139,7 @@ def test_a_test_item_is_embedded_once_while_its_features_cannot_change(tiny_conf
 def test_unshuffled_batches_come_shortest_first_and_keep_positions(tiny_config):
     """Statistics passes and evaluation read the data shortest item first (less padding); each
     item comes once with its position in the data; training batches stay shuffled."""
-    from retain.engine import Engine
+    from retain.loop import Engine
 
     cfg = tiny_config(method="frozen-ncm")
     _, method = train_stream(cfg, progress=False)

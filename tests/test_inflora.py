@@ -296,7 +296,7 @@ def test_old_task_outputs_move_far_less_than_under_seq_lora(tiny_config, monkeyp
     """The spec's second check: each key and value layer, fed task 1's inputs as they were after
     task 1, gives outputs after the last task that moved far less under InfLoRA than under LoRA
     on the same layers with the same steps and learning rate."""
-    from retain.engine import Engine
+    from retain.loop import Engine
 
     original = Engine.run_task
     state, moved = {}, {}

@@ -90,10 +90,10 @@ def test_a_method_registered_in_one_call_appears_everywhere(tiny_config, capsys)
 def test_one_registry_per_kind_of_thing():
     from retain.config import HEADS as CONFIG_HEADS
     from retain.data import BENCHMARKS
-    from retain.methods.heads import BUILDERS
+    from retain.methods.heads import REGISTRY as HEAD_REGISTRY
 
     assert set(REGISTRY) == set(METHODS)
-    assert tuple(CONFIG_HEADS) == tuple(HEADS) == tuple(n for n in BUILDERS if n != "none")
+    assert tuple(CONFIG_HEADS) == tuple(HEADS) == tuple(n for n in HEAD_REGISTRY if n != "none")
     for name, info in METHODS.items():
         assert REGISTRY[name].info is info and set(info.kinds) <= set(KINDS)
     for bench in BENCHMARKS.values():
@@ -118,6 +118,43 @@ def test_no_comparison_of_a_kind_name_outside_kinds():
     assert found == {}
     bad = ast.parse('if kind == "lm":\n    pass\nok = x in ("classification",)')
     assert _kind_literals(bad) == [1, 3]  # the check itself finds them
+
+
+# where a kind arrives as a name and becomes the object: the command line and config
+# (config.py, cli.py's listing), and what is read back from JSON (a stream's outline, a
+# checkpoint's state, results and comparisons)
+NAME_EDGES = {"kinds.py", "config.py", "cli.py", "data/stream.py", "checks.py",
+              "reporting/__init__.py", "frontier.py"}
+
+
+def _kind_by_name(tree: ast.AST) -> list[int]:
+    """Lines that switch on a kind's boolean (``has_classes``) or look a kind up by name
+    (``get_kind(...)``, ``KINDS[...]``, ``KINDS.get(...)``)."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and n.attr == "has_classes":
+            out.append(n.lineno)
+        elif isinstance(n, ast.Call) and ast.unparse(n.func) in ("get_kind", "KINDS.get"):
+            out.append(n.lineno)
+        elif isinstance(n, ast.Subscript) and ast.unparse(n.value) == "KINDS":
+            out.append(n.lineno)
+    return out
+
+
+def test_no_kind_boolean_and_no_kind_looked_up_by_name_inside():
+    """The kind is asked for named behaviour, never a boolean (``has_classes`` is gone), and
+    looked up by name only at the edges where it arrives as a name."""
+    found = {name: lines for p in SRC.rglob("*.py")
+             if (name := str(p.relative_to(SRC))) not in NAME_EDGES
+             and (lines := _kind_by_name(ast.parse(p.read_text())))}
+    assert found == {}
+    everywhere = {name: lines for p in SRC.rglob("*.py")
+                  if (lines := [n.lineno for n in ast.walk(ast.parse(p.read_text()))
+                                if isinstance(n, ast.Attribute) and n.attr == "has_classes"])
+                  and (name := str(p.relative_to(SRC)))}
+    assert everywhere == {}
+    bad = ast.parse("a = kind.has_classes\nb = get_kind(x)\nc = KINDS[x]\nd = KINDS.get(x)")
+    assert _kind_by_name(bad) == [1, 2, 3, 4]  # the check itself finds them
 
 
 def _imports(path: Path) -> set[str]:
@@ -163,3 +200,39 @@ def test_no_import_circle():
         if m not in state:
             visit(m, [m])
     assert {"retain.kinds", "retain.methods"} <= graph["retain.engine"]  # edges are seen
+
+
+def _backslashes(text: str) -> list[int]:
+    """Lines continued by a backslash: a token on a later line than the one before it with no
+    line break between them (inside brackets a break is an NL token; after a backslash there is
+    none)."""
+    import io
+    import tokenize
+
+    out, last, broken = [], None, True
+    for t in tokenize.generate_tokens(io.StringIO(text).readline):
+        if t.type in (tokenize.NL, tokenize.NEWLINE):
+            broken = True
+        elif t.type not in (tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT,
+                            tokenize.ENDMARKER):
+            if last is not None and not broken and t.start[0] > last.end[0]:
+                out.append(last.end[0])
+            last, broken = t, False
+    return out
+
+
+def test_rooms_stay_small_and_statements_need_no_backslash():
+    """No source file over 450 lines, no function over 60, no backslash continuation."""
+    big, long, slashes = {}, {}, {}
+    for p in SRC.rglob("*.py"):
+        name, text = str(p.relative_to(SRC)), p.read_text()
+        if len(text.splitlines()) > 450:
+            big[name] = len(text.splitlines())
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                    n.end_lineno - n.lineno + 1 > 60):
+                long[f"{name}:{n.name}"] = n.end_lineno - n.lineno + 1
+        if found := _backslashes(text):
+            slashes[name] = found
+    assert (big, long, slashes) == ({}, {}, {})
+    assert _backslashes("x = 1 + \\\n    2\ny = (1 +\n     2)\n") == [1]  # it finds them

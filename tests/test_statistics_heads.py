@@ -12,7 +12,8 @@ from retain.data.stream import Split, Task
 from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.baselines import SeqLoRA
-from retain.methods.heads import AlignedHead, AnalyticHead
+from retain.methods.heads import REGISTRY as HEAD_REGISTRY
+from retain.methods.heads import AlignedHead, AnalyticHead, StatisticsHead
 from retain.methods.heads.aligned import AlignedConfig
 from retain.methods.heads.analytic import AnalyticConfig
 from tests.conftest import check_exact_resume, torchrun
@@ -225,9 +226,10 @@ def test_alignment_calibrates_separately_trained_task_heads():
     assert (pred == torch.arange(4).repeat_interleave(100)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("head", ["analytic", "aligned"])
+@pytest.mark.parametrize("head", [h for h, spec in HEAD_REGISTRY.items()
+                                  if issubclass(type(spec.build(4, 2, {})), StatisticsHead)])
 def test_statistics_heads_resume_exactly(tiny_config, monkeypatch, tmp_path, head):
-    options = {"projection": 64} if head == "analytic" else {"epochs": 2}
+    options = {"analytic": {"projection": 64}, "aligned": {"epochs": 2}}.get(head, {})
     check_exact_resume(tiny_config, monkeypatch, tmp_path, SeqLoRA, method="seq-lora",
                        head=head, head_options=options, lr=1e-2)
 

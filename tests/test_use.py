@@ -14,6 +14,7 @@ import torch
 import retain
 from retain.cli import main
 from retain.errors import RetainError
+from retain.methods.heads import REGISTRY as HEAD_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "predict_without_retain.py"
@@ -158,7 +159,7 @@ def test_export_round_trip_without_retain(method, tiny_config, tiny_bert, jsonl_
     assert changed and all("query" in n or "value" in n for n in changed)
 
 
-@pytest.mark.parametrize("head", ["task-heads", "growing", "prototypes", "analytic", "aligned"])
+@pytest.mark.parametrize("head", [h for h in HEAD_REGISTRY if h != "none"])
 def test_every_exported_head_gives_the_heads_logits(head, tiny_config):
     retain.run(tiny_config(method="frozen-ncm", head=head), progress=False)
     trained = retain.load(tiny_config().out)

@@ -120,9 +120,16 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
 @python_errors
 def report(directory: str | Path) -> list[Path]:
     """Rebuild the report of a comparison from its saved results (no training); return the
-    files written (``report.md``, ``report.html``, figures)."""
+    files written (``report.md``, ``report.html``, figures). Of a run's folder: that run's
+    report, in ``RUN/report/``."""
     from retain.reporting import build_report
 
+    run = Path(directory)
+    if (run / "results.json").is_file():  # one run: a comparison of it, in RUN/report/
+        from retain.comparison import compare_runs
+
+        compare_runs([run], run / "report")
+        directory = run / "report"
     return build_report(directory)
 
 

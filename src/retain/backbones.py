@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from retain.cache import cache_dir
 from retain.catalogue import PACKAGED, TINY, package_dir
 from retain.errors import RetainError
 
@@ -50,8 +51,6 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList | None:
     return None
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RETAIN_CACHE", Path.home() / ".cache" / "retain")).expanduser()
 
 
 @contextmanager

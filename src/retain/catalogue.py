@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from retain.kinds import CLASSIFICATION, KINDS, Kind
+from retain.kinds import CLASSIFICATION, KINDS, LM, Kind
 
 BOTH = tuple(KINDS)
 
@@ -22,11 +22,13 @@ class MethodInfo:
     kinds: tuple[str, ...] = BOTH
     kinds_reason: str = ""  # why not the other kinds (for the error message)
     default_lr: float = 5e-4
-    # default --lr on language-model streams where it differs (None: default_lr): rates chosen
-    # on a MiniLM classification stream do not carry to a decoder (docs/benchmarks.md#lmfar)
-    lm_lr: float | None = None
-    # method options whose default differs on language-model streams (the user's --set wins)
-    lm_options: dict[str, Any] = field(default_factory=dict)
+    # default --lr on the streams of a task kind where it differs from default_lr (kind name ->
+    # rate): rates chosen on a MiniLM classification stream do not carry to a decoder
+    # (docs/benchmarks.md#lmfar)
+    kind_lr: dict[str, float] = field(default_factory=dict)
+    # method options whose default differs on a task kind's streams (kind name -> options; the
+    # user's --set wins)
+    kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     continual: bool = True  # False: trains once on every task at the last (only the final row
     # is meaningful)
     task_aware_prediction: bool = False  # predict() uses the task id when given
@@ -40,23 +42,23 @@ class MethodInfo:
 
     def lr(self, kind: Kind) -> float:
         """The default learning rate on a stream of this task kind."""
-        language = not kind.has_classes
-        return self.lm_lr if language and self.lm_lr is not None else self.default_lr
+        return self.kind_lr.get(kind.name, self.default_lr)
 
     def options(self, kind: Kind) -> dict[str, Any]:
         """The method options whose default on a stream of this task kind is not its config
         class's."""
-        return dict(self.lm_options) if not kind.has_classes else {}
+        return dict(self.kind_options.get(kind.name, {}))
 
 
 _BASELINES = "retain.methods.baselines"
 # LoRA on a decoder as the published recipes run it (docs/benchmarks.md#lmfar-frontiers): every
 # linear layer of the blocks, at about ten times full fine-tuning's rate (seq-ft: 1e-4)
-_LORA_ON_LM = {"lm_lr": 1e-3, "lm_options": {"target_modules": ["all-linear"]}}
+_LORA_ON_LM = {"kind_lr": {LM.name: 1e-3},
+               "kind_options": {LM.name: {"target_modules": ["all-linear"]}}}
 METHODS: dict[str, MethodInfo] = {
     "seq-ft": MethodInfo(_BASELINES, "sequential full fine-tuning of the whole backbone (lower "
                          "bound on forgetting)", default_lr=2e-5,
-                         lm_lr=1e-4),  # lmfar's budget: at 2e-5 English barely moved
+                         kind_lr={LM.name: 1e-4}),  # lmfar's budget: at 2e-5 English barely moved
     "seq-lora": MethodInfo(_BASELINES, "one peft LoRA adapter trained on task after task (the "
                            "naive PEFT baseline)", adapter_holds_all=True, **_LORA_ON_LM),
     "lora-per-task": MethodInfo(
@@ -88,7 +90,8 @@ METHODS: dict[str, MethodInfo] = {
                         recomputed_tensors=("plate_Q", "plate_index", "plate_A"),
                         # lmfar frontier (docs/benchmarks.md): the authors' selection at 3e-3
                         # lost less English at every step than the exact one at 1e-3 or 3e-3
-                        lm_lr=3e-3, lm_options={"selection": "official"}),
+                        kind_lr={LM.name: 3e-3},
+                        kind_options={LM.name: {"selection": "official"}}),
     "share": MethodInfo("retain.methods.share", "Share: shared orthonormal low-rank bases per "
                         "layer and 2kp coefficients per task, updated by an SVD of every task's "
                         "factors after each task", "analytic", task_aware_prediction=True,
@@ -107,7 +110,7 @@ METHODS: dict[str, MethodInfo] = {
                        "analytic", default_lr=5e-5,
                        # lmfar quick: at 1e-4 each new task within 16-21% of seq-ft's
                        # perplexity, every English ratio <= 1.04 (5e-5: 36-43%, <= 1.00)
-                       lm_lr=1e-4,
+                       kind_lr={LM.name: 1e-4},
                        no_weight_decay="AdamW's decay pulls the new copy towards zero and moves "
                        "the function"),
 }

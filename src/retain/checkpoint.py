@@ -199,9 +199,9 @@ def _grown(tensors: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
     out = {}
     for name, stored in tensors.items():
         now = current.get(name)
-        if now is not None and grow(name) and stored.dim() == now.dim() and \
-                stored.shape != now.shape and \
-                all(a <= b for a, b in zip(stored.shape, now.shape, strict=True)):
+        if (now is not None and grow(name) and stored.dim() == now.dim()
+                and stored.shape != now.shape
+                and all(a <= b for a, b in zip(stored.shape, now.shape, strict=True))):
             grown = now.detach().clone().cpu()
             grown[tuple(slice(0, n) for n in stored.shape)] = stored.to(grown.dtype)
             stored = grown

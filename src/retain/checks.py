@@ -142,9 +142,8 @@ def check_data_for_run(directory: str | Path, data: str | Path, task: int | None
     from retain.kinds import KINDS
 
     kind = KINDS.get(stream.get("kind", ""))
-    if task is not None and kind is not None and not kind.has_classes:
-        raise RetainError("--task applies to classification runs only: leave it out for a "
-                          "language-modelling run")
+    if kind is not None:
+        kind.check_task_option(task)
     if task is not None and done is not None and not 1 <= task <= done:
         raise RetainError(f"--task must be between 1 and {done} (the tasks this run has "
                           f"learnt), got {task}")

@@ -27,9 +27,10 @@ def method_names(spec: str, kind: str | None = None) -> list[str]:
     registered names."""
     from retain.methods import REGISTRY, get_method_class
 
-    names = [n for n, c in REGISTRY.items() if kind is None or kind in c.info.kinds] \
-        if spec.strip() == "all" else [
-        m.strip() for m in spec.split(",") if m.strip()]
+    if spec.strip() == "all":
+        names = [n for n, c in REGISTRY.items() if kind is None or kind in c.info.kinds]
+    else:
+        names = [m.strip() for m in spec.split(",") if m.strip()]
     if not names:
         raise RetainError("--methods needs at least one method name, or 'all'")
     for name in names:

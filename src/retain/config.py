@@ -12,11 +12,10 @@ from typing import Any
 from retain.catalogue import HEADS as HEAD_DESCRIPTIONS
 from retain.checks import check_folder
 from retain.errors import RetainError
-from retain.kinds import CLASSIFICATION, KINDS, get_kind
+from retain.kinds import CLASSIFICATION, KINDS, Kind, get_kind
 from retain.profiles import PROFILE_NAMES, Profile, pick_profile
 
-SCENARIOS = ("class", "task", "domain")
-HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.BUILDERS builds them
+HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.REGISTRY builds them
 
 
 # the smallest value of each count option, and a hint where one helps
@@ -99,8 +98,8 @@ class RunConfig:
         default=None, metadata={"help": "pairs per similarity set (None: all; smoke: 60)"})
     inference_rounds: int | None = field(default=None, metadata={
         "help": "timed rounds of the inference measurement, at least; more (up to 100) while "
-                "they took under 0.1 s each asked for (None: the profile's, 10 for smoke, 30 "
-                "otherwise; 0: no measurement, and no inference figures)"})
+                "they took under 0.1 s each asked for (None: 2 to 30, within 2% of the run's "
+                "time; 0: no measurement, and no inference figures)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
     probe_every: int = field(default=0, metadata={
@@ -127,7 +126,7 @@ class RunConfig:
         method, here and nowhere else; the result is what ``results.json`` saves."""
         from retain.data import BENCHMARKS
         from retain.methods import get_method_class
-        from retain.methods.heads import DEFAULT_HEAD_LR, head_options
+        from retain.methods.heads import head_lr, head_options
 
         self.check()  # the benchmark, the kind and the method's kinds too
         cls = get_method_class(self.method)
@@ -135,16 +134,8 @@ class RunConfig:
         kind = get_kind(self._kind())
         prof = bench.profile(self.profile) if bench else pick_profile(kind.profiles,
                                                                       self.profile)
-        lm = not kind.has_classes  # no head, no classes, no class scenario
-        if lm:
-            head = "none"
-        else:
-            head = self.head or cls.info.default_head
-            if head not in HEADS:
-                raise RetainError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
-            if self.scenario not in SCENARIOS:
-                raise RetainError(f"unknown scenario '{self.scenario}': choose one of "
-                                  f"{', '.join(SCENARIOS)}")
+        head = kind.head(self.head, cls.info.default_head, HEADS)
+        scenario = kind.scenario(self.scenario)
         method_config = cls.config_class.from_options(
             {**cls.info.options(kind), **self.method_options}, cls.name)
         if self.weight_decay and cls.info.no_weight_decay:
@@ -156,22 +147,23 @@ class RunConfig:
             self,
             benchmark=None if self.data else self.benchmark,
             kind=kind.name,
-            scenario=kind.scenario(self.scenario),
+            scenario=scenario,
             backbone=self.backbone or ("tiny-vit" if image_folder else prof.backbone),
             head=head,
-            classes_per_task=None if lm else (self.classes_per_task or prof.classes_per_task
-                                              or (bench and bench.classes_per_task) or 5),
+            classes_per_task=kind.classes_per_task(
+                self.classes_per_task or prof.classes_per_task
+                or (bench and bench.classes_per_task) or 5),
             cap=_cap(self.cap, prof.cap),
             test_cap=_cap(self.test_cap, prof.test_cap),
-            tasks=_cap(self.tasks, prof.groups),
+            tasks=_cap(self.tasks, prof.tasks),
             steps=_cap(self.steps, prof.steps),
             epochs=self.epochs if self.epochs is not None else prof.epochs,
             batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
             head_options=head_options(head, self._head_defaults(head, prof)),
-            head_lr=self.head_lr if self.head_lr is not None else DEFAULT_HEAD_LR.get(head, lr),
-            class_order_seed=None if lm else self._order_seed(bench),
+            head_lr=self.head_lr if self.head_lr is not None else head_lr(head, lr),
+            class_order_seed=kind.class_order_seed(self._order_seed(bench)),
             inference_rounds=(self.inference_rounds if self.inference_rounds is not None
                               else prof.inference_rounds),
             retention_limit=(self.retention_limit if self.retention_limit is not None
@@ -235,15 +227,7 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
-        if KINDS[kind].has_classes and self.probe_every:
-            raise RetainError("--probe-every records language-model curves (task perplexity "
-                              "and English retention): drop it for a classification stream")
-        if KINDS[kind].has_classes and self.holdout:
-            raise RetainError("--holdout carves held-out sequences from a language-model "
-                              "stream: drop it for a classification stream")
-        if not KINDS[kind].has_classes and (self.head not in (None, "none") or self.head_options):
-            drop = f"--head {self.head}" if self.head not in (None, "none") else "--head-set"
-            raise RetainError(f"{KINDS[kind].title('')} streams have no head; drop {drop}")
+        KINDS[kind].check_options(self.probe_every, self.holdout, self.head, self.head_options)
         check_folder(self.out)
 
     def _check_types(self) -> None:
@@ -265,6 +249,11 @@ class RunConfig:
                 raise RetainError(f"{f.name} must be {what}, got {value!r} (`retain run "
                                   f"--help` describes it)")
 
+    @property
+    def task_kind(self) -> Kind:
+        """The run's task kind as an object (what every kind difference asks)."""
+        return get_kind(self._kind())
+
     def _kind(self) -> str:
         """The task kind: the benchmark's, else ``kind``, else classification (an error where
         ``kind`` contradicts the benchmark)."""
@@ -280,8 +269,8 @@ class RunConfig:
 
     def _head_defaults(self, head: str, prof: Profile) -> dict[str, Any]:
         """The head's options: the user's, over the profile's width for the analytic head."""
-        if head == "analytic" and prof.analytic_projection and "projection" not in \
-                self.head_options:
+        if (head == "analytic" and prof.analytic_projection
+                and "projection" not in self.head_options):
             return {"projection": prof.analytic_projection, **self.head_options}
         return dict(self.head_options)
 
@@ -297,7 +286,7 @@ class RunConfig:
         :meth:`resolved` settled (the data builders read it, never the table again)."""
         if self.kind is None or self.max_length is None:
             raise RetainError("run_profile() needs a resolved config: RunConfig.resolved()")
-        return Profile(self.profile, cap=self.cap, groups=self.tasks,
+        return Profile(self.profile, cap=self.cap, tasks=self.tasks,
                        classes_per_task=self.classes_per_task, max_length=self.max_length,
                        epochs=self.epochs, batch_size=self.batch_size, steps=self.steps,
                        test_cap=self.test_cap, backbone=self.backbone)

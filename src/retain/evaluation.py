@@ -32,9 +32,19 @@ def evaluate(trained: Trained, data: str | Path | list, task: int | None = None,
              batch_size: int | None = None) -> dict[str, Any]:
     """Score ``data`` (a CSV / JSON Lines file, or a list of row dicts) with ``trained``; see
     this module's docstring for what the returned dict holds."""
-    if not trained.kind.has_classes:
-        rows = trained.predict(data, batch_size, task)  # refuses a task for this kind
-        return finite(_language_modelling(trained, rows))
+    return finite(trained.kind.evaluate_rows(trained, data, task, batch_size))
+
+
+def perplexity_scores(trained: Trained, data: str | Path | list, task: int | None,
+                      batch_size: int | None) -> dict[str, Any]:
+    """A language-modelling run's scores of ``data`` (``Kind.evaluate_rows``)."""
+    rows = trained.predict(data, batch_size, task)  # refuses a task for this kind
+    return _language_modelling(trained, rows)
+
+
+def classification_scores(trained: Trained, data: str | Path | list, task: int | None,
+                          batch_size: int | None) -> dict[str, Any]:
+    """A classification run's scores of ``data`` (``Kind.evaluate_rows``)."""
     known = trained._task(task)
     rows = trained.rows(data)
     labels = _labels(trained, rows)
@@ -43,7 +53,7 @@ def evaluate(trained: Trained, data: str | Path | list, task: int | None = None,
     preds = trained.predict(rows, batch_size, task)
     index = {name: i for i, name in enumerate(trained.class_names)}
     predicted = [index[p["class"]] for p in preds]
-    return finite(_classification(trained, rows, labels, predicted))
+    return _classification(trained, rows, labels, predicted)
 
 
 # --- classification --------------------------------------------------------------------------

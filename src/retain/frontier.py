@@ -181,8 +181,8 @@ def choose_rate(members: list[dict[str, Any]], task: int, ref_held: float | None
     if not all(points for _, points in scored):
         return min(members, key=lambda r: min(p.x for p in curve(r, task)))
     target = MATCHED[1] * ref_held if ref_held else None
-    reached = [(value_at(envelope(points), target), r) for r, points in scored] if target \
-        else []
+    reached = ([(value_at(envelope(points), target), r) for r, points in scored]
+               if target else [])
     reached = [(v, r) for v, r in reached if v is not None]
     if reached:
         return min(reached, key=lambda vr: vr[0])[1]

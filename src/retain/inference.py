@@ -97,22 +97,39 @@ def ratio_and_spread(deployed: list[float], untouched: list[float]
     return statistics.median(ratios), [ratios[k], ratios[-1 - k]]
 
 
+# the default measurement (``--inference-rounds`` not given): at least 2 timed rounds after one
+# warm-up, more (up to BUDGETED_ROUNDS) while the whole measurement stays within SHARE of the
+# run's time before it
+SHARE = 0.02
+BUDGETED_ROUNDS = 30
+
+
 def inference_cost(method, load_untouched: Callable[[], torch.nn.Module],
                    batch: dict[str, torch.Tensor], kind: Kind, accelerator: Accelerator,
-                   rounds: int) -> dict[str, float | int | str | None]:
+                   rounds: int | None, run_seconds: float = 0.0
+                   ) -> dict[str, float | int | str | None]:
     """The ``cost`` fields: median seconds per batch of the model as deployed and of a fresh
     copy of the pretrained backbone (``load_untouched()``), the median of their paired ratios
-    with its spread (10th to 90th percentile) and number of rounds (at least ``rounds``; more,
-    up to 100, while they took under ``rounds / 10`` seconds), and which model was timed.
+    with its spread (10th to 90th percentile) and number of rounds, and which model was timed.
+    ``rounds`` given: at least that many rounds, more (up to 100) while they took under
+    ``rounds / 10`` seconds. ``rounds`` None (the default): 2 to :data:`BUDGETED_ROUNDS`
+    rounds, within :data:`SHARE` of ``run_seconds`` (the run before it) for the whole
+    measurement, copies and warm-up included, so that it costs a run at most that much.
     A measurement that fails (out of memory with the two copies, a merge that fails) is
     reported on standard error and left out (None), so that the run's results are written."""
     method.eval()
+    started = time.perf_counter()
     try:
         forward, path = deployed_forward(method, kind)
         untouched = load_untouched().to(accelerator.device).eval()
-        seconds = paired_seconds(
-            {"deployed": forward, "untouched": kind.output(method.backbone, untouched)},
-            batch, accelerator, rounds=(rounds, max(rounds, 100)), budget_seconds=rounds / 10)
+        forwards = {"deployed": forward, "untouched": kind.output(method.backbone, untouched)}
+        if rounds is None:
+            left = SHARE * run_seconds - (time.perf_counter() - started)
+            seconds = paired_seconds(forwards, batch, accelerator, rounds=(2, BUDGETED_ROUNDS),
+                                     warmup=1, budget_seconds=left)
+        else:
+            seconds = paired_seconds(forwards, batch, accelerator,
+                                     rounds=(rounds, max(rounds, 100)), budget_seconds=rounds / 10)
     except Exception as e:  # noqa: BLE001  (a cost figure must not lose the run's results)
         if accelerator.is_main_process:
             print(f"inference cost not measured: {type(e).__name__}: {e}".splitlines()[0],

@@ -26,6 +26,9 @@ from retain.profiles import CLASSIFICATION_PROFILES, LM_PROFILES, Profile
 if TYPE_CHECKING:
     import torch
 
+    from retain.loop import FeatureCache
+
+SCENARIOS = ("class", "task", "domain")  # of classification streams
 Batch = dict[str, "torch.Tensor"]
 Forward = Callable[[Batch], "torch.Tensor"]
 
@@ -37,7 +40,6 @@ class Kind:
     score: str = ""  # the matrix's name
     higher_is_better: bool = True
     profiles: dict[str, Profile] = {}  # for the user's files of this kind
-    has_classes: bool = True  # a head over named classes; task-incremental rows
     columns: str = ""  # what a data file holds, for help texts
 
     @property
@@ -54,6 +56,41 @@ class Kind:
 
     def check_backbone(self, name: str, modality: str) -> None:
         """Refuse a backbone this kind cannot train (``modality``: text, image, causal-lm)."""
+
+    # --- resolving a run of this kind --------------------------------------------------------
+    def head(self, requested: str | None, default: str, heads: Iterable[str]) -> str:
+        """The head a run of this kind trains, of ``heads`` (``none``: the model's own
+        outputs)."""
+        raise NotImplementedError
+
+    def classes_per_task(self, resolved: int) -> int | None:
+        """Classes per task as a run of this kind records it (None: it has no classes)."""
+        return resolved
+
+    def class_order_seed(self, resolved: int | None) -> int | None:
+        """The seed of the class order a run of this kind records (None: no classes)."""
+        return resolved
+
+    def check_options(self, probe_every: int, holdout: int, head: str | None,
+                      head_options: dict[str, Any]) -> None:
+        """Refuse run options this kind does not take (each in one line)."""
+
+    def check_task_option(self, task: int | None) -> None:
+        """Refuse ``--task`` (predict, evaluate) where this kind has no tasks to pick among."""
+
+    def check_session_file(self, data: str, columns: set[str], is_folder: bool, run: str
+                           ) -> None:
+        """Refuse a later session's file (``retain learn``) of another kind than the run's."""
+
+    def one_task_without_column(self, scenario: str) -> bool:
+        """A later session's file without a ``task`` column (and no ``--classes-per-task``)
+        is one task of all its classes."""
+        return False
+
+    # --- reporting -------------------------------------------------------------------------
+    def report_figures(self) -> list[tuple[str, str, str]]:
+        """Figures a report of this kind adds: (file, title, caption)."""
+        return []
 
     # --- training and scoring --------------------------------------------------------------
     def loss(self, method, batch: Batch) -> torch.Tensor:
@@ -101,17 +138,67 @@ class Kind:
     def predict_rows(self, trained, rows: list[dict], task) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
+                      ) -> dict[str, Any]:
+        """``retain evaluate``: the scores of a labelled file (:mod:`retain.evaluation`)."""
+        raise NotImplementedError
+
+    def export_head(self, trained, folder, info: dict[str, Any]) -> None:
+        """Write what an export of this kind holds beyond the adapter (a head), into
+        ``folder``, and describe it in ``info`` (``retain.json``)."""
+
 
 class Classification(Kind):
     name = "classification"
     score = "accuracy"
     higher_is_better = True
     profiles = CLASSIFICATION_PROFILES
-    has_classes = True
     columns = "'text' and 'label' columns (optional: 'split', 'task', 'domain')"
 
     def title(self, scenario: str) -> str:
         return f"{scenario}-incremental"
+
+    def head(self, requested: str | None, default: str, heads: Iterable[str]) -> str:
+        head = requested or default
+        if head not in heads:
+            raise RetainError(f"unknown head '{head}': choose one of {', '.join(heads)}")
+        return head
+
+    def scenario(self, requested: str) -> str:
+        if requested not in SCENARIOS:
+            raise RetainError(f"unknown scenario '{requested}': choose one of "
+                              f"{', '.join(SCENARIOS)}")
+        return requested
+
+    def check_options(self, probe_every: int, holdout: int, head: str | None,
+                      head_options: dict[str, Any]) -> None:
+        if probe_every:
+            raise RetainError("--probe-every records language-model curves (task perplexity "
+                              "and English retention): drop it for a classification stream")
+        if holdout:
+            raise RetainError("--holdout carves held-out sequences from a language-model "
+                              "stream: drop it for a classification stream")
+
+    def check_session_file(self, data: str, columns: set[str], is_folder: bool, run: str
+                           ) -> None:
+        if "label" not in columns and "task" in columns:
+            raise RetainError(f"'{data}' holds language-modelling text (a 'task' column, no "
+                              f"'label'): the run in {run} is a classification run; give a "
+                              "file with 'text' and 'label'")
+
+    def one_task_without_column(self, scenario: str) -> bool:
+        return scenario != "domain"
+
+    def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
+                      ) -> dict[str, Any]:
+        from retain.evaluation import classification_scores
+
+        return classification_scores(trained, data, task, batch_size)
+
+    def export_head(self, trained, folder, info: dict[str, Any]) -> None:
+        from retain.trained import export_head
+
+        export_head(trained, folder, info)
 
     def loss(self, method, batch: Batch) -> torch.Tensor:
         return method.head.loss(method.features(batch), batch["labels"])
@@ -194,7 +281,6 @@ class LanguageModelling(Kind):
     score = "perplexity"
     higher_is_better = False
     profiles = LM_PROFILES
-    has_classes = False
     columns = "'text' and 'task' columns"
 
     def title(self, scenario: str) -> str:
@@ -202,6 +288,54 @@ class LanguageModelling(Kind):
 
     def scenario(self, requested: str) -> str:
         return "lm"
+
+    def head(self, requested: str | None, default: str, heads: Iterable[str]) -> str:
+        return "none"
+
+    def classes_per_task(self, resolved: int) -> int | None:
+        return None
+
+    def class_order_seed(self, resolved: int | None) -> int | None:
+        return None
+
+    def check_options(self, probe_every: int, holdout: int, head: str | None,
+                      head_options: dict[str, Any]) -> None:
+        if head not in (None, "none") or head_options:
+            drop = f"--head {head}" if head not in (None, "none") else "--head-set"
+            raise RetainError(f"{self.title('')} streams have no head; drop {drop}")
+
+    def check_task_option(self, task: int | None) -> None:
+        if task is not None:
+            raise RetainError(f"--task applies to classification runs only: leave it out for a "
+                              f"{self.title('')} run")
+
+    def check_session_file(self, data: str, columns: set[str], is_folder: bool, run: str
+                           ) -> None:
+        if is_folder:
+            raise RetainError(f"'{data}' is an image folder: the run in {run} is a "
+                              "language-modelling run; give a file with 'text' and 'task' "
+                              "columns")
+        if "label" in columns:
+            raise RetainError(f"'{data}' holds labelled rows: the run in {run} is a "
+                              "language-modelling run; give a file with 'text' and 'task' "
+                              "columns")
+
+    def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
+                      ) -> dict[str, Any]:
+        from retain.evaluation import perplexity_scores
+
+        return perplexity_scores(trained, data, task, batch_size)
+
+    def report_figures(self) -> list[tuple[str, str, str]]:
+        return [
+            ("learning_vs_forgetting.png", "Learning against forgetting",
+             "Each method's first run during training (--probe-every): the current task's test "
+             "perplexity (what is learnt) against the worst English perplexity ratio to the "
+             "untouched model (what is lost); a large marker at the end of each task."),
+            ("curves_over_steps.png", "Learning and forgetting over steps",
+             "The same points over optimiser steps: the current task's test perplexity (top) "
+             "and the worst English perplexity ratio (bottom); dotted lines: task boundaries."),
+        ]
 
     def check_backbone(self, name: str, modality: str) -> None:
         if modality != "causal-lm":
@@ -255,38 +389,6 @@ class LanguageModelling(Kind):
             nll, n = token_nll(trained.method.predict(batch), batch["labels"])
             out.append({"perplexity": float(torch.exp(nll / n)), "tokens": int(n)})
         return out
-
-
-class FeatureCache:
-    """Each task's test features (and labels), embedded once and kept for as long as the
-    tensors that make features have not changed: everything the method stores but its head
-    (compared exactly after every task). A frozen backbone (frozen-ncm, first-session after its
-    first task) then embeds each test item once in a run, so evaluation grows linearly with the
-    number of tasks instead of with its square."""
-
-    def __init__(self) -> None:
-        self.fingerprint: list[tuple[str, torch.Tensor]] | None = None
-        self.items: dict[int, list[tuple[dict, torch.Tensor]]] = {}
-
-    def check(self, method) -> None:
-        """Forget the kept features if what makes them changed since the last evaluation."""
-        now = [(n, t) for n, t in method.stored_tensors().items() if not n.startswith("head.")]
-        same = self.fingerprint is not None and len(now) == len(self.fingerprint) and all(
-            n == m and t.shape == u.shape and bool((t == u).all())
-            for (n, t), (m, u) in zip(now, self.fingerprint, strict=True))
-        if not same:
-            self.items.clear()
-            self.fingerprint = [(n, t.detach().clone()) for n, t in now]
-
-    def batches(self, method, task, loader, accelerator):
-        """``(batch, features)`` for the task's test items: embedded now, or kept."""
-        if task.index not in self.items:
-            kept = []
-            for batch in loader([task.test], True):
-                with accelerator.autocast():
-                    kept.append(({"labels": batch["labels"]}, method.features(batch)))
-            self.items[task.index] = kept
-        yield from self.items[task.index]
 
 
 CLASSIFICATION = Classification()

@@ -28,7 +28,7 @@ def as_square(R: Matrix) -> np.ndarray:
     for t in range(T):
         row = np.asarray(R[t], dtype=float)[: t + 1]
         if len(row) != t + 1:
-            raise ValueError(f"row {t + 1} of the accuracy matrix needs {t + 1} entries")
+            raise ValueError(f"row {t + 1} of the score matrix needs {t + 1} entries")
         out[t, : t + 1] = row
     return out
 
@@ -41,14 +41,15 @@ def _mean(values) -> float:
         return float(np.nanmean(values)) if len(values) else float("nan")
 
 
-def accuracy_per_task(R: Matrix) -> list[float]:
+def score_per_task(R: Matrix) -> list[float]:
     """``A_t = (1/t) sum_{i<=t} R[t][i]`` for every ``t``."""
     M = as_square(R)
     return [_mean(M[t, : t + 1]) for t in range(len(M))]
 
 
-def sample_weighted_accuracy_per_task(R: Matrix, test_sizes: Sequence[int]) -> list[float]:
-    """Correct predictions over all seen test samples after each task."""
+def sample_weighted_score_per_task(R: Matrix, test_sizes: Sequence[int]) -> list[float]:
+    """The score over all seen test samples after each task (accuracy: correct predictions
+    over all of them)."""
     M, n = as_square(R), np.asarray(test_sizes, dtype=float)
     out = []
     for t in range(len(M)):
@@ -59,12 +60,12 @@ def sample_weighted_accuracy_per_task(R: Matrix, test_sizes: Sequence[int]) -> l
     return out
 
 
-def final_accuracy(R: Matrix) -> float:
-    return accuracy_per_task(R)[-1]
+def final_score(R: Matrix) -> float:
+    return score_per_task(R)[-1]
 
 
-def average_incremental_accuracy(R: Matrix) -> float:
-    return float(np.mean(accuracy_per_task(R)))
+def average_incremental_score(R: Matrix) -> float:
+    return float(np.mean(score_per_task(R)))
 
 
 def _sign(higher_is_better: bool) -> float:
@@ -110,7 +111,7 @@ def bwt(R: Matrix, higher_is_better: bool = True) -> float:
 
 
 def plasticity(R: Matrix) -> float:
-    """Mean accuracy on each task right after learning it."""
+    """Mean score (accuracy, perplexity) on each task right after learning it."""
     M = as_square(R)
     return _mean(np.diag(M))
 
@@ -120,17 +121,17 @@ def summary(R: Matrix, test_sizes: Sequence[int] | None = None, score: str = "ac
     """The summary figures of a score matrix, named after the score (``final_accuracy``,
     ``final_perplexity``, ...)."""
     out = {
-        f"final_{score}": final_accuracy(R),
-        f"average_incremental_{score}": average_incremental_accuracy(R),
+        f"final_{score}": final_score(R),
+        f"average_incremental_{score}": average_incremental_score(R),
         "forgetting": forgetting(R, higher_is_better),
         "bwt": bwt(R, higher_is_better),
         "plasticity": plasticity(R),
-        f"{score}_per_task": accuracy_per_task(R),
+        f"{score}_per_task": score_per_task(R),
     }
     if not higher_is_better:
         out["relative_forgetting"] = relative_forgetting(R, higher_is_better)
         out[f"final_{score}_geometric"] = float(np.exp(_mean(np.log(as_square(R)[-1]))))
     if test_sizes is not None and higher_is_better:
-        sw = sample_weighted_accuracy_per_task(R, test_sizes)
+        sw = sample_weighted_score_per_task(R, test_sizes)
         out[f"final_{score}_sample_weighted"] = sw[-1]
     return out

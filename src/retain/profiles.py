@@ -17,7 +17,7 @@ class Profile:
     cap: int | None = field(metadata={
         "help": "classification: items kept per class before the split; language modelling: "
                 "training sequences kept per task (None: all)"})
-    groups: int | None = field(metadata={"help": "number of tasks kept (None: all)"})
+    tasks: int | None = field(metadata={"help": "number of tasks kept (None: all)"})
     classes_per_task: int | None = field(metadata={"help": "override of the benchmark's value"})
     max_length: int = field(metadata={"help": "tokens per text after truncation (LM: sequence "
                                               "length)"})
@@ -28,9 +28,9 @@ class Profile:
     test_cap: int | None = field(default=None, metadata={
         "help": "language modelling: test sequences kept per task (None: all)"})
     backbone: str = field(default="minilm", metadata={"help": "default backbone"})
-    inference_rounds: int = field(default=30, metadata={
-        "help": "the fewest timed rounds of the inference measurement (--inference-rounds "
-                "overrides)"})
+    inference_rounds: int | None = field(default=None, metadata={
+        "help": "the fewest timed rounds of the inference measurement (None: as many as fit "
+                "in 2% of the run, at least 2; --inference-rounds overrides)"})
     analytic_projection: int | None = field(default=None, metadata={
         "help": "width M of the analytic head's projection when --head-set projection is not "
                 "given (None: the head's default, 5000)"})
@@ -39,24 +39,22 @@ class Profile:
 CLASSIFICATION_PROFILES: dict[str, Profile] = {
     # smoke: a first look in seconds. 40 items a class (8 test items, 24 a task, so that two
     # methods rarely tie by construction), and an analytic head 512 wide: its solves at 5000
-    # took most of a smoke run, on 32 training items a class; 10 rounds of the inference
-    # measurement (30 took 5.4 s of NTK-CL's 30.3 s smoke run)
-    "smoke": Profile("smoke", cap=40, groups=3, classes_per_task=3, max_length=32, epochs=1,
-                     batch_size=8, analytic_projection=512, inference_rounds=10),
-    "quick": Profile("quick", cap=300, groups=None, classes_per_task=None, max_length=48,
+    # took most of a smoke run, on 32 training items a class
+    "smoke": Profile("smoke", cap=40, tasks=3, classes_per_task=3, max_length=32, epochs=1,
+                     batch_size=8, analytic_projection=512),
+    "quick": Profile("quick", cap=300, tasks=None, classes_per_task=None, max_length=48,
                      epochs=3, batch_size=32),
-    "full": Profile("full", cap=2500, groups=None, classes_per_task=None, max_length=48,
+    "full": Profile("full", cap=2500, tasks=None, classes_per_task=None, max_length=48,
                     epochs=5, batch_size=32),
 }
 
 # language modelling (lm3 and the user's text files with a `task` column): 64-token sequences
 LM_PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", cap=16, groups=None, classes_per_task=None, max_length=64,
-                     epochs=1, batch_size=4, steps=4, test_cap=8, backbone="tiny-llama",
-                     inference_rounds=10),
-    "quick": Profile("quick", cap=400, groups=None, classes_per_task=None, max_length=64,
+    "smoke": Profile("smoke", cap=16, tasks=None, classes_per_task=None, max_length=64,
+                     epochs=1, batch_size=4, steps=4, test_cap=8, backbone="tiny-llama"),
+    "quick": Profile("quick", cap=400, tasks=None, classes_per_task=None, max_length=64,
                      epochs=1, batch_size=8, steps=60, test_cap=64, backbone="smollm2"),
-    "full": Profile("full", cap=None, groups=None, classes_per_task=None, max_length=64,
+    "full": Profile("full", cap=None, tasks=None, classes_per_task=None, max_length=64,
                     epochs=1, batch_size=8, test_cap=None, backbone="smollm2"),
 }
 

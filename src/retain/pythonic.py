@@ -20,8 +20,7 @@ def python_message(message: str) -> str:
     ``--flag VALUE`` as ``flag='VALUE'`` where VALUE is a name retain knows (a method, head,
     backbone, scenario, kind or precision)."""
     from retain.catalogue import HEADS, METHODS, PACKAGED, TINY
-    from retain.config import SCENARIOS
-    from retain.kinds import KINDS
+    from retain.kinds import KINDS, SCENARIOS
 
     known = {*METHODS, *HEADS, *PACKAGED, *TINY, *SCENARIOS, *KINDS, "no",
              "fp16", "bf16"}

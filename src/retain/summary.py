@@ -2,53 +2,65 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-# (key in the row, label in tables)
-COLUMNS = [
-    ("final_accuracy", "final accuracy"),
-    ("average_incremental_accuracy", "average incremental accuracy"),
-    ("final_perplexity", "final perplexity"),
-    ("average_incremental_perplexity", "average incremental perplexity"),
-    ("forgetting", "forgetting"),
-    ("bwt", "backward transfer"),
-    ("plasticity", "plasticity"),
-    ("task_incremental_final_accuracy", "task-incremental final accuracy"),
-    ("retention_wordsim353", "retention wordsim353 (ratio)"),
-    ("retention_simlex999", "retention simlex999 (ratio)"),
-    ("retention_lee", "retention lee (ratio)"),
-    ("retention_embedding_drift", "retention embedding drift (ratio)"),
-    ("retention_min", "retention, lowest ratio"),
-    ("retention_shakespeare_perplexity", "retention Shakespeare perplexity (ratio)"),
-    ("retention_kl_from_untouched", "retention KL from untouched (nats/token)"),
-    *((f"retention_english_{d}_{what}", f"retention {d} {label}") for d in
-      ("definitions", "news", "encyclopedia") for what, label in
-      (("perplexity", "perplexity (ratio)"), ("kl", "KL (nats/token)"))),
-    ("retention_worst_perplexity", "retention, worst English perplexity (ratio)"),
-    ("trainable_parameters", "trainable parameters"),
-    ("stored_parameters", "stored parameters"),
-    ("train_seconds", "train seconds"),
-    ("boundary_seconds", "boundary seconds"),
-    ("median_step_seconds", "median step seconds"),
-    ("peak_memory_mb", "peak memory MB"),
-    ("inference_ratio", "inference time vs untouched (ratio)"),
-    ("startup_seconds", "start-up seconds (model, data, probe)"),
-    ("tasks_seconds", "task seconds (train, boundaries, eval)"),
-    ("retention_seconds", "retention seconds"),
-    ("inference_seconds", "inference timing seconds"),
-    ("wall_seconds", "wall seconds (the four above)"),
+
+@dataclass(frozen=True)
+class Column:
+    """One headline figure of a run: its key in the summary row, its label in tables and its
+    direction (``lower``: a lower value is better)."""
+
+    key: str
+    label: str
+    lower: bool = False
+
+    @property
+    def direction(self) -> str:
+        return "lower" if self.lower else "higher"
+
+
+def _c(key: str, label: str, lower: bool = False) -> Column:
+    return Column(key, label, lower)
+
+
+COLUMNS: list[Column] = [
+    _c("final_accuracy", "final accuracy"),
+    _c("average_incremental_accuracy", "average incremental accuracy"),
+    _c("final_perplexity", "final perplexity", True),
+    _c("average_incremental_perplexity", "average incremental perplexity", True),
+    _c("forgetting", "forgetting", True),
+    _c("bwt", "backward transfer"),
+    _c("plasticity", "plasticity"),
+    _c("task_incremental_final_accuracy", "task-incremental final accuracy"),
+    _c("retention_wordsim353", "retention wordsim353 (ratio)"),
+    _c("retention_simlex999", "retention simlex999 (ratio)"),
+    _c("retention_lee", "retention lee (ratio)"),
+    _c("retention_embedding_drift", "retention embedding drift (ratio)"),
+    _c("retention_min", "retention, lowest ratio"),
+    _c("retention_shakespeare_perplexity", "retention Shakespeare perplexity (ratio)", True),
+    _c("retention_kl_from_untouched", "retention KL from untouched (nats/token)", True),
+    *(_c(f"retention_english_{d}_{what}", f"retention {d} {label}", True)
+      for d in ("definitions", "news", "encyclopedia")
+      for what, label in (("perplexity", "perplexity (ratio)"), ("kl", "KL (nats/token)"))),
+    _c("retention_worst_perplexity", "retention, worst English perplexity (ratio)", True),
+    _c("trainable_parameters", "trainable parameters", True),
+    _c("stored_parameters", "stored parameters", True),
+    _c("train_seconds", "train seconds", True),
+    _c("boundary_seconds", "boundary seconds", True),
+    _c("median_step_seconds", "median step seconds", True),
+    _c("peak_memory_mb", "peak memory MB", True),
+    _c("inference_ratio", "inference time vs untouched (ratio)", True),
+    _c("startup_seconds", "start-up seconds (model, data, probe)", True),
+    _c("tasks_seconds", "task seconds (train, boundaries, eval)", True),
+    _c("retention_seconds", "retention seconds", True),
+    _c("inference_seconds", "inference timing seconds", True),
+    _c("wall_seconds", "wall seconds (the four above)", True),
 ]
-
-
-# columns where a lower value is better (the rest: higher is better)
-LOWER_IS_BETTER = {"forgetting", "final_perplexity", "average_incremental_perplexity",
-                   "retention_shakespeare_perplexity", "retention_kl_from_untouched",
-                   "trainable_parameters", "stored_parameters", "train_seconds",
-                   "boundary_seconds", "median_step_seconds", "peak_memory_mb", "wall_seconds",
-                   "startup_seconds", "tasks_seconds", "retention_seconds", "inference_ratio",
-                   "inference_seconds",
-                   "retention_worst_perplexity",
-                   *(k for k, _ in COLUMNS if k.startswith("retention_english_"))}
+BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
+# the columns `retain compare` prints (the report has them all)
+PRINTED = ("final_accuracy", "final_perplexity", "forgetting", "plasticity", "retention_min",
+           "retention_kl_from_untouched", "stored_parameters", "wall_seconds")
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +106,7 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any]) -> str:
     row = summary_row(results)
-    columns = [(key, label) for key, label in COLUMNS if key in row]
+    columns = [(c.key, c.label) for c in COLUMNS if c.key in row]
     width = max(len(label) for _, label in columns)
     title = (f"{results['method']} on {results['stream']} (head: {results['head']}; backbone: "
              f"{backbone_name(results['config'].get('backbone'))})")

@@ -99,9 +99,7 @@ class Trained:
         """The stream's task numbered ``task`` (from 1), or None."""
         if task is None:
             return None
-        if not self.kind.has_classes:
-            raise RetainError(f"--task applies to classification runs only: leave it out for a "
-                              f"{self.kind.title('')} run")
+        self.kind.check_task_option(task)
         if not 1 <= task <= self.tasks_done:
             raise RetainError(f"--task must be between 1 and {self.tasks_done} (the tasks this "
                               f"run has learnt), got {task}")
@@ -170,19 +168,7 @@ class Trained:
             "tasks_done": self.tasks_done, "class_names": self.class_names,
             "model_class": ("AutoModelForCausalLM" if self.backbone.modality == "causal-lm"
                             else "AutoModel")}
-        if self.kind.has_classes:
-            head = self.method.head.export()
-            # one dtype, so that the rule below runs as written (the analytic head solves in
-            # float64, its projection and the features are float32)
-            tensors = {k: v.float() if v.is_floating_point() else v
-                       for k, v in head.tensors().items()}
-            save_file(tensors, str(tmp / "head.safetensors"))
-            info["head"] = {"scheme": self.config.head, "transform": head.transform,
-                            "dtype": "float32",
-                            "rule": "f = pooled features; transform (none | normalize: f/|f| | "
-                                    "relu_projection: relu(f @ projection)); scores = f @ "
-                                    "weight.T + bias; logit of class c = max of the scores of "
-                                    "the rows r with row_class[r] == c (no row: -inf)"}
+        self.kind.export_head(self, tmp, info)
         adapter = self.method.peft_adapter()
         info["adapter"] = None
         if adapter is not None:
@@ -200,7 +186,7 @@ class Trained:
         from retain.catalogue import TINY
 
         cfg, base = self.config, resolve(self.config.backbone)
-        lm = not self.kind.has_classes  # no head, no classes: the model's own outputs
+        lm = "head" not in info  # no head (its kind exported none): the model's own outputs
         tiny = cfg.backbone in TINY  # built by retain, random: no folder to load it from
         lines = ["---", "library_name: peft", f"base_model: {base}", "tags:", "- retain",
                  "- continual-learning", f"- {cfg.method}", "---", "",
@@ -251,6 +237,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def export_head(trained: Trained, folder: Path, info: dict[str, Any]) -> None:
+    """A classification run's head in an export: ``head.safetensors`` and how to apply it
+    (``Kind.export_head``)."""
+    head = trained.method.head.export()
+    # one dtype, so that the rule below runs as written (the analytic head solves in float64,
+    # its projection and the features are float32)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in head.tensors().items()}
+    save_file(tensors, str(folder / "head.safetensors"))
+    info["head"] = {"scheme": trained.config.head, "transform": head.transform,
+                    "dtype": "float32",
+                    "rule": "f = pooled features; transform (none | normalize: f/|f| | "
+                            "relu_projection: relu(f @ projection)); scores = f @ weight.T + "
+                            "bias; logit of class c = max of the scores of the rows r with "
+                            "row_class[r] == c (no row: -inf)"}
 
 
 def _save_adapter(config: RunConfig, peft_config, tensors: dict[str, torch.Tensor],

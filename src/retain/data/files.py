@@ -191,7 +191,7 @@ def classification_file_stream(config, profile: Profile) -> Stream:
         return _tasks_from_column(config, rows, items, labels, names, is_train, profile)
     order = class_order_for(len(classes), config.class_order_seed, config.class_order)
     return class_incremental(name, items, labels, names, order, profile.classes_per_task,
-                             is_train, groups=profile.groups, scenario=config.scenario)
+                             is_train, groups=profile.tasks, scenario=config.scenario)
 
 
 def _tasks_from_column(config, rows: list[dict], items: list[dict], labels: np.ndarray,
@@ -217,7 +217,7 @@ def _tasks_from_column(config, rows: list[dict], items: list[dict], labels: np.n
         raise RetainError("--class-order and a 'task' column both order the classes: drop one")
     order = [c for classes in tasks.values() for c in sorted(classes)]
     return class_incremental(Path(path).name, items, labels, names, order, 1, is_train,
-                             groups=profile.groups, scenario=config.scenario,
+                             groups=profile.tasks, scenario=config.scenario,
                              sizes=[len(c) for c in tasks.values()], task_names=list(tasks))
 
 

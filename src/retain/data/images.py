@@ -59,4 +59,4 @@ def image_stream(config, profile: Profile) -> Stream:
     order = class_order_for(len(names), config.class_order_seed, config.class_order)
     return class_incremental(root.name, [{"image": str(f)} for f in files], labels_arr, names,
                              order, profile.classes_per_task, np.asarray(is_train),
-                             groups=profile.groups, scenario=config.scenario)
+                             groups=profile.tasks, scenario=config.scenario)

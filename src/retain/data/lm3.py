@@ -16,11 +16,14 @@ from __future__ import annotations
 import bz2
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from retain.cache import cached_array, digest, files_digest, text_digest
 from retain.catalogue import package_dir
 from retain.data.stream import Split, Stream, Task, register_benchmark
 from retain.data.wordnet import parse_gloss, wordnet_dir
@@ -139,19 +142,60 @@ def encyclopedia() -> tuple[str, ...]:
     return tuple(docs)
 
 
-DOMAINS = {"definitions": definitions, "news": news, "encyclopedia": encyclopedia}
+@dataclass(frozen=True)
+class Domain:
+    """A stream's text domain read from files: its documents (parsed when needed) and the files
+    they come from, so that its token sequences are cached by the files' contents
+    (:mod:`retain.cache`) and a later run neither parses nor tokenises them again. ``version``
+    names the parsing code: changing what it makes of the files means a new version."""
+
+    name: str  # what reads the files (with the version: the cache's key for the parsing)
+    docs: Callable[[], Sequence[str]]
+    sources: Callable[[], list[Path]]
+    version: str = "1"
 
 
-_SEQUENCES: dict[tuple, np.ndarray] = {}  # per process: (domain, tokenizer, length) -> rows
+DOMAINS = {
+    "definitions": Domain("lm3.definitions", definitions, lambda: [wordnet_dir() / "data.noun"]),
+    "news": Domain("lm3.news", news, lambda: [_gensim_data() / "lee_background.cor"]),
+    "encyclopedia": Domain("lm3.encyclopedia", encyclopedia, lambda: [_gensim_data() / WIKI]),
+}
 
 
-def token_sequences(docs: list[str] | tuple[str, ...], tokenizer, length: int) -> np.ndarray:
+_SEQUENCES: dict[tuple, np.ndarray] = {}  # per process: the cache key -> rows
+_TOKENIZERS: dict[int, str] = {}  # per process: id of a tokenizer -> its digest
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """What a tokenizer is, as the cache keys it: its whole definition where it has one (a fast
+    tokenizer's JSON), else its name, size and special tokens."""
+    if id(tokenizer) not in _TOKENIZERS:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        _TOKENIZERS[id(tokenizer)] = digest(
+            [backend.to_str() if backend is not None else tokenizer.name_or_path,
+             len(tokenizer), tokenizer.eos_token_id, str(tokenizer.special_tokens_map)])
+    return _TOKENIZERS[id(tokenizer)]
+
+
+def token_sequences(docs: Sequence[str] | Domain, tokenizer, length: int) -> np.ndarray:
     """Documents tokenised in order, each followed by EOS, concatenated and cut into rows of
-    ``length`` tokens (the incomplete last row dropped)."""
-    key = (hash(tuple(docs)), tokenizer.name_or_path, len(tokenizer), length)
-    if key not in _SEQUENCES:
-        _SEQUENCES[key] = _token_sequences(docs, tokenizer, length)
-    return _SEQUENCES[key]
+    ``length`` tokens (the incomplete last row dropped). Cached on disk: a :class:`Domain` by
+    its files' contents (its documents are not even parsed on a hit), a list by its text."""
+    if isinstance(docs, Domain):
+        text = {"files": files_digest(docs.sources()), "reader": docs.name,
+                "version": docs.version}
+    else:
+        text = {"text": text_digest(docs)}
+    key = {**text, "tokenizer": tokenizer_digest(tokenizer), "length": length,
+           "format": TOKEN_FORMAT}
+    name = digest(key)
+    if name not in _SEQUENCES:
+        _SEQUENCES[name] = cached_array("token-sequences", key, lambda: _token_sequences(
+            docs.docs() if isinstance(docs, Domain) else docs, tokenizer, length))
+    return _SEQUENCES[name]
+
+
+TOKEN_FORMAT = 1  # what _token_sequences makes of the text: a change means a new number
 
 
 def _token_sequences(docs, tokenizer, length: int) -> np.ndarray:
@@ -176,16 +220,18 @@ def split_sequences(seqs: np.ndarray, cap: int | None, test_cap: int | None,
     return split(train), split(test)
 
 
-def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokenizer,
+def lm_stream(name: str, domains: dict[str, Sequence[str] | Domain], tokenizer,
               profile: Profile) -> Stream:
-    """One language-modelling task per domain, in the given order."""
+    """One language-modelling task per domain (its documents, or a :class:`Domain` read from
+    files), in the given order."""
     stream = Stream(name, LM.scenario(""), [], [], kind=LM.name)
-    for index, (domain, docs) in enumerate(list(domains.items())[: profile.groups]):
+    for index, (domain, docs) in enumerate(list(domains.items())[: profile.tasks]):
         train, test = split_sequences(token_sequences(docs, tokenizer, profile.max_length),
                                       profile.cap, profile.test_cap)
         if not len(train) or not len(test):
+            text = docs.docs() if isinstance(docs, Domain) else docs
             tokens = sum(len(ids) + 1 for ids in tokenizer(
-                list(docs), add_special_tokens=False)["input_ids"])  # each document, then EOS
+                list(text), add_special_tokens=False)["input_ids"])  # each document, then EOS
             length = profile.max_length
             raise RetainError(
                 f"task {index + 1} ({domain}) has {tokens:,} tokens, too few for one train and "
@@ -199,5 +245,4 @@ def lm_stream(name: str, domains: dict[str, list[str] | tuple[str, ...]], tokeni
                     "language modelling, 64-token sequences (offline)", kind=LM.name,
                     profiles=LM_PROFILES)
 def lm3_stream(config, profile: Profile, backbone) -> Stream:
-    return lm_stream(f"lm3/{profile.name}", {d: load() for d, load in DOMAINS.items()},
-                     backbone.tokenizer, profile)
+    return lm_stream(f"lm3/{profile.name}", DOMAINS, backbone.tokenizer, profile)

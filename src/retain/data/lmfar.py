@@ -21,6 +21,7 @@ trains on (:func:`english_probes`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from functools import cache
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.data.lm3 import DOMAINS, lm_stream, split_sequences, token_sequences
+from retain.data.lm3 import DOMAINS, Domain, lm_stream, split_sequences, token_sequences
 from retain.data.stream import Stream, register_benchmark
 from retain.errors import RetainError
 from retain.kinds import LM
@@ -115,8 +116,8 @@ def english_probes(tokenizer, sequences: int, length: int = 64) -> dict[str, Any
     import torch  # not at import: the command line checks options before torch
 
     out = {}
-    for domain, load in DOMAINS.items():
-        _, test = split_sequences(token_sequences(load(), tokenizer, length), None, None)
+    for domain, source in DOMAINS.items():
+        _, test = split_sequences(token_sequences(source, tokenizer, length), None, None)
         out[f"english_{domain}"] = torch.tensor(
             np.asarray([item["input_ids"] for item in test.items[:sequences]]))
     return out
@@ -127,5 +128,11 @@ def english_probes(tokenizer, sequences: int, length: int = 64) -> dict[str, Any
                     "forgetting English shows", kind=LM.name, profiles=LMFAR_PROFILES,
                     probes=english_probes)
 def lmfar_stream(config, profile: Profile, backbone) -> Stream:
-    return lm_stream(f"lmfar/{profile.name}", {n: fortunes(n) for n in LANGUAGES},
+    return lm_stream(f"lmfar/{profile.name}", {n: language(n) for n in LANGUAGES},
                      backbone.tokenizer, profile)
+
+
+def language(name: str) -> Domain:
+    """One language's fortunes as a cached domain: its files, read only on a cache miss."""
+    return Domain(f"lmfar.{name}", functools.partial(fortunes, name),
+                  lambda: _files(fortunes_root() / LANGUAGES[name][0]))

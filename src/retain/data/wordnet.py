@@ -69,7 +69,7 @@ def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None 
     return class_incremental(
         f"wordnet45/{profile.name}", [{"text": texts[i]} for i in idx], labels[idx], names,
         class_order, classes_per_task or profile.classes_per_task or 5, is_train,
-        groups=profile.groups, scenario=scenario)
+        groups=profile.tasks, scenario=scenario)
 
 
 @register_benchmark("wordnet45", "WordNet 3.0 glosses by supersense: 45 classes in 9 tasks of 5 "

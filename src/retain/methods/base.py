@@ -64,7 +64,7 @@ from retain.backbones import Backbone
 from retain.catalogue import METHODS, MethodInfo
 from retain.data.stream import Stream, Task
 from retain.errors import RetainError
-from retain.kinds import get_kind
+from retain.methods.heads import REGISTRY as HEADS
 from retain.methods.heads import make_head
 from retain.options import Options
 
@@ -83,7 +83,8 @@ HOOKS = ("config_class", "prepare", "begin_task", "trainable_parameters", "loss"
 # names a method may not define: the engine's own, and what the registration now carries
 RESERVED = ("setup", "forward", "training_tasks", "stored_tensors", "load_stored",
             "stored_parameters", "peft_adapter", "info", "wrap", "feature_dim", "description",
-            "default_head", "default_lr", "lm_lr", "continual", "task_aware_prediction", "kinds",
+            "default_head", "default_lr", "kind_lr", "kind_options", "continual",
+            "task_aware_prediction", "kinds",
             "kinds_reason", "no_weight_decay", "adapter_holds_all", "recomputed_tensors")
 
 
@@ -131,11 +132,11 @@ class ContinualMethod(nn.Module):
         """Once, before task 1 (and when a run is rebuilt): ``prepare``, then the head."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
         self.num_tasks = len(stream)
-        self.kind = get_kind(stream.kind)
+        self.kind = stream.task_kind
         self.model = backbone.model  # the one model object of the run
         self.feature_width = backbone.hidden_size
         self.prepare(backbone, stream)
-        self.head = make_head(self.head_scheme if self.kind.has_classes else "none",
+        self.head = make_head(self.kind.head(self.head_scheme, self.head_scheme, HEADS),
                               self.feature_width, stream.num_classes, self.head_options)
 
     def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:

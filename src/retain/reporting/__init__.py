@@ -14,8 +14,8 @@ from typing import Any
 from retain.errors import RetainError
 from retain.kinds import Kind, get_kind
 from retain.summary import (
+    BY_KEY,
     COLUMNS,
-    LOWER_IS_BETTER,
     digits,
     format_spread,
     format_value,
@@ -40,16 +40,9 @@ def figure_list(kind: Kind) -> list[tuple[str, str, str]]:
          "Stored parameters (beyond the untouched backbone) and wall time of each run."),
         ("training_loss.png", "Training loss",
          "The loss of every optimiser step of each method's first run (its `train_log.jsonl`), "
-         "with a moving mean over 20 steps; dotted lines: task boundaries."),
-    ] + ([] if kind.has_classes else [
-        ("learning_vs_forgetting.png", "Learning against forgetting",
-         "Each method's first run during training (--probe-every): the current task's test "
-         "perplexity (what is learnt) against the worst English perplexity ratio to the "
-         "untouched model (what is lost); a large marker at the end of each task."),
-        ("curves_over_steps.png", "Learning and forgetting over steps",
-         "The same points over optimiser steps: the current task's test perplexity (top) and "
-         "the worst English perplexity ratio (bottom); dotted lines: task boundaries."),
-    ])
+         "with a moving mean over 20 steps within each task, a panel per head (each trains its "
+         "own loss); dotted lines: task boundaries."),
+    ] + kind.report_figures()
 
 
 def bold_rule(kind: Kind) -> str:
@@ -72,7 +65,7 @@ def _best(values: list[float], key: str, spreads: list[list[float] | None]) -> f
     finite = [v for v in values if not math.isnan(v)]
     if len(finite) < 2 or len(set(finite)) == 1:
         return None
-    best = min(finite) if key in LOWER_IS_BETTER else max(finite)
+    best = min(finite) if key in BY_KEY and BY_KEY[key].lower else max(finite)
     own = spreads[values.index(best)]
     for value, spread in zip(values, spreads, strict=True):
         if value != best and (_inside(value, own) or _inside(best, spread)):
@@ -95,7 +88,7 @@ def _spread(entry: dict[str, Any], key: str) -> list[float] | None:
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and rows of (text, is best) cells: mean (± standard deviation over seeds)."""
     methods = comparison["methods"]
-    keys = [(k, label) for k, label in COLUMNS if any(k in m["mean"] for m in methods.values())]
+    keys = [(c.key, c.label) for c in COLUMNS if any(c.key in m["mean"] for m in methods.values())]
     header = ["method", "head"] + [label for _, label in keys]
     spreads = {k: [_spread(m, k) for m in methods.values()] for k, _ in keys}
     best = {k: _best([float(m["mean"].get(k, math.nan)) for m in methods.values()], k,

@@ -25,6 +25,7 @@ heads that cover it and its prototype is the running mean over the tasks that ha
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from retain.errors import RetainError
@@ -35,50 +36,65 @@ from retain.methods.heads.linear import LinearHeads
 from retain.methods.heads.prototypes import Prototypes
 from retain.options import Options
 
-HEAD_CONFIGS: dict[str, type[Options]] = {"analytic": AnalyticConfig, "aligned": AlignedConfig}
-# the learning rate of the task-local classifier when --head-lr is not given (None: --lr): at
-# 100x the backbone's rate the classifier takes up the loss before the backbone drifts; the
-# aligned head's rows start from that classifier, so it keeps --lr (the measurement:
-# docs/heads.md)
-DEFAULT_HEAD_LR: dict[str, float] = {"analytic": 5e-2}
-
 
 class NoHead(Head):
     """Language modelling: the model's own LM head scores; nothing to build or train here."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head's one registration (``retain.catalogue.HEADS`` describes it without torch; a
+    test compares the two): how it is built, its options and its default rate."""
+
+    build: Callable[[int, int, dict[str, Any]], Head]  # (dim, num_classes, options) -> Head
+    config: type[Options] | None = None  # its options (None: it takes none)
+    # the rate of the task-local classifier when --head-lr is not given (None: --lr)
+    lr: float | None = None
+
+
+REGISTRY: dict[str, HeadSpec] = {
+    "task-heads": HeadSpec(lambda dim, n, options: LinearHeads(dim, n, per_task=True)),
+    "growing": HeadSpec(lambda dim, n, options: LinearHeads(dim, n, per_task=False)),
+    "prototypes": HeadSpec(lambda dim, n, options: Prototypes(dim, n)),
+    # at 100x the backbone's rate the classifier takes up the loss before the backbone drifts
+    # (the measurement: docs/heads.md); options parsed and checked by RunConfig.resolved
+    "analytic": HeadSpec(lambda dim, n, options: AnalyticHead(dim, n, AnalyticConfig(**options)),
+                         AnalyticConfig, 5e-2),
+    # its rows start from the task-local classifier: it keeps --lr
+    "aligned": HeadSpec(lambda dim, n, options: AlignedHead(dim, n, AlignedConfig(**options)),
+                        AlignedConfig),
+    "none": HeadSpec(lambda dim, n, options: NoHead()),
+}
+HEAD_CONFIGS: dict[str, type[Options]] = {n: h.config for n, h in REGISTRY.items() if h.config}
 
 
 def head_options(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     """The head's options with every default filled in (an error for a head without any)."""
     import dataclasses
 
-    if scheme not in HEAD_CONFIGS:
+    config = REGISTRY[scheme].config if scheme in REGISTRY else None
+    if config is None:
         if options:
             raise RetainError(f"the '{scheme}' head has no options; drop --head-set "
                               f"(heads with options: {', '.join(HEAD_CONFIGS)})")
         return {}
-    return dataclasses.asdict(HEAD_CONFIGS[scheme].from_options(options, scheme, "--head-set"))
+    return dataclasses.asdict(config.from_options(options, scheme, "--head-set"))
 
 
-# every head by name (``retain.catalogue.HEADS`` describes them; a test compares the two):
-# (dim, num_classes, options) -> Head
-BUILDERS: dict[str, Callable[[int, int, dict[str, Any]], Head]] = {
-    "task-heads": lambda dim, n, options: LinearHeads(dim, n, per_task=True),
-    "growing": lambda dim, n, options: LinearHeads(dim, n, per_task=False),
-    "prototypes": lambda dim, n, options: Prototypes(dim, n),
-    # options: parsed and checked by RunConfig.resolved (head_options)
-    "analytic": lambda dim, n, options: AnalyticHead(dim, n, AnalyticConfig(**options)),
-    "aligned": lambda dim, n, options: AlignedHead(dim, n, AlignedConfig(**options)),
-    "none": lambda dim, n, options: NoHead(),
-}
+def head_lr(scheme: str, lr: float) -> float:
+    """The head's default rate: its own, else ``lr``."""
+    own = REGISTRY[scheme].lr if scheme in REGISTRY else None
+    return lr if own is None else own
 
 
 def make_head(scheme: str, dim: int, num_classes: int, options: dict[str, Any] | None = None
               ) -> Head:
-    if scheme not in BUILDERS:
+    if scheme not in REGISTRY:
         raise RetainError(f"unknown head '{scheme}': choose one of "
-                          f"{', '.join(n for n in BUILDERS if n != 'none')}")
-    return BUILDERS[scheme](dim, num_classes, options or {})
+                          f"{', '.join(n for n in REGISTRY if n != 'none')}")
+    return REGISTRY[scheme].build(dim, num_classes, options or {})
 
 
-__all__ = ["BUILDERS", "DEFAULT_HEAD_LR", "HEAD_CONFIGS", "AlignedHead", "AnalyticHead", "Head",
-           "LinearHeads", "NoHead", "Prototypes", "StatisticsHead", "head_options", "make_head"]
+__all__ = ["HEAD_CONFIGS", "REGISTRY", "HeadSpec", "AlignedHead", "AnalyticHead", "Head",
+           "LinearHeads", "NoHead", "Prototypes", "StatisticsHead", "head_lr", "head_options",
+           "make_head"]

@@ -63,8 +63,8 @@ class Plate(ContinualMethod):
 
     def _weight_name(self, layer: str) -> str:
         module = self.model.get_submodule(layer)
-        return f"{layer}.base_layer.weight" if isinstance(module, BaseTunerLayer) else \
-            f"{layer}.weight"
+        return (f"{layer}.base_layer.weight" if isinstance(module, BaseTunerLayer)
+                else f"{layer}.weight")
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         """The ``A`` matrices and, of each targeted ``W``, the rows merges changed (stored as
