@@ -38,6 +38,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "inflora_options.py": ("inflora_options_*.json",),
     "lm.py": ("lm3_*.json", "lmfar_*.json"),
     "load_time.py": ("load_time.json",),
+    "peer.py": ("peer_*.json",),
     "lmfar_frontier.py": ("frontier_lmfar*.json",),
     "plate_drift.py": ("plate_drift.json",),
     "plate_input_energy.py": ("plate_input_energy*.json",),

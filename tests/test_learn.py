@@ -254,3 +254,10 @@ def test_sessions_count_their_own_items_and_seconds_and_replay_from_config(tiny_
         two["options"]
     assert len(replayed["matrix"][-1]) == 3
     assert replayed["matrix"][-1] == pytest.approx(res["matrix"][-1], abs=1e-6)
+
+
+def test_a_config_file_with_a_bad_session_is_refused_before_any_work(tmp_path, capsys):
+    path = tmp_path / "config.toml"
+    path.write_text('method = "seq-lora"\n\n[[sessions]]\nfile = "later.jsonl"\n')
+    err = _refused(capsys, "run", "--config", str(path), "--out", str(tmp_path / "o"))
+    assert "session 1 must give data" in err and not (tmp_path / "o").exists()

@@ -31,6 +31,8 @@ def _check_run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     config.check()
     checks.check_run_out(config.out, args.resume, args.overwrite)
+    if args.config:  # its later sessions, checked before any work
+        read_sessions(args.config)
 
 
 def _check_sweep(args: argparse.Namespace) -> None:
@@ -97,8 +99,6 @@ def _check_export(args: argparse.Namespace) -> None:
 
 def _check_frontier(args: argparse.Namespace) -> None:
     checks.check_folder(args.out, "--out")
-    if args.config:
-        read_sessions(args.config)
 
 
 CHECKS = {"run": _check_run, "sweep": _check_sweep, "frontier": _check_frontier,
