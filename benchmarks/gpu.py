@@ -66,28 +66,19 @@ THROUGHPUT = """
 import json, sys, tempfile, time
 import torch
 from retain import RunConfig
-from retain.backbones import load_backbone
-from retain.data import build_stream
-from retain.engine import _accelerator, build_method
-from retain.loop import Engine, Record
+from retain.engine import prepared_engine
+from retain.loop import Record
 quick, precision = sys.argv[1] == "1", sys.argv[2]
 rows = []
 for name in ("seq-ft", "seq-lora", "plate", "inflora", "grow"):
     with tempfile.TemporaryDirectory() as out:
         try:
-            cfg = RunConfig(method=name, benchmark="lm3" if quick else "lmfar",
-                            profile="smoke" if quick else "quick", steps=3 if quick else 20,
-                            mixed_precision=precision, retention=False, inference_rounds=0,
-                            out=out).resolved()
-            acc = _accelerator(cfg)
-            backbone = load_backbone(cfg.backbone, cfg.pooling)
-            stream = build_stream(cfg, backbone)
-            method = build_method(cfg)
-            method.setup(backbone, stream)
-            method.to(acc.device)
-            engine = Engine(cfg, stream, backbone, method, acc, progress=False)
-            task = stream.tasks[0]
-            engine.boundary(method.begin_task, task)
+            engine = prepared_engine(RunConfig(
+                method=name, benchmark="lm3" if quick else "lmfar",
+                profile="smoke" if quick else "quick", steps=3 if quick else 20,
+                mixed_precision=precision, retention=False, inference_rounds=0, out=out))
+            cfg, acc, task = engine.cfg, engine.acc, engine.stream.tasks[0]
+            engine.boundary(engine.method.begin_task, task)
             if acc.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(acc.device)
             record = Record()

@@ -34,9 +34,8 @@ from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
-from retain.engine import _accelerator, build_method
-from retain.loop import Engine, Record
+from retain.engine import prepared_engine
+from retain.loop import Record
 from retain.methods.peft_glue import peft_targets
 
 MODELS = {"minilm": ("wordnet45", "minilm"), "smollm2": ("lmfar", "smollm2")}
@@ -104,16 +103,11 @@ def measure(model: str, method_name: str, steps: int, rounds: int, precision: st
             ) -> dict[str, Any]:
     benchmark, _ = MODELS[model]
     with tempfile.TemporaryDirectory() as out:
-        cfg = RunConfig(method=method_name, benchmark=benchmark, profile="quick", steps=steps,
-                        retention=False, inference_rounds=0, mixed_precision=precision,
-                        out=out).resolved()
-        accelerator = _accelerator(cfg)
-        backbone = load_backbone(cfg.backbone, cfg.pooling)
-        stream = build_stream(cfg, backbone)
-        method = build_method(cfg)
-        method.setup(backbone, stream)
-        method.to(accelerator.device)
-        engine = Engine(cfg, stream, backbone, method, accelerator, progress=False)
+        engine = prepared_engine(RunConfig(
+            method=method_name, benchmark=benchmark, profile="quick", steps=steps,
+            retention=False, inference_rounds=0, mixed_precision=precision, out=out))
+        cfg, stream, backbone, method = engine.cfg, engine.stream, engine.backbone, engine.method
+        accelerator = engine.acc
         task = stream.tasks[0]
         engine.boundary(method.begin_task, task)  # the task's start (its head's classes)
         language = stream.task_kind.score == "perplexity"

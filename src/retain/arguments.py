@@ -82,6 +82,8 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-english-sequences", type=int, default=4, metavar="N",
                    help=_help("probe_english_sequences"))
     p.add_argument("--holdout", type=int, default=0, metavar="N", help=_help("holdout"))
+    p.add_argument("--validation", type=float, default=0.0, metavar="FRACTION",
+                   help=_help("validation"))
     p.add_argument("--keep-test", default="all", choices=("all", "none"),
                    help=_help("keep_test"))
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),

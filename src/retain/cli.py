@@ -107,25 +107,27 @@ CHECKS = {"run": _check_run, "sweep": _check_sweep, "frontier": _check_frontier,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from retain.api import run
 
     config = config_from_args(args)
     sessions = read_sessions(args.config) if args.config else None  # the later sessions
     results = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                   sessions=sessions)
-    if not PartialState().is_main_process:
-        return 0
-    print(format_table(results))
-    print(time_line(results))
-    print(f"results: {os.path.join(config.out, 'results.json')}")
+    return _print_results(results, config.out)
+
+
+def _print_results(results: dict[str, Any], out: str) -> int:
+    """A run's summary table, where its time went, and its results file (main process)."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(format_table(results))
+        print(time_line(results))
+        print(f"results: {os.path.join(out, 'results.json')}")
     return 0
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from retain.engine import learn
 
     options = {k: getattr(args, k) for k in (*LEARN_OPTIONS, "retention")
@@ -133,12 +135,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     results, _ = learn(args.directory, args.data, args.classes_per_task,
                        progress=not args.quiet, method=args.method, backbone=args.backbone,
                        kind=args.kind, options=options)
-    if not PartialState().is_main_process:
-        return 0
-    print(format_table(results))
-    print(time_line(results))
-    print(f"results: {os.path.join(args.directory, 'results.json')}")
-    return 0
+    return _print_results(results, args.directory)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -153,10 +150,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     lm = "final_perplexity" in frontier["points"][0]
     cols = ("plasticity", "final_perplexity" if lm else "final_accuracy", "forgetting",
             "retention_worst_perplexity" if lm else "retention_min", "trainable_parameters")
+    if any("validation_final_accuracy" in row for row in frontier["points"]):
+        cols = ("validation_final_accuracy", *cols)
     print(f"{'point':<24}" + "".join(f"{c:>28}" for c in cols))
     for row in frontier["points"] + frontier["baselines"]:
         print(f"{row['label']:<24}" + "".join(f"{format_value(row.get(c)):>28}" for c in cols))
     _print_envelopes(frontier.get("envelopes", []))
+    if "chosen" in frontier:  # on the validation split; its test figure is the one to report
+        chosen = frontier["chosen"]
+        print(f"chosen on validation: {chosen['label']} ("
+              + ", ".join(f"{k} {format_value(v)}" for k, v in chosen.items() if k != "label")
+              + ")")
     print(f"frontier: {os.path.join(args.out, 'frontier.json')} and frontier.png")
     return 0
 

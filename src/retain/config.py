@@ -116,6 +116,11 @@ class RunConfig:
         "help": "language modelling: training sequences of each task held out and never "
                 "trained on; --probe-every scores them beside the test subset, so that a rate "
                 "or a default is chosen on them and not on the test split (0: none)"})
+    validation: float = field(default=0.0, metadata={
+        "help": "classification: the fraction of each task's training items, per class, held "
+                "out and never trained on (the same items whatever the training seed); each "
+                "task's validation split is scored beside its test split, so that a sweep "
+                "chooses on it and not on the test split (0: none)"})
     keep_test: str = field(default="all", metadata={
         "help": "all: keep each task's test split in the run folder, so that `retain learn` "
                 "scores old tasks too; none: keep no data (later rows score new tasks only)"})
@@ -216,6 +221,9 @@ class RunConfig:
             if value is not None and value < low:
                 raise RetainError(f"--{name.replace('_', '-')} must be {low} or more, got "
                                   f"{value}{why}")
+        if not (math.isfinite(self.validation) and 0 <= self.validation < 0.5):
+            raise RetainError(f"--validation must lie in [0, 0.5) (a fraction of each task's "
+                              f"training items), got {self.validation}")
         if self.inference_rounds == 1:
             raise RetainError("--inference-rounds must be 0 (no measurement) or 2 or more (the "
                               "spread needs two), got 1")
@@ -227,7 +235,7 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
-        KINDS[kind].check_options(self.probe_every, self.holdout, self.head, self.head_options)
+        KINDS[kind].check_options(self)
         check_folder(self.out)
 
     def _check_types(self) -> None:

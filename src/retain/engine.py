@@ -37,6 +37,20 @@ def build_method(cfg: RunConfig) -> ContinualMethod:
                head_options=cfg.head_options)
 
 
+def prepared_engine(config: RunConfig) -> Engine:
+    """The per-task loop of ``config`` set up without a run folder: the config resolved, its
+    accelerator, the untouched backbone, the stream, the method set up and on its device (for
+    benchmarks and tools that time or step the loop themselves)."""
+    cfg = config.resolved()
+    accelerator = _accelerator(cfg)
+    backbone = _backbone(cfg)
+    stream = build_stream(cfg, backbone)
+    method = build_method(cfg)
+    method.setup(backbone, stream)
+    method.to(accelerator.device)
+    return Engine(cfg, stream, backbone, method, accelerator, progress=False)
+
+
 def rebuild(cfg: RunConfig, backbone: Backbone, stream: Stream, ckpt_dir: Path | None = None,
             saved: dict[str, Any] | None = None, grow: bool = False) -> ContinualMethod:
     """The method of a run, set up on the untouched backbone and, from a checkpoint

@@ -71,9 +71,9 @@ class Kind:
         """The seed of the class order a run of this kind records (None: no classes)."""
         return resolved
 
-    def check_options(self, probe_every: int, holdout: int, head: str | None,
-                      head_options: dict[str, Any]) -> None:
-        """Refuse run options this kind does not take (each in one line)."""
+    def check_options(self, config) -> None:
+        """Refuse run options this kind does not take (each in one line); ``config``: the run
+        config, checked before anything is built."""
 
     def check_task_option(self, task: int | None) -> None:
         """Refuse ``--task`` (predict, evaluate) where this kind has no tasks to pick among."""
@@ -170,14 +170,13 @@ class Classification(Kind):
                               f"{', '.join(SCENARIOS)}")
         return requested
 
-    def check_options(self, probe_every: int, holdout: int, head: str | None,
-                      head_options: dict[str, Any]) -> None:
-        if probe_every:
+    def check_options(self, config) -> None:
+        if config.probe_every:
             raise RetainError("--probe-every records language-model curves (task perplexity "
                               "and English retention): drop it for a classification stream")
-        if holdout:
+        if config.holdout:
             raise RetainError("--holdout carves held-out sequences from a language-model "
-                              "stream: drop it for a classification stream")
+                              "stream: for a classification stream give --validation FRACTION")
 
     def check_session_file(self, data: str, columns: set[str], is_folder: bool, run: str
                            ) -> None:
@@ -298,11 +297,14 @@ class LanguageModelling(Kind):
     def class_order_seed(self, resolved: int | None) -> int | None:
         return None
 
-    def check_options(self, probe_every: int, holdout: int, head: str | None,
-                      head_options: dict[str, Any]) -> None:
-        if head not in (None, "none") or head_options:
+    def check_options(self, config) -> None:
+        head = config.head
+        if head not in (None, "none") or config.head_options:
             drop = f"--head {head}" if head not in (None, "none") else "--head-set"
             raise RetainError(f"{self.title('')} streams have no head; drop {drop}")
+        if config.validation:
+            raise RetainError("--validation carves labelled items per class: for a "
+                              "language-model stream give --holdout N (sequences)")
 
     def check_task_option(self, task: int | None) -> None:
         if task is not None:

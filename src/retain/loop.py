@@ -4,6 +4,7 @@ evaluation, with ``accelerate`` for the device (:class:`Engine`); what it accumu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ class Record:
     per_task: list[dict[str, Any]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)  # --probe-every points
+    validation_rows: list[list[float]] = field(default_factory=list)  # --validation
     trainable_parameters: int = 0
     wall_seconds: float = 0.0
 
@@ -208,6 +210,19 @@ class Engine:
         return {k: [row[where[t.index]] if t.index in where else float("nan") for t in tasks]
                 for k, row in rows.items()}
 
+    @torch.no_grad()
+    def validate(self, tasks: list[Task]) -> list[float]:
+        """The main matrix's row on each task's validation split (``Task.heldout``), scored as
+        the test split is, without the kept test features."""
+        self.method.eval()
+        held = [dataclasses.replace(t, test=t.heldout) for t in tasks
+                if t.heldout is not None and len(t.heldout)]  # an earlier session's: none
+        row = self.kind.evaluate(self.method, held,
+                                 lambda splits, even: self.loader(splits, even=even),
+                                 self.acc, None)["matrix"] if held else []
+        scored = dict(zip((t.index for t in held), row, strict=True))
+        return [scored.get(t.index, float("nan")) for t in tasks]
+
     def run_task(self, task: Task, record: Record) -> None:
         start = time.perf_counter()
         set_seed(self.cfg.seed * 1_000 + task.index)
@@ -219,6 +234,8 @@ class Engine:
         head_seconds = self.method.head.own_seconds - head_before
         t0 = time.perf_counter()
         rows = self.evaluate(seen)
+        if self.cfg.validation:  # the same row on each task's validation split
+            record.validation_rows.append(self.validate(seen))
         record.rows.append(rows["matrix"])
         if "task_incremental" in rows:
             record.til_rows.append(rows["task_incremental"])

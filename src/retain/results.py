@@ -87,7 +87,8 @@ def results_json(cfg: RunConfig, stream: Stream, method: ContinualMethod, record
         "class_order": stream.class_order,
         "class_names": stream.class_names,
         "tasks": [{"name": t.name, "classes": t.classes, "train": t.trained_on
-                   if t.trained_on is not None else len(t.train), "test": len(t.test)}
+                   if t.trained_on is not None else len(t.train), "test": len(t.test),
+                   **({"held_out": len(t.heldout)} if t.heldout is not None else {})}
                   for t in stream.tasks],
         "score": {"name": kind.score, "direction": kind.direction},
         "matrix": rows,
@@ -97,6 +98,11 @@ def results_json(cfg: RunConfig, stream: Stream, method: ContinualMethod, record
         results[key] = matrix
         if key == "task_incremental_matrix":
             results["task_incremental_metrics"] = summary(matrix)
+    if record.validation_rows:  # --validation: what a sweep chooses on
+        held = [len(t.heldout) if t.heldout is not None else 0 for t in stream.tasks]
+        results["validation_matrix"] = record.validation_rows
+        results["validation_metrics"] = metrics.summary(record.validation_rows, held,
+                                                        kind.score, kind.higher_is_better)
     results["retention"] = ret
     results["cost"] = _cost(stream, method, record, accelerator, phases, measured)
     results["per_task"] = record.per_task

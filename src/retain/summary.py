@@ -33,6 +33,7 @@ COLUMNS: list[Column] = [
     _c("bwt", "backward transfer"),
     _c("plasticity", "plasticity"),
     _c("task_incremental_final_accuracy", "task-incremental final accuracy"),
+    _c("validation_final_accuracy", "validation final accuracy (--validation)"),
     _c("retention_wordsim353", "retention wordsim353 (ratio)"),
     _c("retention_simlex999", "retention simlex999 (ratio)"),
     _c("retention_lee", "retention lee (ratio)"),
@@ -71,6 +72,8 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     for key in (f"final_{score}", f"average_incremental_{score}", "forgetting", "bwt",
                 "plasticity"):
         row[key] = m.get(key)
+    if results.get("validation_metrics"):  # --validation: the figure a sweep chooses on
+        row[f"validation_final_{score}"] = results["validation_metrics"].get(f"final_{score}")
     if results.get("task_incremental_metrics"):
         row["task_incremental_final_accuracy"] = results["task_incremental_metrics"].get(
             "final_accuracy")

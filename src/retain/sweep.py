@@ -68,6 +68,19 @@ def frontier_row(results: dict[str, Any], label: str, options: dict[str, str] | 
     return {"label": label, "options": options or {}, **summary_row(results)}
 
 
+def choose(rows: list[dict[str, Any]], kind) -> dict[str, Any] | None:
+    """The point with the best validation score (``--validation``): its label, that score and
+    its test figure, the one to report (None where the points hold no validation score). The
+    test figures of the other points choose nothing."""
+    key = f"validation_final_{kind.score}"
+    scored = [r for r in rows if r.get(key) is not None]
+    if not scored:
+        return None
+    best = (max if kind.higher_is_better else min)(scored, key=lambda r: r[key])
+    return {"label": best["label"], key: best[key],
+            f"final_{kind.score}": best.get(f"final_{kind.score}")}
+
+
 def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Run every point of ``grid`` with ``config`` and write the frontier."""
@@ -98,6 +111,9 @@ def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | 
                 "baselines": refs}
     if any(r.get("curves") for r in runs):
         frontier["envelopes"] = tables(runs + ref_runs)
+    chosen = choose(rows, cfg.task_kind)
+    if chosen is not None:
+        frontier["chosen"] = chosen
     if PartialState().is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / "frontier.json", frontier)

@@ -2,7 +2,7 @@
 
 from retain.data import lm3, lmfar, wordnet  # noqa: F401  (register the benchmarks)
 from retain.data.files import file_stream
-from retain.data.stream import BENCHMARKS, Split, Stream, Task, hold_out
+from retain.data.stream import BENCHMARKS, Split, Stream, Task, hold_out, validation_split
 from retain.errors import RetainError
 
 
@@ -19,6 +19,8 @@ def build_stream(config, backbone=None) -> Stream:
                           f"{', '.join(BENCHMARKS)} or give --data FILE")
     if not stream.tasks:
         raise RetainError(f"the stream {stream.name} has no tasks")
+    if config.validation:
+        return validation_split(stream, config.validation)
     return hold_out(stream, config.holdout) if config.holdout else stream
 
 

@@ -127,6 +127,30 @@ def hold_out(stream: Stream, n: int) -> Stream:
     return stream
 
 
+def validation_split(stream: Stream, fraction: float) -> Stream:
+    """Each task's validation items moved to ``Task.heldout`` (in place): per class,
+    ``round(fraction * n)`` of its ``n`` training items (at least one where it has two or
+    more), drawn by ``RandomState(0)`` from the training split alone, so that the test split
+    chooses nothing and every point of a sweep (whatever its training seed) holds out the same
+    items."""
+    for task in stream.tasks:
+        keep, held = [], []
+        for c in np.unique(task.train.labels):
+            idx = np.flatnonzero(task.train.labels == c)
+            n = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1)
+            order = np.random.RandomState(0).permutation(len(idx))
+            held += idx[order[:n]].tolist()
+            keep += idx[order[n:]].tolist()
+        if not held:
+            raise RetainError(f"--validation {fraction} holds nothing out of task "
+                              f"{task.index + 1} ({task.name}): every class needs two training "
+                              "items or more")
+        held, keep = sorted(held), sorted(keep)
+        task.heldout = Split([task.train.items[i] for i in held], task.train.labels[held])
+        task.train = Split([task.train.items[i] for i in keep], task.train.labels[keep])
+    return stream
+
+
 def _empty() -> Split:
     return Split([], np.zeros(0, dtype=int))
 
