@@ -27,7 +27,7 @@ class _Defaults(argparse.HelpFormatter):
 
 def _help(name: str) -> str:
     f = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
-    return f.metadata["help"]
+    return f.metadata["help"].replace("%", "%%")  # argparse formats help with %
 
 
 def _ints(text: str) -> list[int]:

@@ -20,8 +20,9 @@ class Curves:
     """The subsets, the untouched model's perplexities and log-probabilities on them, and one
     point per call."""
 
-    def __init__(self, cfg, backbone, device: torch.device, autocast):
-        from retain.backbones import load_backbone
+    def __init__(self, cfg, backbone, device: torch.device, autocast, reference):
+        """``reference()``: the run's untouched copy of the backbone (``engine.Reference``),
+        released once the untouched logits are kept."""
         from retain.retention import lm_probes
 
         self.every, self.backbone, self.device = cfg.probe_every, backbone, device
@@ -29,7 +30,7 @@ class Curves:
         self.task_sequences = cfg.probe_task_sequences
         self.probes = {name: ids[:cfg.probe_english_sequences] for name, ids in
                        lm_probes(backbone.tokenizer, cfg).items()}
-        fresh = load_backbone(cfg.backbone, cfg.pooling)  # untouched, whatever was trained
+        fresh = reference()  # untouched, whatever was trained
         fresh.model.to(device).eval()
         self.untouched, self.logits = {}, {}  # the untouched logits, for the KL at each point
         for name, ids in self.probes.items():
@@ -38,7 +39,8 @@ class Curves:
                 logits = fresh.token_logits(batch).float()
             self.logits[name] = logits
             self.untouched[name] = _perplexity(logits, batch["labels"])
-        del fresh
+        fresh.model.to("cpu")
+        reference.release()
 
     def _batch(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"input_ids": ids.to(self.device), "attention_mask": torch.ones_like(ids)

@@ -220,11 +220,12 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     method = rebuild(cfg, backbone, stream, Path(cfg.out) / "checkpoint", saved, grow=True)
     record, start = _record(cfg, saved, stream, accelerator)
     method.to(accelerator.device)
+    reference = Reference(cfg)  # the untouched copy curves, retention and inference compare to
     curves = None
     if cfg.probe_every:
         from retain.curves import Curves
 
-        curves = Curves(cfg, backbone, accelerator.device, accelerator.autocast)
+        curves = Curves(cfg, backbone, accelerator.device, accelerator.autocast, reference)
         if start == 0:  # the untouched model: where every curve starts
             record.curves.append(curves.point(method, stream.tasks[0], 0, 0))
     startup = time.perf_counter() - started
@@ -234,12 +235,13 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     if cfg.retention:
         method.eval()
         with accelerator.autocast():
-            ret = retention_after(untouched, backbone, method, cfg, show)
+            ret = retention_after(untouched, backbone, method, cfg, show, reference)
     phases = {"startup_seconds": startup, "tasks_seconds": record.wall_seconds,
               "retention_seconds": time.perf_counter() - t0}
     measured = {"peak_memory_mb": peak_memory_mb(accelerator.device)}  # before the merged copy
     t0 = time.perf_counter()
-    measured.update(_inference_cost(cfg, engine, t0 - started))
+    measured.update(_inference_cost(cfg, engine, t0 - started, reference))
+    reference.release()
     phases["inference_seconds"] = time.perf_counter() - t0  # the deployed/untouched timing
     sessions = None
     if saved and "sessions" in saved:  # this session's seconds; the cost sums the sessions'
@@ -254,6 +256,24 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
         results["training_log"] = {k: [line[k] for line in log] for k in ("task", "loss", "lr")}
         checkpoint.write_json(Path(cfg.out) / "results.json", results)
     return results, method
+
+
+class Reference:
+    """A run's untouched copy of the backbone, loaded on first use and shared by what compares
+    with it (the curves' first point, language-model retention, the inference timing); the
+    curves free it after their first point (``release``) so that training does not hold two
+    models, and the measurements after the last task load it once for both."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg, self.copy = cfg, None
+
+    def __call__(self) -> Backbone:
+        if self.copy is None:
+            self.copy = load_backbone(self.cfg.backbone, self.cfg.pooling)
+        return self.copy
+
+    def release(self) -> None:
+        self.copy = None
 
 
 def _backbone(cfg: RunConfig) -> Backbone:
@@ -307,7 +327,8 @@ def _train_tasks(cfg: RunConfig, saved: dict[str, Any] | None, engine: Engine, r
         accelerator.wait_for_everyone()
 
 
-def _inference_cost(cfg: RunConfig, engine: Engine, run_seconds: float) -> dict[str, Any]:
+def _inference_cost(cfg: RunConfig, engine: Engine, run_seconds: float,
+                    reference: Reference) -> dict[str, Any]:
     """Inference seconds per batch as deployed against the untouched backbone
     (:mod:`retain.inference`): within 2% of the run's time by default (``inference_rounds``
     None), at least that many rounds when given, none with 0."""
@@ -317,5 +338,5 @@ def _inference_cost(cfg: RunConfig, engine: Engine, run_seconds: float) -> dict[
     probe = inference.probe_batch(engine.stream, engine.backbone, cfg.batch_size,
                                   cfg.max_length, engine.acc.device)
     return inference.inference_cost(
-        engine.method, lambda: load_backbone(cfg.backbone, cfg.pooling).model, probe,
+        engine.method, lambda: reference().model, probe,
         engine.stream.task_kind, engine.acc, rounds, run_seconds)

@@ -201,16 +201,18 @@ def retention_probe(backbone, cfg, progress: bool = False, accelerator=None) -> 
         backbone.model.to(home)
 
 
-def retention_after(untouched: Probe | None, backbone, method, cfg, progress: bool = False
-                    ) -> dict | None:
+def retention_after(untouched: Probe | None, backbone, method, cfg, progress: bool = False,
+                    reference=None) -> dict | None:
     """Retention of the trained method against the untouched backbone (see module docstring);
-    ``None`` for image encoders."""
+    ``None`` for image encoders. ``reference()``: the run's untouched copy (a causal LM's is
+    loaded afresh without it)."""
     if backbone.modality == "image":
         return None
     if backbone.modality == "causal-lm":
         from retain.backbones import load_backbone
 
-        fresh = load_backbone(cfg.backbone, cfg.pooling)
+        fresh = reference() if reference is not None else load_backbone(cfg.backbone,
+                                                                         cfg.pooling)
         device = next(method.parameters()).device
         fresh.model.to(device).eval()
 
