@@ -170,9 +170,10 @@ def test_a_lora_rank_wider_than_its_layers_is_refused(tiny_config):
         retain.run(tiny_config(method_options={"rank": 64}), progress=False)
 
 
-@pytest.mark.parametrize("method,option", [("inflora", "rank"), ("share", "k"), ("share", "p")])
+@pytest.mark.parametrize("method,option", [("inflora", "rank"), ("share", "p")])
 def test_every_rank_like_option_wider_than_its_layers_is_refused(tiny_config, method, option):
-    """InfLoRA's rank and Share's k and p, like LoRA's rank: one line naming the widest allowed."""
+    """InfLoRA's rank and Share's p, like LoRA's rank: one line naming the widest allowed (Share's
+    k is clipped to a layer's width: its basis has no more directions)."""
     with pytest.raises(RetainError, match=f"{method} {option} 64 is more than the narrowest "
                                           f"adapted layer.s width .*: give .*{option}=32 or less"):
         retain.run(tiny_config(method=method, method_options={option: 64}), progress=False)

@@ -25,7 +25,9 @@ class Share(ContinualMethod):
         self.model.requires_grad_(False)
         register_with_peft()
         self.tuner = make_tuner(ShareModel, self.model, self.config.peft_config(self.model),
-                                ranks={"k": self.config.k, "p": self.config.p}, method="share")
+                                # k past a layer's width is clipped to it (its basis has
+                                # no more directions); p sizes each task's factors
+                                ranks={"p": self.config.p}, method="share")
 
     def share_layers(self) -> dict[str, ShareLinear]:
         return self.tuner.share_layers()  # the tuner wraps self.model: the same names
