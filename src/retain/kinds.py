@@ -26,8 +26,6 @@ from retain.profiles import CLASSIFICATION_PROFILES, LM_PROFILES, Profile
 if TYPE_CHECKING:
     import torch
 
-    from retain.loop import FeatureCache
-
 SCENARIOS = ("class", "task", "domain")  # of classification streams
 Batch = dict[str, "torch.Tensor"]
 Forward = Callable[[Batch], "torch.Tensor"]
@@ -108,11 +106,12 @@ class Kind:
         """The same output from a method that cannot merge into its backbone."""
         raise NotImplementedError
 
-    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+    def evaluate(self, method, tasks, loader, accelerator, cache=None
                  ) -> dict[str, list[float]]:
         """One row of each score matrix: ``matrix`` and any others the kind keeps.
-        ``loader(splits, even)`` gives the sharded test batches; ``cache`` keeps test features
-        while the method's features cannot have changed."""
+        ``loader(splits, even)`` gives the sharded test batches; ``cache`` (the engine's
+        ``retain.loop.FeatureCache``) keeps test features while the method's features cannot
+        have changed."""
         raise NotImplementedError
 
     def matrices(self, rows: dict[str, list[list[float]]], scenario: str) -> dict[str, Any]:
@@ -138,6 +137,8 @@ class Kind:
     def predict_rows(self, trained, rows: list[dict], task) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    # ``trained`` (a :class:`retain.trained.Trained`) offers the kinds' scorings and writers;
+    # each kind picks its own (no import of that higher room from here)
     def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
                       ) -> dict[str, Any]:
         """``retain evaluate``: the scores of a labelled file (:mod:`retain.evaluation`)."""
@@ -190,14 +191,10 @@ class Classification(Kind):
 
     def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
                       ) -> dict[str, Any]:
-        from retain.evaluation import classification_scores
-
-        return classification_scores(trained, data, task, batch_size)
+        return trained.score_labelled(data, task, batch_size)  # accuracy, per class, confusion
 
     def export_head(self, trained, folder, info: dict[str, Any]) -> None:
-        from retain.trained import export_head
-
-        export_head(trained, folder, info)
+        trained.write_head(folder, info)
 
     def loss(self, method, batch: Batch) -> torch.Tensor:
         return method.head.loss(method.features(batch), batch["labels"])
@@ -211,7 +208,7 @@ class Classification(Kind):
     def method_output(self, method) -> Forward:
         return method.features
 
-    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+    def evaluate(self, method, tasks, loader, accelerator, cache=None
                  ) -> dict[str, list[float]]:
         import numpy as np
         import torch
@@ -324,9 +321,7 @@ class LanguageModelling(Kind):
 
     def evaluate_rows(self, trained, data, task: int | None, batch_size: int | None
                       ) -> dict[str, Any]:
-        from retain.evaluation import perplexity_scores
-
-        return perplexity_scores(trained, data, task, batch_size)
+        return trained.score_text(data, task, batch_size)  # perplexity overall and per task
 
     def report_figures(self) -> list[tuple[str, str, str]]:
         return [
@@ -358,7 +353,7 @@ class LanguageModelling(Kind):
     def method_output(self, method) -> Forward:
         return method.predict
 
-    def evaluate(self, method, tasks, loader, accelerator, cache: FeatureCache | None = None
+    def evaluate(self, method, tasks, loader, accelerator, cache=None
                  ) -> dict[str, list[float]]:
         rows = []
         for task in tasks:

@@ -105,6 +105,22 @@ class Trained:
                               f"run has learnt), got {task}")
         return self.stream.tasks[task - 1]
 
+    def score_labelled(self, data, task: int | None, batch_size: int | None) -> dict[str, Any]:
+        """A classification run's scores of a labelled file (its kind's ``evaluate_rows``)."""
+        from retain.evaluation import classification_scores
+
+        return classification_scores(self, data, task, batch_size)
+
+    def score_text(self, data, task: int | None, batch_size: int | None) -> dict[str, Any]:
+        """A language-modelling run's scores of a text file (its kind's ``evaluate_rows``)."""
+        from retain.evaluation import perplexity_scores
+
+        return perplexity_scores(self, data, task, batch_size)
+
+    def write_head(self, folder: Path, info: dict[str, Any]) -> None:
+        """The head of an export (its kind's ``export_head``)."""
+        export_head(self, folder, info)
+
     @python_errors
     def evaluate(self, data: str | Path | list, task: int | None = None,
                  batch_size: int | None = None) -> dict[str, Any]:
