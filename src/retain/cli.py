@@ -20,7 +20,7 @@ from retain.config import read_sessions
 from retain.errors import RetainError
 from retain.kinds import KINDS
 from retain.profiles import PROFILE_NAMES
-from retain.summary import BY_KEY, PRINTED, format_table, format_value, time_line
+from retain.summary import columns, format_table, format_value, printed, time_line
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -147,11 +147,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      progress=not args.quiet)
     if not PartialState().is_main_process:
         return 0
-    lm = "final_perplexity" in frontier["points"][0]
-    cols = ("plasticity", "final_perplexity" if lm else "final_accuracy", "forgetting",
-            "retention_worst_perplexity" if lm else "retention_min", "trainable_parameters")
-    if any("validation_final_accuracy" in row for row in frontier["points"]):
-        cols = ("validation_final_accuracy", *cols)
+    score = frontier["score"]["name"]
+    cols = ("plasticity", f"final_{score}", "forgetting", frontier["retention_key"],
+            "trainable_parameters")
+    if any(f"validation_final_{score}" in row for row in frontier["points"]):
+        cols = (f"validation_final_{score}", *cols)
     print(f"{'point':<24}" + "".join(f"{c:>28}" for c in cols))
     for row in frontier["points"] + frontier["baselines"]:
         print(f"{row['label']:<24}" + "".join(f"{format_value(row.get(c)):>28}" for c in cols))
@@ -214,8 +214,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison = compare(config, args.methods, args.seeds, progress=not args.quiet)
     if PartialState().is_main_process:
         header, rows = table(comparison)
-        printed = {BY_KEY[k].label for k in PRINTED}
-        keep = [0, 1] + [i for i, h in enumerate(header) if h in printed]
+        labels = {c.key: c.label for c in columns()}
+        shown = {labels[k] for k in printed() if k in labels}
+        keep = [0, 1] + [i for i, h in enumerate(header) if h in shown]
         for cells in [[(h, False) for h in header]] + rows:
             print("  ".join(f"{cells[i][0]:>18}" for i in keep))
         differ = differing_settings(comparison)

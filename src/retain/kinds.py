@@ -39,6 +39,8 @@ class Kind:
     higher_is_better: bool = True
     profiles: dict[str, Profile] = {}  # for the user's files of this kind
     columns: str = ""  # what a data file holds, for help texts
+    # the summary row's headline retention figure (a key of retain.summary.COLUMNS)
+    retention_key: str = ""
 
     @property
     def direction(self) -> str:
@@ -153,6 +155,7 @@ class Classification(Kind):
     name = "classification"
     score = "accuracy"
     higher_is_better = True
+    retention_key = "retention_min"
     profiles = CLASSIFICATION_PROFILES
     columns = "'text' and 'label' columns (optional: 'split', 'task', 'domain')"
 
@@ -276,6 +279,7 @@ class LanguageModelling(Kind):
     name = "lm"
     score = "perplexity"
     higher_is_better = False
+    retention_key = "retention_worst_perplexity"
     profiles = LM_PROFILES
     columns = "'text' and 'task' columns"
 

@@ -24,16 +24,27 @@ def _c(key: str, label: str, lower: bool = False) -> Column:
     return Column(key, label, lower)
 
 
-COLUMNS: list[Column] = [
-    _c("final_accuracy", "final accuracy"),
-    _c("average_incremental_accuracy", "average incremental accuracy"),
-    _c("final_perplexity", "final perplexity", True),
-    _c("average_incremental_perplexity", "average incremental perplexity", True),
+def score_columns(score: str, higher_is_better: bool) -> list[Column]:
+    """A task kind's own columns, named after its score (``final_accuracy``, ...)."""
+    lower = not higher_is_better
+    return [_c(f"final_{score}", f"final {score}", lower),
+            _c(f"average_incremental_{score}", f"average incremental {score}", lower)]
+
+
+def _scored(prefix: str, label: str) -> list[Column]:
+    """The same figure for the score of every registered kind (``validation_final_...``)."""
+    from retain.kinds import KINDS
+
+    return [_c(f"{prefix}{k.score}", label.format(score=k.score), not k.higher_is_better)
+            for k in KINDS.values()]
+
+
+SHARED: list[Column] = [
     _c("forgetting", "forgetting", True),
     _c("bwt", "backward transfer"),
     _c("plasticity", "plasticity"),
-    _c("task_incremental_final_accuracy", "task-incremental final accuracy"),
-    _c("validation_final_accuracy", "validation final accuracy (--validation)"),
+]
+RETENTION_AND_COST: list[Column] = [
     _c("retention_wordsim353", "retention wordsim353 (ratio)"),
     _c("retention_simlex999", "retention simlex999 (ratio)"),
     _c("retention_lee", "retention lee (ratio)"),
@@ -58,10 +69,38 @@ COLUMNS: list[Column] = [
     _c("inference_seconds", "inference timing seconds", True),
     _c("wall_seconds", "wall seconds (the four above)", True),
 ]
-BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
-# the columns `retain compare` prints (the report has them all)
-PRINTED = ("final_accuracy", "final_perplexity", "forgetting", "plasticity", "retention_min",
-           "retention_kl_from_untouched", "stored_parameters", "wall_seconds")
+
+
+def columns() -> list[Column]:
+    """Every headline column, in table order: each registered kind's score columns, then the
+    figures every kind shares (a kind added to ``retain.kinds.KINDS`` brings its own)."""
+    from retain.kinds import KINDS
+
+    own = [c for k in KINDS.values() for c in score_columns(k.score, k.higher_is_better)]
+    return _unique([*own, *SHARED,
+                    *_scored("task_incremental_final_", "task-incremental final {score}"),
+                    *_scored("validation_final_", "validation final {score} (--validation)"),
+                    *RETENTION_AND_COST])
+
+
+def _unique(cols: list[Column]) -> list[Column]:
+    seen: dict[str, Column] = {}
+    for c in cols:
+        seen.setdefault(c.key, c)
+    return list(seen.values())
+
+
+def column(key: str) -> Column | None:
+    return next((c for c in columns() if c.key == key), None)
+
+
+def printed() -> list[str]:
+    """The columns `retain compare` prints (the report has them all)."""
+    from retain.kinds import KINDS
+
+    return [*(f"final_{k.score}" for k in KINDS.values()), "forgetting", "plasticity",
+            *(k.retention_key for k in KINDS.values()), "retention_kl_from_untouched",
+            "stored_parameters", "wall_seconds"]
 
 
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +114,8 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     if results.get("validation_metrics"):  # --validation: the figure a sweep chooses on
         row[f"validation_final_{score}"] = results["validation_metrics"].get(f"final_{score}")
     if results.get("task_incremental_metrics"):
-        row["task_incremental_final_accuracy"] = results["task_incremental_metrics"].get(
-            "final_accuracy")
+        row[f"task_incremental_final_{score}"] = results["task_incremental_metrics"].get(
+            f"final_{score}")
     retention = results.get("retention") or {}
     if "kl_from_untouched" in retention:  # language models: perplexity ratio and KL
         row["retention_shakespeare_perplexity"] = retention["shakespeare_perplexity"]["ratio"]
@@ -109,12 +148,12 @@ def summary_row(results: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any]) -> str:
     row = summary_row(results)
-    columns = [(c.key, c.label) for c in COLUMNS if c.key in row]
-    width = max(len(label) for _, label in columns)
+    shown = [(c.key, c.label) for c in columns() if c.key in row]
+    width = max(len(label) for _, label in shown)
     title = (f"{results['method']} on {results['stream']} (head: {results['head']}; backbone: "
              f"{backbone_name(results['config'].get('backbone'))})")
     out = [title, "-" * len(title)]
-    for key, label in columns:
+    for key, label in shown:
         line = f"{label:<{width}}  {format_value(row[key], digits(key, 4)):>12}"
         if row.get(f"{key}_spread") is not None:
             line += f"  (spread {format_spread(row[f'{key}_spread'], digits(key, 4))})"

@@ -106,12 +106,14 @@ def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | 
         ref_runs.append(results)
         refs.append(frontier_row(results, f"{results['method']} ({results['head']})"))
     cfg = config.resolved()
+    kind = cfg.task_kind
     frontier = {"method": cfg.method, "benchmark": cfg.benchmark or cfg.data, "kind": cfg.kind,
-                "profile": cfg.profile, "seed": cfg.seed, "grid": grid, "points": rows,
-                "baselines": refs}
+                "score": {"name": kind.score, "direction": kind.direction},
+                "retention_key": kind.retention_key, "profile": cfg.profile, "seed": cfg.seed,
+                "grid": grid, "points": rows, "baselines": refs}
     if any(r.get("curves") for r in runs):
         frontier["envelopes"] = tables(runs + ref_runs)
-    chosen = choose(rows, cfg.task_kind)
+    chosen = choose(rows, kind)
     if chosen is not None:
         frontier["chosen"] = chosen
     if PartialState().is_main_process:

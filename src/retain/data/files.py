@@ -104,7 +104,9 @@ def file_stream(config, profile: Profile, backbone=None) -> Stream:
         from retain.data.images import image_stream
 
         return image_stream(config, profile)
-    return READERS[config.kind](config, profile, backbone)
+    stream = READERS[config.kind](config, profile, backbone)
+    stream.kind = config.kind  # a reader may serve several kinds: the run's is the stream's
+    return stream
 
 
 def rows_with(path: str, columns: tuple[str, ...], need: str) -> list[dict]:

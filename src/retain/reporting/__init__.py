@@ -14,8 +14,8 @@ from typing import Any
 from retain.errors import RetainError
 from retain.kinds import Kind, get_kind
 from retain.summary import (
-    BY_KEY,
-    COLUMNS,
+    column,
+    columns,
     digits,
     format_spread,
     format_value,
@@ -65,7 +65,8 @@ def _best(values: list[float], key: str, spreads: list[list[float] | None]) -> f
     finite = [v for v in values if not math.isnan(v)]
     if len(finite) < 2 or len(set(finite)) == 1:
         return None
-    best = min(finite) if key in BY_KEY and BY_KEY[key].lower else max(finite)
+    col = column(key)
+    best = min(finite) if col is not None and col.lower else max(finite)
     own = spreads[values.index(best)]
     for value, spread in zip(values, spreads, strict=True):
         if value != best and (_inside(value, own) or _inside(best, spread)):
@@ -88,7 +89,8 @@ def _spread(entry: dict[str, Any], key: str) -> list[float] | None:
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and rows of (text, is best) cells: mean (± standard deviation over seeds)."""
     methods = comparison["methods"]
-    keys = [(c.key, c.label) for c in COLUMNS if any(c.key in m["mean"] for m in methods.values())]
+    keys = [(c.key, c.label) for c in columns()
+            if any(c.key in m["mean"] for m in methods.values())]
     header = ["method", "head"] + [label for _, label in keys]
     spreads = {k: [_spread(m, k) for m in methods.values()] for k, _ in keys}
     best = {k: _best([float(m["mean"].get(k, math.nan)) for m in methods.values()], k,

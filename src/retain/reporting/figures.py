@@ -48,9 +48,8 @@ def frontier_figure(frontier: dict[str, Any], path: Path) -> None:
     retention ratio on a classification stream; perplexity and the worst English ratio on a
     language-model one)."""
     keys = list(frontier["grid"])
-    lm = "final_perplexity" in (frontier["points"] or [{}])[0]
-    score = "perplexity" if lm else "accuracy"
-    x_key = "retention_worst_perplexity" if lm else "retention_min"
+    score, x_key = frontier["score"]["name"], frontier["retention_key"]
+    lm = frontier["score"]["direction"] == "lower"  # perplexity: retention read as a loss
     if lm and all(r.get(x_key) is None for r in frontier["points"]):
         x_key = "retention_shakespeare_perplexity"  # a stream without held-out English
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
