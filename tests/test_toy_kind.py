@@ -13,7 +13,7 @@ import pytest
 from retain.catalogue import METHODS
 from retain.cli import main
 from retain.data.files import READERS
-from retain.kinds import KINDS, CLASSIFICATION, Classification
+from retain.kinds import CLASSIFICATION, KINDS, Classification
 from retain.methods.base import REGISTRY
 
 
