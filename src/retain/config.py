@@ -208,6 +208,23 @@ class RunConfig:
             if value not in choices:
                 raise RetainError(f"unknown --{name} '{value}': choose one of "
                                   f"{', '.join(c for c in choices if c not in (None, 'none'))}")
+        self._check_numbers()
+        if self.inference_rounds == 1:
+            raise RetainError("--inference-rounds must be 0 (no measurement) or 2 or more (the "
+                              "spread needs two), got 1")
+        if self.class_order is not None and (len(set(self.class_order)) != len(self.class_order)
+                                             or min(self.class_order, default=0) < 0):
+            raise RetainError(f"--class-order must list distinct class indices from 0, got "
+                              f"{','.join(map(str, self.class_order))}")
+        kind, info = self._kind(), METHODS[self.method]
+        if kind not in info.kinds:
+            raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
+                              f"{info.kinds_reason}); choose another --method (`retain list`)")
+        KINDS[kind].check_options(self)
+        check_folder(self.out)
+
+    def _check_numbers(self) -> None:
+        """Rates, fractions and counts in their ranges."""
         for name, value in (("lr", self.lr), ("head-lr", self.head_lr)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RetainError(f"--{name} must be a number 0 or more (0 trains nothing), "
@@ -224,19 +241,6 @@ class RunConfig:
         if not (math.isfinite(self.validation) and 0 <= self.validation < 0.5):
             raise RetainError(f"--validation must lie in [0, 0.5) (a fraction of each task's "
                               f"training items), got {self.validation}")
-        if self.inference_rounds == 1:
-            raise RetainError("--inference-rounds must be 0 (no measurement) or 2 or more (the "
-                              "spread needs two), got 1")
-        if self.class_order is not None and (len(set(self.class_order)) != len(self.class_order)
-                                             or min(self.class_order, default=0) < 0):
-            raise RetainError(f"--class-order must list distinct class indices from 0, got "
-                              f"{','.join(map(str, self.class_order))}")
-        kind, info = self._kind(), METHODS[self.method]
-        if kind not in info.kinds:
-            raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
-                              f"{info.kinds_reason}); choose another --method (`retain list`)")
-        KINDS[kind].check_options(self)
-        check_folder(self.out)
 
     def _check_types(self) -> None:
         """Each field's value of the field's type (a config file or the Python API may give
