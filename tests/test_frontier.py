@@ -144,7 +144,7 @@ def test_held_out_sequences_are_never_trained_on_and_are_scored(lm_file, tmp_pat
     with pytest.raises(RetainError, match="--holdout 500 leaves nothing"):
         build_stream(RunConfig(**{**cfg.__dict__, "holdout": 500}).resolved(),
                      load_backbone("tiny-llama"))
-    with pytest.raises(RetainError, match="drop it for a classification"):
+    with pytest.raises(RetainError, match="for a classification stream give --validation"):
         RunConfig(holdout=4).check()
 
 
