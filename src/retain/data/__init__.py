@@ -1,6 +1,6 @@
 """Continual streams: built-in benchmarks (each registers itself) and the user's own files."""
 
-from retain.data import lm3, lmfar, wordnet  # noqa: F401  (register the benchmarks)
+from retain.data import debian, lm3, lmfar, wordnet  # noqa: F401  (register the benchmarks)
 from retain.data.files import file_stream
 from retain.data.stream import BENCHMARKS, Split, Stream, Task, hold_out, validation_split
 from retain.errors import RetainError
