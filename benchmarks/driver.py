@@ -39,6 +39,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "lm.py": ("lm3_*.json", "lmfar_*.json"),
     "load_time.py": ("load_time.json",),
     "peer.py": ("peer_*.json",),
+    "seeds.py": ("seeds_*.json",),
     "lmfar_frontier.py": ("frontier_lmfar*.json",),
     "plate_drift.py": ("plate_drift.json",),
     "plate_input_energy.py": ("plate_input_energy*.json",),
