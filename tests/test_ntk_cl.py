@@ -8,12 +8,14 @@ import torch
 
 from retain.backbones import load_backbone
 from retain.engine import train_stream
+from retain.kinds import CLASSIFICATION
 from retain.methods.ntk_cl import NTKCL, NTKCLOptions, losses
 from tests.conftest import check_exact_resume
 
 
 class _Stream:
     kind, num_classes = "classification", 4
+    task_kind = CLASSIFICATION
 
     def __len__(self):
         return 2
