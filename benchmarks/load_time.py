@@ -1,5 +1,6 @@
 """A trained run reused: ``retain.load`` and one prediction, PLATE beside ``seq-lora``, on MiniLM
-(wordnet45 smoke) and SmolLM2 (lm3 smoke), median of 3 fresh processes each (JSON).
+(wordnet45 smoke) and SmolLM2 (lm3 smoke with ``--backbone smollm2``), median of 3 fresh
+processes each (JSON).
 
     python benchmarks/load_time.py
 
@@ -26,8 +27,8 @@ from retain.engine import run_or_load
 RUNS = {  # label -> the run's fields
     "minilm-plate": dict(method="plate", benchmark="wordnet45"),
     "minilm-seq-lora": dict(method="seq-lora", benchmark="wordnet45"),
-    "smollm2-plate": dict(method="plate", benchmark="lm3"),
-    "smollm2-seq-lora": dict(method="seq-lora", benchmark="lm3"),
+    "smollm2-plate": dict(method="plate", benchmark="lm3", backbone="smollm2"),
+    "smollm2-seq-lora": dict(method="seq-lora", benchmark="lm3", backbone="smollm2"),
 }
 CHILD = ("import time, retain; t0 = time.perf_counter(); trained = retain.load({run!r}); "
          "t1 = time.perf_counter(); trained.predict({rows!r}); "
