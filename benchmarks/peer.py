@@ -74,6 +74,7 @@ class Plain:
             self.model = get_peft_model(self.model, LoraConfig(
                 r=opts["rank"], lora_alpha=opts["alpha"], lora_dropout=opts["dropout"],
                 target_modules=peft_targets(opts["target_modules"], self.model)))
+        self.model.train()  # as a training loop does (from_pretrained gives eval mode: no dropout)
         self.language = language
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad],
                    "lr": cfg.lr}]
