@@ -20,8 +20,7 @@ class Column:
         return "lower" if self.lower else "higher"
 
 
-def _c(key: str, label: str, lower: bool = False) -> Column:
-    return Column(key, label, lower)
+_c = Column  # the tables below: key, label, lower is better
 
 
 def score_columns(score: str, higher_is_better: bool) -> list[Column]:
