@@ -16,14 +16,13 @@ from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
 from retain.methods.grow.layer import mlp_sites
 
 
 def main() -> None:
     backbone = load_backbone("smollm2")
-    cfg = RunConfig(method="grow", benchmark="lm3", profile="quick").resolved()
-    stream = build_stream(cfg, backbone)
+    plan = RunConfig(method="grow", benchmark="lm3", profile="quick").plan()
+    stream = plan.build_stream(backbone)
     ids = torch.tensor([it["input_ids"] for task in stream.tasks for it in task.test.items[:4]])
     torch.set_grad_enabled(False)
 

@@ -88,15 +88,13 @@ def refit_accuracy(cfg, method) -> float:
     from every task's training data (no training involved: prototypes and analytic)."""
     from accelerate import Accelerator
 
-    from retain.data import build_stream
     from retain.loop import Engine
-    from retain.methods.heads import make_head
 
-    cfg = cfg.resolved()
-    stream = build_stream(cfg, method.backbone)
+    plan = cfg.plan()
+    cfg = plan.config
+    stream = plan.build_stream(method.backbone)
     acc = Accelerator(cpu=cfg.cpu)
-    method.head = make_head(cfg.head, method.feature_width,
-                            stream.num_classes, cfg.head_options).to(acc.device)
+    method.head = plan.head.build(method.feature_width, stream.num_classes).to(acc.device)
     engine = Engine(cfg, stream, method.backbone, method, acc, progress=False)
     for task in stream.tasks:
         engine.boundary(lambda t, b: method.head.absorb(t, b, method.features), task)

@@ -17,8 +17,6 @@ from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
-from retain.engine import build_method
 from retain.loop import Engine
 from retain.methods.inflora import InfLoRA, SubspaceMemory
 
@@ -43,11 +41,12 @@ def main() -> None:
                            (SubspaceMemory, "design", "design"),
                            (SubspaceMemory, "update", "update")):
         setattr(cls, name, timed(getattr(cls, name), key))
-    cfg = RunConfig(method="inflora", profile=args.profile, retention=False,
-                    out="runs/inflora_boundary").resolved()
-    stream = build_stream(cfg)
+    plan = RunConfig(method="inflora", profile=args.profile, retention=False,
+                    out="runs/inflora_boundary").plan()
+    cfg = plan.config
+    stream = plan.build_stream()
     backbone = load_backbone(cfg.backbone)
-    method = build_method(cfg)
+    method = plan.build_method()
     method.setup(backbone, stream)
     engine = Engine(cfg, stream, backbone, method, Accelerator(cpu=True), progress=False)
     boundary = 0.0

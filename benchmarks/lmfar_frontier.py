@@ -6,6 +6,7 @@ then the envelopes and the figures at matched amounts of learning (``retain.fron
     python benchmarks/lmfar_frontier.py --only seq-ft,lora-all   # some configurations
     python benchmarks/lmfar_frontier.py --seeds 1,2 --only ...   # stage B: more seeds
     python benchmarks/lmfar_frontier.py --table                  # no training: the table
+    python benchmarks/lmfar_frontier.py --added                  # runs added to the saved table
     python benchmarks/lmfar_frontier.py --seeds 0,1,2 --only seq-ft,lora-all --lrs 3e-5,1e-4,1e-3 \
         --spreads                                                 # stage B on its own file
 
@@ -22,11 +23,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from driver import save
+from driver import load, save
 
 from retain import RunConfig
 from retain.engine import run_or_load
-from retain.frontier import load_runs, markdown, seed_spreads, spread_markdown, tables
+from retain.frontier import load_runs, markdown, seed_spreads, spread_markdown, table, tables
 from retain.reporting.figures import envelope_figure
 
 COMMON = dict(benchmark="lmfar", profile="quick", tasks=1, steps=60, probe_every=10,
@@ -39,15 +40,16 @@ LORA_ALL = {"target_modules": ["all-linear"]}
 STAGE_A = {
     "seq-ft": ({"method": "seq-ft"}, [3e-5, 1e-4, 3e-4]),
     "lora-all": ({"method": "seq-lora", "method_options": LORA_ALL}, [3e-4, 1e-3, 3e-3]),
-    "plate-r8": ({"method": "plate"}, [1e-3, 3e-3]),
+    "plate-r8": ({"method": "plate", "method_options": {"selection": "exact"}}, [1e-3, 3e-3]),
     "plate-r8-official": ({"method": "plate", "method_options": {"selection": "official"}},
-                          [3e-3]),
+                          [1e-3, 3e-3, 1e-2]),
     "top10": ({"method": "seq-ft", "method_options": {"top_blocks": 10}}, [1e-4]),
     "share": ({"method": "share"}, [4e-3]),
     "grow-all": ({"method": "grow"}, [1e-4]),
-    "grow-third": ({"method": "grow", "method_options": {"select": "spread"}}, [3e-4]),
-    "plate-r32-tau0.98": ({"method": "plate", "method_options": {"r": 32, "tau": 0.98}},
-                          [1e-3]),
+    "grow-third": ({"method": "grow", "method_options": {"select": "spread"}}, [1e-4, 3e-4]),
+    "plate-r32-tau0.98": ({"method": "plate", "method_options": {"r": 32, "tau": 0.98,
+                                                                 "selection": "official"}},
+                          [1e-3, 3e-3]),
 }
 # stage B, seed 1 where the verdicts are decided:
 #   --seeds 1 --only seq-ft,lora-all,grow-all --lrs 3e-5,1e-4,1e-3
@@ -65,6 +67,10 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     p.add_argument("--lrs", help="only these rates (comma-separated)")
     p.add_argument("--table", action="store_true", help="no training: tables from the runs")
+    p.add_argument("--no-table", action="store_true", help="train only: no table written")
+    p.add_argument("--added", action="store_true",
+                   help="the runs under runs/lmfar_frontier added to the saved table (their "
+                        "configurations' rows replaced, matched to its reference's best)")
     p.add_argument("--spreads", action="store_true",
                    help="the seed spreads of the runs named only, to frontier_lmfar_seeds.json")
     args = p.parse_args()
@@ -80,7 +86,12 @@ def main() -> None:
                                     out=str(folder(name, lr, seed)))
                     res = run_or_load(cfg, progress=False)
                     print(f"{name} lr {lr:g} seed {seed}: {res['cost']['wall_seconds']:.0f} s")
+    if args.no_table:
+        return
     runs = load_runs([str(RUNS)])
+    if args.added:
+        added(runs)
+        return
     if args.spreads:
         seeds, lrs = set(map(int, args.seeds.split(","))), args.lrs
         named = [r for r in runs if r["_path"].split("/")[-1].split("_lr")[0] in names
@@ -104,6 +115,37 @@ def main() -> None:
                     "(seed 0)")
     for t in found:
         print(markdown(t))
+    print(spread_markdown(spreads))
+
+
+def added(runs: list[dict]) -> None:
+    """Runs of a later session merged into the saved table, without the earlier runs (their
+    folders gone; each saved row keeps its points): the new runs' configurations replace
+    their rows, every figure matched to the saved reference's best (seed 0; seeds 1 and 2
+    for the spreads from the saved spreads and ``frontier_lmfar_seeds.json``)."""
+    saved, seeds = load("frontier_lmfar.json"), load("frontier_lmfar_seeds.json")
+    base = saved["tables"][0]
+    ref_seed2 = seeds["tables"]["2"][0]
+    given = {0: (base["reference_best_perplexity"], base["reference_best_heldout_perplexity"]),
+             1: (saved["seed_spreads"]["seq-ft"]["best_perplexity"][1], None),
+             2: (ref_seed2["reference_best_perplexity"],
+                 ref_seed2["reference_best_heldout_perplexity"])}
+    new = table([r for r in runs if r["config"]["seed"] == 0], 1, given=given[0])
+    names = {row["configuration"] for row in new["rows"]}
+    merged = {**base, "rows": [r for r in base["rows"] if r["configuration"] not in names]
+              + new["rows"]}
+    spreads = seed_spreads(runs, given=given)
+    save("frontier_lmfar.json", {
+        "common": COMMON, "configurations": {k: {"fields": v[0], "rates": v[1]}
+                                             for k, v in STAGE_A.items()},
+        "runs": sorted(set(saved["runs"]) | {r["_path"] for r in runs}),
+        "rows_run_again": sorted(names), "tables": [merged],
+        "seed_spreads": {**saved["seed_spreads"], **spreads},
+        "added_runs": {r["_path"]: {"config": r["config"], "curves": r["curves"],
+                                    "cost": r["cost"]} for r in runs}})
+    envelope_figure([merged], FIGURE, "lmfar: German from the untouched SmolLM2-135M, 60 steps "
+                    "(seed 0)")
+    print(markdown(merged))
     print(spread_markdown(spreads))
 
 

@@ -111,7 +111,7 @@ def measure(model: str, method_name: str, steps: int, rounds: int, precision: st
         accelerator = engine.acc
         task = stream.tasks[0]
         engine.boundary(method.begin_task, task)  # the task's start (its head's classes)
-        language = stream.task_kind.score == "perplexity"
+        language = stream.kind.score == "perplexity"
         plain = Plain(cfg, method_name, language, stream.num_classes, accelerator.device)
         sides: dict[str, dict[str, list[float]]] = {
             "retain": {"step": [], "phase": []}, "plain": {"step": [], "phase": []}}

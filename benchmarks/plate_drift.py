@@ -14,7 +14,6 @@ from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
 from retain.methods.plate import PlateConfig
 from retain.methods.plate.drift import drift_after_training
 from retain.retention import neutral_sentences
@@ -29,7 +28,7 @@ def main() -> None:
     p.add_argument("--profile", default="quick")
     args = p.parse_args()
     backbone = load_backbone("minilm")
-    task = build_stream(RunConfig(method="plate", profile=args.profile).resolved()).tasks[0]
+    task = RunConfig(method="plate", profile=args.profile).plan().build_stream().tasks[0]
     texts, labels = [it["text"] for it in task.train.items], [int(y) for y in task.train.labels]
     rows = []
     for r in (int(x) for x in args.r.split(",")):

@@ -17,7 +17,6 @@ from peft import get_peft_model
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
 from retain.methods.plate import PlateConfig, PlateLinear
 from retain.retention import neutral_sentences
 
@@ -51,7 +50,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     backbone = load_backbone("minilm")
-    task = build_stream(RunConfig(method="plate", profile="quick").resolved()).tasks[0]
+    task = RunConfig(method="plate", profile="quick").plan().build_stream().tasks[0]
     samples = {"shakespeare": list(neutral_sentences()),
                "wordnet45 task 1": [it["text"] for it in task.train.items[:64]]}
     report = {"r": args.r, "max_rank": args.max_rank, "taus": {}}

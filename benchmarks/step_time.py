@@ -25,8 +25,6 @@ from driver import save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
-from retain.data import build_stream
-from retain.engine import build_method
 
 
 def options(pairs: list[str]) -> dict[str, str]:
@@ -37,9 +35,10 @@ def setup(method: str, opts: dict[str, str], profile: str, after: int):
     """The method prepared on the benchmark's task ``after + 1``, the earlier tasks each trained
     for a few steps and ended (merges, basis updates), with its optimiser and that task's
     batches."""
-    cfg = RunConfig(method=method, profile=profile, method_options=opts).resolved()
-    stream = build_stream(cfg)
-    m = build_method(cfg)
+    plan = RunConfig(method=method, profile=profile, method_options=opts).plan()
+    cfg = plan.config
+    stream = plan.build_stream()
+    m = plan.build_method()
     m.setup(load_backbone(cfg.backbone), stream)
     for task in stream.tasks[:after]:
         m.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -92,6 +93,23 @@ def small_head(method: str, head: str | None = None) -> dict:
 
     default = get_method_class(method).info.default_head
     return {"projection": 64} if (head or default) == "analytic" else {}
+
+
+def reloaded_scores(out, results: dict) -> list[float]:
+    """Each task's accuracy when the run in ``out`` is reloaded (``retain.load``) and scores
+    every task's kept test split through ``Trained.evaluate``: a run whose saved model, head
+    or input path differs from what it trained gives other figures than ``results``' last
+    row (the caller compares them)."""
+    from retain import load
+    from retain.run_folder import read_test
+
+    trained = load(out)
+    column = trained.kind.input_column(trained.backbone.modality)
+    rows = [{column: item[column], "label": trained.class_names[int(label)]}
+            for i in range(len(results["matrix"]))
+            for item, label in zip(read_test(Path(out), i).items, read_test(Path(out), i).labels,
+                                   strict=True)]
+    return [t["accuracy"] for t in trained.evaluate(rows)["per_task"]]
 
 
 def crash_on_task(monkeypatch, cls, index: int):

@@ -106,3 +106,18 @@ def test_save_writes_the_command_and_the_commit(tmp_path, monkeypatch):
     assert set(saved["commit"]) == {"hash", "dirty"}
     assert [r["label"] for r in saved["rows"]] == ["x", "y"]
     assert all(r["command"] == saved["command"] for r in saved["rows"])
+
+
+def test_the_methods_tables_are_written_from_the_catalogue():
+    spec = importlib.util.spec_from_file_location("doc_tables", REPO / "scripts/doc_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    for path, docs in tables.FILES.items():
+        assert tables.rewritten(path, docs) == path.read_text(), (
+            f"{path.name}: run python scripts/doc_tables.py")
+    from retain.catalogue import METHODS, methods_markdown
+
+    text = methods_markdown()
+    assert all(f"[`{name}`]" in text and info.description in text
+               for name, info in METHODS.items())
+    assert "| 2e-05 / 0.0001 |" in text  # seq-ft: classification / lm rate

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from retain import RunConfig
-from retain.data import build_stream, debian
+from retain.data import debian
 from retain.errors import RetainError
 
 TOPICS = ["python", "perl", "games", "sound", "graphics", "math", "mail", "net", "editors",
@@ -60,9 +60,10 @@ def test_the_construction(packages):
 
 
 def test_a_stream_of_tasks(packages):
-    cfg = RunConfig(method="frozen-ncm", benchmark="debian30", profile="smoke").resolved()
+    plan = RunConfig(method="frozen-ncm", benchmark="debian30", profile="smoke").plan()
+    cfg = plan.config
     assert cfg.class_order_seed == debian.DEFAULT_ORDER_SEED and cfg.classes_per_task == 3
-    stream = build_stream(cfg)
+    stream = plan.build_stream()
     assert stream.name == "debian30/smoke" and len(stream.tasks) == 3
     assert all(len(t.classes) == 3 and len(t.train) and len(t.test) for t in stream.tasks)
     texts = {item["text"] for t in stream.tasks for item in t.train.items}

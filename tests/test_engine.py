@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from retain import RunConfig, run
-from retain.data import build_stream
 from retain.data.stream import Split
-from retain.engine import _accelerator, build_method, train_stream
+from retain.engine import _accelerator, train_stream
 from retain.errors import RetainError
 from retain.methods import REGISTRY, get_method_class
 from tests.conftest import crash_on_task
@@ -41,12 +40,12 @@ def recompute_last_rows(method, cfg, bf16: bool = False) -> tuple[list[float], l
     """The last row of the class- and task-incremental accuracy matrices, recomputed outside the
     engine from ``method.predict`` on each task's test items (argmax over all classes; over the
     task's own classes), in the engine's batches and precision."""
-    from retain.data import build_stream
 
-    cfg = cfg.resolved()
+    plan = cfg.plan()
+    cfg = plan.config
     method.eval()
     cil, til = [], []
-    for task in build_stream(cfg).tasks:
+    for task in plan.build_stream().tasks:
         texts, labels = [it["text"] for it in task.test.items], torch.as_tensor(task.test.labels)
         classes = torch.as_tensor(task.classes)
         hits = torch.zeros(2)
@@ -143,7 +142,7 @@ def test_unshuffled_batches_come_shortest_first_and_keep_positions(tiny_config):
 
     cfg = tiny_config(method="frozen-ncm")
     _, method = train_stream(cfg, progress=False)
-    stream = build_stream(cfg.resolved(), method.backbone)
+    stream = cfg.plan().build_stream(method.backbone)
     engine = Engine(cfg.resolved(), stream, method.backbone, method, _accelerator(cfg), False)
     rng = np.random.default_rng(0)
     words = [" ".join(["word"] * int(n)) for n in rng.integers(1, 12, 30)]
@@ -170,7 +169,6 @@ def test_inference_cost_times_the_untouched_and_the_deployed_model(method, tiny_
     runs), whose features are the trained method's."""
     from retain import inference
     from retain.backbones import load_backbone
-    from retain.data import build_stream
 
     outputs, timer = [], inference.paired_seconds
 
@@ -183,7 +181,7 @@ def test_inference_cost_times_the_untouched_and_the_deployed_model(method, tiny_
     cfg = tiny_config(method=method)
     res, trained = train_stream(cfg, progress=False)
     untouched, deployed = outputs
-    batch = inference.probe_batch(build_stream(cfg.resolved()), trained.backbone,
+    batch = inference.probe_batch(cfg.plan().build_stream(), trained.backbone,
                                   cfg.resolved().batch_size, cfg.resolved().max_length,
                                   torch.device("cpu"))
     with torch.no_grad():
@@ -225,11 +223,10 @@ def test_frozen_ncm_trains_nothing_and_keeps_the_backbone(tiny_config):
 @pytest.mark.parametrize("method", ["seq-lora", "seq-ft"])
 def test_exactly_the_trainable_parameters_move(tiny_config, tiny_bert, method):
     from retain.backbones import load_backbone
-    from retain.data import build_stream
 
-    cfg = tiny_config(method=method).resolved()
-    stream = build_stream(cfg)
-    method = build_method(cfg)
+    plan = tiny_config(method=method).plan()
+    stream = plan.build_stream()
+    method = plan.build_method()
     method.setup(load_backbone(tiny_bert), stream)
     task = stream.tasks[0]
     method.begin_task(task, lambda: [])

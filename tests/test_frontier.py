@@ -88,6 +88,10 @@ def test_the_table_matches_points_to_full_fine_tunings_best_and_chooses_on_held_
     named = _run("seq-lora", 1e-3, [(0, 100, 100, 1.0), (10, 50, 50, 1.0)], {"rank": 32})
     rows = {r["configuration"] for r in table(ft + [lora_slow, named])["rows"]}
     assert rows == {"seq-ft", "seq-lora", "seq-lora rank=32"}
+    # runs added later, without the reference's runs: matched to the bests given, the same row
+    alone = table([lora_slow, lora_fast], given=(20, 22))
+    assert alone["rows"] == [rows_ for rows_ in t["rows"] if rows_["configuration"] == "seq-lora"]
+    assert table([lora_slow, lora_fast])["rows"][0]["ratio_at_1.25x"] is None  # nothing given
 
 
 def test_language_models_resolve_their_own_method_defaults(lm_file, tiny_config):
@@ -103,35 +107,33 @@ def test_language_models_resolve_their_own_method_defaults(lm_file, tiny_config)
 
 def test_the_top_n_freeze_trains_exactly_the_last_blocks(lm_file, tmp_path):
     from retain.backbones import load_backbone, transformer_blocks
-    from retain.data import build_stream
-    from retain.engine import build_method
 
-    cfg = RunConfig(method="seq-ft", data=lm_file, benchmark=None, kind="lm", profile="smoke",
-                    method_options={"top_blocks": 1}, out=str(tmp_path / "t")).resolved()
+    plan = RunConfig(method="seq-ft", data=lm_file, benchmark=None, kind="lm", profile="smoke",
+                    method_options={"top_blocks": 1}, out=str(tmp_path / "t")).plan()
+    cfg = plan.config
     backbone = load_backbone(cfg.backbone, cfg.pooling)
-    method = build_method(cfg)
-    method.setup(backbone, build_stream(cfg, backbone))
+    method = plan.build_method()
+    method.setup(backbone, plan.build_stream(backbone))
     blocks = transformer_blocks(method.model)
     top = {id(p) for p in blocks[-1].parameters()}
     trains = {id(p) for p in method.model.parameters() if p.requires_grad}
     assert trains == top and len(blocks) == 2
     with pytest.raises(RetainError, match="top_blocks=3: the backbone has 2 blocks"):
         cfg3 = RunConfig(method="seq-ft", data=lm_file, benchmark=None, kind="lm",
-                         profile="smoke", method_options={"top_blocks": 3}).resolved()
-        build_method(cfg3).setup(backbone, build_stream(cfg3, backbone))
+                         profile="smoke", method_options={"top_blocks": 3}).plan()
+        cfg3.build_method().setup(backbone, cfg3.build_stream(backbone))
 
 
 def test_held_out_sequences_are_never_trained_on_and_are_scored(lm_file, tmp_path):
     from retain.backbones import load_backbone
-    from retain.data import build_stream
     from retain.engine import train_stream
 
     cfg = RunConfig(method="seq-lora", data=lm_file, benchmark=None, kind="lm", profile="smoke",
                     steps=2, probe_every=1, holdout=3, probe_english_sequences=2,
                     probe_task_sequences=3, retention=False, out=str(tmp_path / "h"))
-    plain = build_stream(RunConfig(**{**cfg.__dict__, "holdout": 0}).resolved(),
-                         load_backbone("tiny-llama"))
-    held = build_stream(cfg.resolved(), load_backbone("tiny-llama"))
+    llama = load_backbone("tiny-llama")
+    plain = RunConfig(**{**cfg.__dict__, "holdout": 0}).plan().build_stream(llama)
+    held = cfg.plan().build_stream(llama)
     for a, b in zip(plain.tasks, held.tasks, strict=True):
         assert a.train.items[:-3] == b.train.items and a.train.items[-3:] == b.heldout.items
     res, _ = train_stream(cfg, progress=False)
@@ -142,8 +144,7 @@ def test_held_out_sequences_are_never_trained_on_and_are_scored(lm_file, tmp_pat
         pytest.approx(0.0, abs=1e-6)
     assert all(p["english_kl"]["shakespeare"] >= -1e-7 for p in c["points"])
     with pytest.raises(RetainError, match="--holdout 500 leaves nothing"):
-        build_stream(RunConfig(**{**cfg.__dict__, "holdout": 500}).resolved(),
-                     load_backbone("tiny-llama"))
+        RunConfig(**{**cfg.__dict__, "holdout": 500}).plan().build_stream(llama)
     with pytest.raises(RetainError, match="for a classification stream give --validation"):
         RunConfig(holdout=4).check()
 

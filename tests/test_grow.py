@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from retain.backbones import load_backbone, tiny
-from retain.data import build_stream
-from retain.engine import build_method, train_stream
+from retain.engine import train_stream
 from retain.errors import RetainError
 from retain.methods.grow import Grow
 from retain.methods.grow.layer import mlp_sites
-from tests.conftest import check_exact_resume
+from tests.conftest import check_exact_resume, reloaded_scores
 
 
 def _outputs(model, name, x):
@@ -161,10 +160,10 @@ def test_a_reloaded_grown_model_gives_identical_outputs(tiny_config, tmp_path):
 
     cfg = _grow_config(tiny_config, method_options={"layers": [1], "source": "original"})
     _, trained = train_stream(cfg, progress=False)
-    resolved = cfg.resolved()
-    fresh = build_method(resolved)
-    backbone = load_backbone(resolved.backbone)
-    stream = build_stream(resolved, backbone)
+    plan = cfg.plan()
+    fresh = plan.build_method()
+    backbone = load_backbone(plan.config.backbone)
+    stream = plan.build_stream(backbone)
     fresh.setup(backbone, stream)
     state = checkpoint.read_state(tmp_path / "run" / "checkpoint")
     fresh.load_state(state["method_state"])
@@ -183,9 +182,12 @@ def test_resume_is_exact(tiny_config, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("head", ["task-heads", "growing", "prototypes", "analytic", "aligned"])
 def test_every_head_runs(tiny_config, head):
-    res, _ = train_stream(_grow_config(tiny_config, head=head, head_options={
-        "projection": 64} if head == "analytic" else {}), progress=False)
+    cfg = _grow_config(tiny_config, head=head, head_options={
+        "projection": 64} if head == "analytic" else {})
+    res, _ = train_stream(cfg, progress=False)
     assert [len(r) for r in res["matrix"]] == [1, 2, 3]
+    # the grown widths and the head reload to the same predictions as trained
+    assert reloaded_scores(cfg.out, res) == pytest.approx(res["matrix"][-1], abs=1e-6)
 
 
 @pytest.mark.parametrize("select", ["spread", "gradient"])
@@ -202,10 +204,11 @@ def test_selective_growth_grows_the_chosen_share_every_task(tiny_config, select)
 
 
 def test_gradient_rule_ranks_by_relative_gradient(tiny_config):
-    cfg = _grow_config(tiny_config).resolved()
-    method = build_method(cfg)
+    plan = _grow_config(tiny_config).plan()
+    cfg = plan.config
+    method = plan.build_method()
     backbone = load_backbone(cfg.backbone)
-    stream = build_stream(cfg, backbone)
+    stream = plan.build_stream(backbone)
     method.setup(backbone, stream)
     method.head.begin_task(stream.tasks[0])
     collate = [{k: v for k, v in backbone.processor(["the dog", "red and green"], padding=True,

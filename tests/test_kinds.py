@@ -13,9 +13,9 @@ import torch
 from retain import RunConfig, run
 from retain.cli import main
 from retain.engine import train_stream
-from retain.kinds import token_nll
+from retain.kinds import LM, token_nll
 from retain.metrics import summary
-from tests.conftest import crash_on_task, small_head
+from tests.conftest import crash_on_task, reloaded_scores, small_head
 
 # every projection of a Llama block: attention (grouped-query k/v: 32 -> 16) and the gated MLP
 LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -52,16 +52,16 @@ def test_token_nll_skips_padding_and_shifts():
 
 def test_lm3_stream_is_defined_exactly(tmp_path):
     from retain.backbones import load_backbone
-    from retain.data import build_stream
     from retain.data.lm3 import definitions, encyclopedia, news
 
     assert definitions()[0].startswith("entity: that which is perceived")
     assert len(news()) == 300 and all("{{" not in d and "[[" not in d for d in encyclopedia())
-    cfg = lm3(tmp_path).resolved()
+    plan = lm3(tmp_path).plan()
+    cfg = plan.config
     assert (cfg.cap, cfg.test_cap, cfg.steps, cfg.max_length, cfg.backbone) == (
         16, 8, 4, 64, "tiny-llama")
-    stream = build_stream(cfg, load_backbone(cfg.backbone))
-    assert stream.kind == "lm" and [t.name for t in stream.tasks] == [
+    stream = plan.build_stream(load_backbone(cfg.backbone))
+    assert stream.kind is LM and [t.name for t in stream.tasks] == [
         "definitions", "news", "encyclopedia"]
     for task in stream.tasks:
         assert (len(task.train), len(task.test)) == (16, 8)
@@ -130,12 +130,12 @@ def test_users_lm_file_makes_one_task_per_value(lm_file, tmp_path):
 
 
 def test_image_folder_stream(image_folder, tmp_path):
-    from retain.data import build_stream
 
-    cfg = RunConfig(data=image_folder, benchmark=None, profile="smoke", classes_per_task=2,
-                    out=str(tmp_path / "o")).resolved()
+    plan = RunConfig(data=image_folder, benchmark=None, profile="smoke", classes_per_task=2,
+                    out=str(tmp_path / "o")).plan()
+    cfg = plan.config
     assert cfg.backbone == "tiny-vit" and cfg.kind == "classification"
-    stream = build_stream(cfg)
+    stream = plan.build_stream()
     assert stream.class_names == [["circle", "cross", "square", "stripe"][c]
                                   for c in stream.class_order]
     assert [(len(t.train), len(t.test)) for t in stream.tasks] == [(16, 4), (16, 4)]
@@ -154,6 +154,8 @@ def test_every_method_runs_on_images(image_folder, tmp_path, method):
         assert res["cost"]["trainable_parameters"] > 0
     else:  # 4 class means of width 32 and their counts, nothing of the backbone
         assert res["cost"]["stored_parameters"] == 4 * 32 + 4
+    # the images' path end to end: the reloaded run scores each task's images as it did
+    assert reloaded_scores(tmp_path / "o", res) == pytest.approx(res["matrix"][-1], abs=1e-6)
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
@@ -202,7 +204,8 @@ def test_bad_kind_inputs_get_one_line_errors(tmp_path, image_folder, jsonl_file,
 
 
 def test_resolved_config_saves_every_default(jsonl_file, tmp_path):
-    cfg = RunConfig(data=jsonl_file, benchmark=None, profile="smoke", out=str(tmp_path)).resolved()
+    cfg = RunConfig(data=jsonl_file, benchmark=None, profile="smoke", out=str(tmp_path)
+                    ).resolved()
     assert (cfg.classes_per_task, cfg.cap, cfg.tasks, cfg.class_order_seed) == (3, 40, 3, 0)
     wn = RunConfig().resolved()
     assert (wn.classes_per_task, wn.cap, wn.tasks, wn.class_order_seed, wn.backbone) == (

@@ -261,3 +261,30 @@ def test_a_config_file_with_a_bad_session_is_refused_before_any_work(tmp_path, c
     path.write_text('method = "seq-lora"\n\n[[sessions]]\nfile = "later.jsonl"\n')
     err = _refused(capsys, "run", "--config", str(path), "--out", str(tmp_path / "o"))
     assert "session 1 must give data" in err and not (tmp_path / "o").exists()
+
+
+def test_a_validation_run_resumes_to_the_same_split_and_learns_more_with_its_own(
+        tiny_config, tmp_path, monkeypatch):
+    from retain.methods.baselines import SeqLoRA
+    from tests.conftest import crash_on_task
+
+    whole, first, third = _class_files(tmp_path)
+    full = train_stream(tiny_config(data=whole, validation=0.25, out=str(tmp_path / "full")),
+                        progress=False)[0]
+    restore = crash_on_task(monkeypatch, SeqLoRA, 1)
+    cfg = tiny_config(data=whole, validation=0.25, out=str(tmp_path / "crashed"))
+    with pytest.raises(KeyboardInterrupt):
+        train_stream(cfg, progress=False)
+    restore()
+    resumed = train_stream(cfg, resume=True, progress=False)[0]
+    # the split is rebuilt from the data alone: the resumed run scores the same items
+    assert resumed["validation_matrix"] == full["validation_matrix"]
+    assert [t["held_out"] for t in resumed["tasks"]] == [t["held_out"] for t in full["tasks"]]
+    # a later session carves its own tasks' validation items; the earlier tasks' are gone
+    # with their training data (NaN), and their test splits are scored as before
+    two = tiny_config(data=first, validation=0.25, out=str(tmp_path / "two"))
+    train_stream(two, progress=False)
+    learnt, _ = learn(two.out, third, progress=False)
+    last = learnt["validation_matrix"][-1]
+    assert last[0] != last[0] and last[1] != last[1] and 0 <= last[2] <= 1
+    assert learnt["tasks"][2]["held_out"] > 0 and len(learnt["matrix"][-1]) == 3

@@ -51,11 +51,11 @@ def test_parse_fortunes_cleans_and_falls_back_to_the_legacy_encoding():
 
 def test_the_stream_is_german_spanish_czech_with_lm3_caps(fortunes_dir):
     from retain.backbones import load_backbone
-    from retain.data import build_stream
 
-    cfg = RunConfig(benchmark="lmfar", profile="smoke", out="unused").resolved()
+    plan = RunConfig(benchmark="lmfar", profile="smoke", out="unused").plan()
+    cfg = plan.config
     assert cfg.kind == "lm" and cfg.backbone == "tiny-llama"
-    stream = build_stream(cfg, load_backbone(cfg.backbone))
+    stream = plan.build_stream(load_backbone(cfg.backbone))
     assert [t.name for t in stream.tasks] == ["german", "spanish", "czech"]
     for task in stream.tasks:
         assert len(task.train) == 16 and len(task.test) == 8  # smoke: as lm3

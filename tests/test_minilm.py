@@ -69,12 +69,11 @@ def test_plate_drift_shrinks_as_tau_rises_with_no_old_data(minilm):
     and the lowest tau drifts more than the highest for every seed alone."""
     from statistics import mean
 
-    from retain.data import build_stream
     from retain.methods.plate import PlateConfig
     from retain.methods.plate.drift import drifts_after_training
     from retain.retention import neutral_sentences
 
-    task = build_stream(RunConfig(method="plate", profile="smoke").resolved()).tasks[0]
+    task = RunConfig(method="plate", profile="smoke").plan().build_stream().tasks[0]
     texts, labels = [it["text"] for it in task.train.items], [int(y) for y in task.train.labels]
     taus = (0.5, 0.8, 0.95)
     drifts = {tau: drifts_after_training(

@@ -9,20 +9,21 @@ import torch
 from retain.backbones import load_backbone
 from retain.engine import train_stream
 from retain.kinds import CLASSIFICATION
+from retain.methods.heads import REGISTRY, RunHead
 from retain.methods.ntk_cl import NTKCL, NTKCLOptions, losses
 from tests.conftest import check_exact_resume
 
 
 class _Stream:
-    kind, num_classes = "classification", 4
-    task_kind = CLASSIFICATION
+    kind, num_classes = CLASSIFICATION, 4
 
     def __len__(self):
         return 2
 
 
 def _method(name="tiny-bert", **options) -> NTKCL:
-    method = NTKCL(NTKCLOptions.from_options(options), "prototypes")
+    head = RunHead("prototypes", REGISTRY["prototypes"], {}, 3e-4)
+    method = NTKCL(NTKCLOptions.from_options(options), head)
     method.setup(load_backbone(name), _Stream())
     return method.eval()
 

@@ -61,9 +61,9 @@ def test_every_option_from_the_command_line_and_a_config_file(part, name, cls, f
 
 
 def _toml(value) -> str:
-    from retain.config import _toml_value
+    from retain.config_toml import toml_value
 
-    return _toml_value(list(value) if isinstance(value, set | tuple) else value)
+    return toml_value(list(value) if isinstance(value, set | tuple) else value)
 
 
 def _same(got, value) -> bool:

@@ -10,7 +10,6 @@ import pytest
 
 from retain.cli import main
 from retain.comparison import compare, mean_std, method_names
-from retain.data import build_stream
 from retain.errors import RetainError
 from retain.kinds import CLASSIFICATION, LM
 from retain.reporting import build_report, figure_list, table
@@ -40,7 +39,7 @@ def test_every_method_and_seed_ran_on_the_same_stream(compared):
         seeds = [r["config"]["seed"] for r in entry["runs"]]
         assert seeds == [0, 1]
         for seed, results in zip((0, 1), entry["runs"], strict=True):  # one order per seed
-            stream = build_stream(dataclasses.replace(cfg, method=name, seed=seed).resolved())
+            stream = dataclasses.replace(cfg, method=name, seed=seed).plan().build_stream()
             assert results["class_order"] == stream.class_order
             assert comparison["class_orders"][str(seed)] == stream.class_order
         saved = json.loads((cfg_dir(cfg) / "runs" / name / "seed1" / "results.json").read_text())

@@ -210,11 +210,10 @@ def test_the_stored_ratio_of_other_adapter_methods(tiny_config, tmp_path):
 def test_a_task_id_selects_that_tasks_own_update(tiny_config, tmp_path, method):
     """With a task id the backbone computes with that task's coefficients (adapter); without
     one, with the latest, which is also the last task's."""
-    from retain.data import build_stream
 
     cfg = tiny_config(method=method, head="prototypes", lr=5e-2, out=str(tmp_path / method))
     _, m = train_stream(cfg, progress=False)
-    task = build_stream(cfg.resolved(), m.backbone).tasks[0]
+    task = cfg.plan().build_stream(m.backbone).tasks[0]
     batch = m.backbone.batch(task.test.items, 16)
     with torch.no_grad():
         first, latest = m.predict(batch, task_id=0), m.predict(batch)
@@ -226,7 +225,6 @@ def test_a_task_id_selects_that_tasks_own_update(tiny_config, tmp_path, method):
 def test_current_coefficients_option_scores_every_task_with_the_latest(tiny_config, tmp_path):
     """``task_coefficients=current`` (the authors' evaluation): a task id no longer selects
     stored coefficients; training and the class-incremental scores are those of the default."""
-    from retain.data import build_stream
 
     runs = {}
     for choice in ("own", "current"):
@@ -236,7 +234,7 @@ def test_current_coefficients_option_scores_every_task_with_the_latest(tiny_conf
     (cfg, own, _), (_, current, m) = runs["own"], runs["current"]
     assert current["matrix"] == own["matrix"]
     assert current["task_incremental_matrix"][-1][-1] == own["task_incremental_matrix"][-1][-1]
-    task = build_stream(cfg.resolved(), m.backbone).tasks[0]
+    task = cfg.plan().build_stream(m.backbone).tasks[0]
     batch = m.backbone.batch(task.test.items, 16)
     with torch.no_grad():
         assert torch.equal(m.predict(batch, task_id=0), m.predict(batch))

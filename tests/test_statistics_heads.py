@@ -27,9 +27,8 @@ def _task(index, classes):
 def _train_features(method, cfg):
     """Every training item's pooled features, labels and positions, task by task, from the
     trained method's backbone (float32, as the head sees them)."""
-    from retain.data import build_stream
 
-    stream = build_stream(cfg.resolved(), method.backbone)
+    stream = cfg.plan().build_stream(method.backbone)
     out = []
     with torch.no_grad():
         for task in stream.tasks:

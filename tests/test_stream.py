@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from retain import RunConfig
-from retain.data import build_stream
 from retain.data.wordnet import load_wordnet, parse_gloss, wordnet45
 from retain.errors import RetainError
 from retain.profiles import CLASSIFICATION_PROFILES as PROFILES
@@ -66,7 +65,7 @@ def test_wordnet45_smoke_and_other_orders():
 
 
 def _stream(path, **kw):
-    return build_stream(RunConfig(data=str(path), **kw).resolved())
+    return RunConfig(data=str(path), **kw).plan().build_stream()
 
 
 def test_jsonl_split_per_class_and_seeded_order(tmp_path):

@@ -177,13 +177,12 @@ def test_every_exported_head_gives_the_heads_logits(head, tiny_config):
 def test_load_predicts_as_the_run_scored(tiny_config, jsonl_file):
     """retain.load rebuilds the run without its data: its predictions score the run's own test
     items as the run did (the last row of the accuracy matrix)."""
-    from retain.data import build_stream
 
     cfg = tiny_config(method="seq-lora")
     results = retain.run(cfg, progress=False)
     trained = retain.load(cfg.out)
     assert trained.tasks_done == 3 and "seq-lora" in repr(trained)
-    stream = build_stream(cfg.resolved(), trained.backbone)
+    stream = cfg.plan().build_stream(trained.backbone)
     accuracies = []
     for task in stream.tasks:
         preds = trained.predict([dict(it) for it in task.test.items])
@@ -198,7 +197,6 @@ def test_predict_with_a_task_scores_as_task_incremental(method, tiny_config):
     """``task=k``: the class comes from task k's classes, with task k's adapter where the
     method keeps one per task; the run's own test items score the last row of its
     task-incremental matrix."""
-    from retain.data import build_stream
 
     cfg = tiny_config(method=method)
     results = retain.run(cfg, progress=False)
@@ -206,7 +204,7 @@ def test_predict_with_a_task_scores_as_task_incremental(method, tiny_config):
     asked, predict = [], trained.method.predict
     trained.method.predict = lambda batch, task_id=None: asked.append(task_id) or predict(
         batch, task_id)
-    stream = build_stream(cfg.resolved(), trained.backbone)
+    stream = cfg.plan().build_stream(trained.backbone)
     accuracies = []
     for task in stream.tasks:
         asked.clear()
@@ -369,7 +367,9 @@ def test_every_method_exports_what_it_predicts(method, tiny_config, tmp_path):
         theirs = trained.method.head.export().logits(features, len(trained.class_names))
     finite = torch.isfinite(ours)
     assert torch.equal(finite, torch.isfinite(theirs))
-    assert torch.allclose(ours[finite], theirs[finite], atol=1e-5, rtol=1e-5)
+    # float32 features through merged weights against the adapted model's own path: round-off
+    # of about 1e-5 on logits near 1 on some CPUs (AMD EPYC: 1.1e-5); a missed merge is 1e-2
+    assert torch.allclose(ours[finite], theirs[finite], atol=5e-5, rtol=5e-5)
     base = AutoModel.from_pretrained(tiny_config().backbone)
     moved = any(not torch.equal(p, base.state_dict()[n]) for n, p in model.named_parameters()
                 if not n.startswith("pooler.") and n in base.state_dict())

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from retain.cli import main
-from retain.data import build_stream
 from retain.errors import RetainError
 
 
@@ -28,8 +27,8 @@ def _held_by_class(stream) -> dict[str, set[str]]:
 
 
 def test_the_validation_split_is_disjoint_stratified_and_the_same_for_every_seed(tiny_config):
-    plain = build_stream(tiny_config().resolved())
-    streams = [build_stream(tiny_config(validation=0.25, seed=s).resolved()) for s in (0, 3)]
+    plain = tiny_config().plan().build_stream()
+    streams = [tiny_config(validation=0.25, seed=s).plan().build_stream() for s in (0, 3)]
     # the training seed (and the class order it draws) moves no item in or out
     assert _held_by_class(streams[0]) == _held_by_class(streams[1])
     for task, a in zip(plain.tasks, streams[0].tasks, strict=True):

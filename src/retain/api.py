@@ -75,7 +75,7 @@ def run(config: RunConfig | None = None, *, resume: bool = False, overwrite: boo
     replaces an earlier run in ``out`` (so a notebook cell can run twice); ``resume=True``
     continues one from its checkpoint. ``sessions``: later sessions to learn after it, each
     ``{"data", "classes_per_task", "options"}`` (what a run's ``config.toml`` lists,
-    :func:`retain.config.read_sessions`): the whole run replayed."""
+    :func:`retain.config_toml.read_sessions`): the whole run replayed."""
     cfg = _config(config, fields)
     check_run_out(cfg.out, resume, overwrite)
     from retain.checkpoint import owned, read_state

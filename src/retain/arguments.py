@@ -100,6 +100,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_stream_options(p)
     p.add_argument("--method", default="seq-lora", help=_help("method"))
+    p.add_argument("--preset", help=_help("preset"))
     p.add_argument("--seed", type=int, default=0, help=_help("seed"))
     p.add_argument("--head", choices=HEADS, help=_help("head"))
     p.add_argument("--lr", type=float, help=_help("lr"))

@@ -13,6 +13,16 @@ BOTH = tuple(KINDS)
 
 
 @dataclass(frozen=True)
+class Preset:
+    """Named settings of a method (``--preset NAME``): run options (``lr``, ``head``,
+    ``weight_decay``, ...) and ``method_options``, each applied where the run leaves it at its
+    default (what the user gives wins); ``source`` says where each value is stated."""
+
+    source: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class MethodInfo:
     """What a method is, given once when it is registered (``retain.methods.base.register``)."""
 
@@ -39,6 +49,9 @@ class MethodInfo:
     # parts of stored tensor names recomputed from the pretrained weights without data:
     # checkpoints keep them (exact resume), ``stored_parameters`` does not count them
     recomputed_tensors: tuple[str, ...] = ()
+    # named settings (--preset): the paper's or the authors' code's, where they differ from
+    # retain's defaults (docs/methods/<name>.md, "Presets")
+    presets: dict[str, Preset] = field(default_factory=dict)
 
     def lr(self, kind: Kind) -> float:
         """The default learning rate on a stream of this task kind."""
@@ -81,7 +94,13 @@ METHODS: dict[str, MethodInfo] = {
     # the InfLoRA paper's scheme is --head task-heads
     "inflora": MethodInfo("retain.methods.inflora", "InfLoRA: per-task LoRA branches designed "
                           "orthogonal to old tasks' input subspace (DualGPM), merged after each "
-                          "task", "analytic"),
+                          "task", "analytic",
+                          presets={"paper": Preset(
+                              "InfLoRA (Liang & Li, CVPR 2024), section 4: one linear head per "
+                              "task, Adam lr 5e-4, rank 10, lambda 0.95 (its 128-item batches "
+                              "and 20 epochs are the profile's to set)",
+                              {"head": "task-heads", "lr": 5e-4,
+                               "method_options": {"rank": 10, "lambda_b": 0.95}})}),
     "plate": MethodInfo("retain.methods.plate", "PLATE: only A trains in dW = s B A Q^T, with "
                         "redundant neurons B and a low-energy input subspace Q from the weights "
                         "alone; merged after each task", "analytic",
@@ -91,7 +110,13 @@ METHODS: dict[str, MethodInfo] = {
                         # lmfar frontier (docs/benchmarks.md): the authors' selection at 3e-3
                         # lost less English at every step than the exact one at 1e-3 or 3e-3
                         kind_lr={LM.name: 3e-3},
-                        kind_options={LM.name: {"selection": "official"}}),
+                        kind_options={LM.name: {"selection": "official"}},
+                        presets={"authors": Preset(
+                            "the authors' PLATEConfig defaults (SalesforceAIResearch/PLATE, "
+                            "plate/config.py): r 8, tau 0.9, alpha 0.5, their selection of B "
+                            "and Q; the paper has no classification setting",
+                            {"method_options": {"r": 8, "tau": 0.9, "alpha": 0.5,
+                                                "selection": "official"}})}),
     "share": MethodInfo("retain.methods.share", "Share: shared orthonormal low-rank bases per "
                         "layer and 2kp coefficients per task, updated by an SVD of every task's "
                         "factors after each task", "analytic", task_aware_prediction=True,
@@ -99,12 +124,32 @@ METHODS: dict[str, MethodInfo] = {
                         adapter_holds_all=True,
                         # the next task's starting point (latest coefficients, seeded
                         # temporary directions): kept for an exact resume, not counted
-                        recomputed_tensors=("share_Va", "share_Vb", "share_Ea.", "share_Eb.")),
+                        recomputed_tensors=("share_Va", "share_Vb", "share_Ea.", "share_Eb."),
+                        presets={"paper": Preset(
+                            "the authors' NLU script (ankit-vaidya19/Share, NLU/scripts/"
+                            "run_share_continual.sh): lr 4e-3, weight decay 0.1, 6% linear "
+                            "warm-up, scale 1 (alpha = p); k 32 and p 8 as retain's",
+                            {"lr": 4e-3, "weight_decay": 0.1, "warmup_ratio": 0.06,
+                             "method_options": {"alpha": 8.0}})}),
     "ntk-cl": MethodInfo("retain.methods.ntk_cl", "NTK-CL: parallel adapters and prompt "
                          "generators beside a frozen encoder, averaged copies, three feature "
                          "views, prototype inference", "prototypes", (CLASSIFICATION.name,),
                          "its views, prototypes and contrastive terms need class labels",
-                         default_lr=3e-4),  # 1e-3 let the old prototypes go stale (ntk-cl.md)
+                         default_lr=3e-4,  # 1e-3 let the old prototypes go stale (ntk-cl.md)
+                         presets={
+                             "paper": Preset(
+                                 "NTK-CL (Liu et al., TPAMI 2025): prototype inference, loss "
+                                 "weights w_nce 0.2, w_orth 1e-4, w_reg 1e-3",
+                                 {"head": "prototypes", "method_options": {
+                                     "w_nce": 0.2, "w_orth": 1e-4, "w_reg": 1e-3}}),
+                             "authors": Preset(
+                                 "the authors' code (Programmergg/NTK-CL): their loss forms and "
+                                 "first task, halves inference, the CLS feature, a cosine "
+                                 "schedule (their SGD rate does not carry to AdamW)",
+                                 {"head": "prototypes", "pooling": "cls", "scheduler": "cosine",
+                                  "method_options": {"official_losses": True,
+                                                     "official_first_task": True,
+                                                     "inference": "halves"}})}),
     "grow": MethodInfo("retain.methods.grow", "function-preserving growth: widen chosen MLPs by "
                        "copies of their units before each task, train only the new copy",
                        "analytic", default_lr=5e-5,
@@ -112,7 +157,13 @@ METHODS: dict[str, MethodInfo] = {
                        # perplexity, every English ratio <= 1.04 (5e-5: 36-43%, <= 1.00)
                        kind_lr={LM.name: 1e-4},
                        no_weight_decay="AdamW's decay pulls the new copy towards zero and moves "
-                       "the function"),
+                       "the function",
+                       presets={"paper": Preset(
+                           "Grow, Don't Overwrite (arXiv 2603.08647): MLPs widened by a factor "
+                           "of 2, only the copy trains, about a third of the layers grown (which "
+                           "third the paper leaves open: evenly spaced here)",
+                           {"method_options": {"factor": 2, "select": "spread",
+                                               "fraction": 1 / 3}})}),
 }
 
 HEADS: dict[str, str] = {  # retain.methods.heads builds them
@@ -153,3 +204,24 @@ def package_dir(package: str):
         raise RetainError(f"package '{package}' is not installed: run `make setup` (it installs "
                           "the offline assets)")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def methods_markdown(docs: str = "docs/methods/") -> str:
+    """The methods table of the README and docs/methods/index.md, from the entries above (the
+    one place a method is described): each name linked to its page under ``docs``
+    (``scripts/doc_tables.py`` writes it; a test keeps the two files equal to it)."""
+    def page(name: str, info: MethodInfo) -> str:
+        module = info.module.rsplit(".", 1)[-1]
+        return f"{docs}{module.replace('_', '-')}.md"
+
+    def rates(info: MethodInfo) -> str:
+        return " / ".join(f"{info.lr(kind):g}" for kind in KINDS.values()
+                          if kind.name in info.kinds)
+
+    lines = ["| name | what it does | task kinds | default head | default lr |",
+             "|---|---|---|---|---|"]
+    for name, info in METHODS.items():
+        kinds = ", ".join(info.kinds)
+        lines.append(f"| [`{name}`]({page(name, info)}) | {info.description} | {kinds} | "
+                     f"{info.default_head} | {rates(info)} |")
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 
 from retain import checks
 from retain.arguments import LEARN_OPTIONS, build_parser, config_from_args
-from retain.config import read_sessions
+from retain.config_toml import read_sessions
 from retain.errors import RetainError
 from retain.kinds import KINDS
 from retain.profiles import PROFILE_NAMES
@@ -291,7 +291,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<14} {description}")
     print("benchmarks:")
     for name, benchmark in BENCHMARKS.items():
-        print(f"  {name:<14} {benchmark.description} [{benchmark.kind}]")
+        print(f"  {name:<14} {benchmark.description} [{benchmark.kind.name}]")
     print("backbones (or a local model folder, or a hub id):")
     for name, (_, description) in PACKAGED.items():
         print(f"  {name:<14} {description}")
@@ -319,7 +319,10 @@ def describe(name: str) -> list[str]:
             lines.insert(-1, f"defaults on {KINDS[kind].title('')} streams: " + ", ".join(
                 f"{k}={option_text(v)}" for k, v in options.items()))
         described = cls.config_class.describe() or ["none"]
-        return lines + [f"  {line}" for line in described]
+        presets = [f"preset {key} (--preset {key}): " + ", ".join(
+            f"{k}={option_text(v)}" for k, v in _flat(preset.fields).items())
+            + f"; from {preset.source}" for key, preset in info.presets.items()]
+        return lines + [f"  {line}" for line in described] + presets
     if name in HEADS:
         from retain.methods.heads import HEAD_CONFIGS
 
@@ -327,6 +330,12 @@ def describe(name: str) -> list[str]:
         return [f"{name}: {HEADS[name]}", "options (--head-set KEY=VALUE):",
                 *[f"  {line}" for line in options]]
     raise RetainError(f"'{name}' is neither a method nor a head: `retain list` shows them")
+
+
+def _flat(fields: dict) -> dict:
+    """A preset's fields, its method and head options among the run options."""
+    return {k: v for key, value in fields.items()
+            for k, v in (value.items() if key.endswith("_options") else [(key, value)])}
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "frontier": cmd_frontier,

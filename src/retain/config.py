@@ -1,19 +1,26 @@
-"""Run configuration: the run config dataclass, and resolving it for saving."""
+"""Run configuration: the run config dataclass (names and numbers, what is saved) and the
+:class:`Plan` it resolves into (the objects those names stand for), once, in ``plan()``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retain.catalogue import HEADS as HEAD_DESCRIPTIONS
 from retain.checks import check_folder
+from retain.config_toml import read_toml, toml_key, toml_value
 from retain.errors import RetainError
 from retain.kinds import CLASSIFICATION, KINDS, Kind, get_kind
 from retain.profiles import PROFILE_NAMES, Profile, pick_profile
+
+if TYPE_CHECKING:
+    from retain.backbones import Backbone
+    from retain.data.stream import Benchmark, Stream
+    from retain.methods.base import ContinualMethod, MethodConfig
+    from retain.methods.heads import RunHead
 
 HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.REGISTRY builds them
 
@@ -102,6 +109,10 @@ class RunConfig:
                 "time; 0: no measurement, and no inference figures)"})
     method_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
+    preset: str | None = field(default=None, metadata={
+        "help": "named settings of the method, the paper's or its authors' code's (`retain "
+                "list METHOD` lists them): each applies where this run leaves a field at its "
+                "default, so what you give wins"})
     probe_every: int = field(default=0, metadata={
         "help": "language modelling: every N optimiser steps (and at each task's end), the "
                 "current task's test perplexity and every English probe's ratio to the "
@@ -127,13 +138,23 @@ class RunConfig:
     out: str = field(default="runs/latest", metadata={"help": "output directory"})
 
     def resolved(self) -> RunConfig:
-        """Fill every default that depends on the benchmark, the task kind, the profile or the
-        method, here and nowhere else; the result is what ``results.json`` saves."""
+        """Every default that depends on the benchmark, the task kind, the profile or the
+        method filled in: the plan's names and numbers, what ``results.json`` saves."""
+        return self.plan().config
+
+    def plan(self) -> Plan:
+        """The run resolved into objects (:class:`~retain.config.Plan`): every default that
+        depends on the benchmark, the task kind, the profile or the method filled in, here
+        and nowhere else, and the kind, profile, method, head and benchmark it names."""
         from retain.data import BENCHMARKS
         from retain.methods import get_method_class
-        from retain.methods.heads import head_lr, head_options
+        from retain.methods.heads import REGISTRY, RunHead, head_lr, head_options
 
         self.check()  # the benchmark, the kind and the method's kinds too
+        if self.preset is not None:  # its values into the fields; its name kept
+            plan = self._with_preset().plan()
+            return dataclasses.replace(plan, config=dataclasses.replace(plan.config,
+                                                                        preset=self.preset))
         cls = get_method_class(self.method)
         bench = None if self.data is not None else BENCHMARKS[self.benchmark]
         kind = get_kind(self._kind())
@@ -148,7 +169,7 @@ class RunConfig:
                               "drop --weight-decay")
         lr = self.lr if self.lr is not None else cls.info.lr(kind)
         image_folder = bool(self.data) and os.path.isdir(os.path.expanduser(self.data))
-        return dataclasses.replace(
+        config = dataclasses.replace(
             self,
             benchmark=None if self.data else self.benchmark,
             kind=kind.name,
@@ -175,6 +196,24 @@ class RunConfig:
                              else 60 if self.profile == "smoke" else None),
             method_options=dataclasses.asdict(method_config),
         )
+        return Plan(config, kind, config.run_profile(), cls, method_config,
+                    RunHead(head, REGISTRY[head], config.head_options, config.head_lr), bench)
+
+    def _with_preset(self) -> RunConfig:
+        """This config with its preset's values where it leaves a field at its default (method
+        and head options: the preset's under the given ones); ``preset`` then records only
+        its name (the values are in the fields)."""
+        from retain.catalogue import METHODS
+
+        given = METHODS[self.method].presets[self.preset].fields
+        default = RunConfig()
+        changes: dict[str, Any] = {"preset": None}
+        for key, value in given.items():
+            if key in ("method_options", "head_options"):
+                changes[key] = {**value, **getattr(self, key)}
+            elif getattr(self, key) == getattr(default, key):
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
 
     def check(self) -> None:
         """Refuse a value that is wrong on its own (a name retain does not know, a number out of
@@ -217,6 +256,10 @@ class RunConfig:
             raise RetainError(f"--class-order must list distinct class indices from 0, got "
                               f"{','.join(map(str, self.class_order))}")
         kind, info = self._kind(), METHODS[self.method]
+        if self.preset is not None and self.preset not in info.presets:
+            raise RetainError(f"{self.method} has no preset '{self.preset}': " + (
+                f"choose {', '.join(info.presets)} (`retain list {self.method}`)"
+                if info.presets else "it has none; drop --preset"))
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
@@ -261,11 +304,6 @@ class RunConfig:
                 raise RetainError(f"{f.name} must be {what}, got {value!r} (`retain run "
                                   f"--help` describes it)")
 
-    @property
-    def task_kind(self) -> Kind:
-        """The run's task kind as an object (what every kind difference asks)."""
-        return get_kind(self._kind())
-
     def _kind(self) -> str:
         """The task kind: the benchmark's, else ``kind``, else classification (an error where
         ``kind`` contradicts the benchmark)."""
@@ -274,10 +312,10 @@ class RunConfig:
         if self.data is not None:
             return self.kind or CLASSIFICATION.name
         bench = BENCHMARKS[self.benchmark]
-        if self.kind not in (None, bench.kind):
-            raise RetainError(f"{bench.name} is a '{bench.kind}' benchmark; drop --kind "
+        if self.kind not in (None, bench.kind.name):
+            raise RetainError(f"{bench.name} is a '{bench.kind.name}' benchmark; drop --kind "
                               f"{self.kind}")
-        return bench.kind
+        return bench.kind.name
 
     def _head_defaults(self, head: str, prof: Profile) -> dict[str, Any]:
         """The head's options: the user's, over the profile's width for the analytic head."""
@@ -311,10 +349,10 @@ class RunConfig:
         default), method and head options as tables. :meth:`from_toml` reads it back."""
         plain = {k: v for k, v in self.to_dict().items() if v is not None
                  and not isinstance(v, dict)}
-        lines = [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+        lines = [f"{k} = {toml_value(v)}" for k, v in plain.items()]
         for name in ("method_options", "head_options"):
             table = getattr(self, name)
-            lines += ["", f"[{name}]", *(f"{_toml_key(k)} = {_toml_value(v)}"
+            lines += ["", f"[{name}]", *(f"{toml_key(k)} = {toml_value(v)}"
                                           for k, v in table.items() if v is not None)]
         return "\n".join(lines) + "\n"
 
@@ -322,47 +360,51 @@ class RunConfig:
     def from_toml(cls, path: str | os.PathLike) -> RunConfig:
         """A config written down (``retain run --config FILE``): every key a field of this
         class (``batch-size`` or ``batch_size``); refused in one line otherwise."""
-        import tomllib
-
-        try:
-            with open(os.path.expanduser(path), "rb") as f:
-                values = tomllib.load(f)
-        except FileNotFoundError:
-            raise RetainError(f"config file '{path}' does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise RetainError(f"config file '{path}' is not valid TOML ({e})") from None
+        values = read_toml(path)
         values.pop("sessions", None)  # later sessions: read_sessions
         return cls(**config_values(values, str(path)))
 
 
-def read_sessions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The later sessions a run's ``config.toml`` lists (``[[sessions]]``, written by ``retain
-    learn``): each one's ``data``, ``classes_per_task`` and training ``options``, in order.
-    ``retain run --config`` learns them after the run, which replays the whole run."""
-    import tomllib
+@dataclass(frozen=True)
+class Plan:
+    """One run, resolved: ``config`` is the same run as names and numbers (what
+    ``results.json`` and ``config.toml`` save); the rest are the objects it names."""
 
-    with open(os.path.expanduser(path), "rb") as f:
-        sessions = tomllib.load(f).get("sessions", [])
-    allowed = {"data", "classes_per_task", "options"}
-    for i, session in enumerate(sessions):
-        unknown = sorted(set(session) - allowed)
-        if not isinstance(session, dict) or "data" not in session or unknown:
-            raise RetainError(f"{path}: session {i + 1} must give data (and may give "
-                              f"classes_per_task and options), got {sorted(session)}")
-    return [{"data": s["data"], "classes_per_task": s.get("classes_per_task"),
-             "options": dict(s.get("options", {}))} for s in sessions]
+    config: RunConfig
+    kind: Kind
+    profile: Profile
+    method: type[ContinualMethod]
+    options: MethodConfig  # the method's options, parsed and checked
+    head: RunHead
+    benchmark: Benchmark | None  # None: the user's file or image folder
 
+    def build_method(self) -> ContinualMethod:
+        """The method, not yet set up (``setup`` takes the backbone and the stream)."""
+        return self.method(self.options, self.head)
 
-def sessions_toml(sessions: list[dict[str, Any]]) -> str:
-    """Later sessions as ``[[sessions]]`` tables (what :func:`read_sessions` reads)."""
-    lines = []
-    for s in sessions:
-        lines += ["", "[[sessions]]", f"data = {_toml_value(s['data'])}"]
-        if s.get("classes_per_task") is not None:
-            lines.append(f"classes_per_task = {s['classes_per_task']}")
-        if s.get("options"):
-            lines.append(f"options = {_toml_value(s['options'])}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    def build_stream(self, backbone: Backbone | None = None) -> Stream:
+        """The stream: the user's file or folder, or the benchmark's; token streams need the
+        backbone's tokenizer."""
+        from retain.data import build_stream
+
+        return build_stream(self, backbone)
+
+    @classmethod
+    def saved(cls, config: RunConfig) -> Plan:
+        """The plan of a config already resolved and saved (a checkpoint's): its names turned
+        into objects again, without checking what only a new run needs (its data is not
+        needed to load a trained run)."""
+        from retain.data import BENCHMARKS
+        from retain.kinds import get_kind
+        from retain.methods import get_method_class
+        from retain.methods.heads import REGISTRY, RunHead
+
+        method = get_method_class(config.method)
+        return cls(config, get_kind(config.kind), config.run_profile(), method,
+                   method.config_class(**config.method_options),
+                   RunHead(config.head, REGISTRY[config.head], dict(config.head_options),
+                           config.head_lr),
+                   None if config.data else BENCHMARKS.get(config.benchmark))
 
 
 def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -376,30 +418,6 @@ def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     if "data" in out and "benchmark" not in out:
         out["benchmark"] = None
     return out
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if value != value else
-                                                         ("inf" if value > 0 else "-inf"))
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
-                               if v is not None) + "}"
-    raise RetainError(f"a config value of type {type(value).__name__} cannot be written as "
-                      "TOML")
-
 
 
 def _cap(value: int | None, default: int | None) -> int | None:

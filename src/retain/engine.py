@@ -17,12 +17,11 @@ from accelerate.utils import set_seed
 
 from retain import checkpoint, inference
 from retain.backbones import Backbone, load_backbone
-from retain.config import RunConfig, sessions_toml
-from retain.data import build_stream
+from retain.config import Plan, RunConfig
+from retain.config_toml import sessions_toml
 from retain.data.stream import Stream
 from retain.errors import RetainError
 from retain.loop import Engine, Record
-from retain.methods import get_method_class
 from retain.methods.base import ContinualMethod
 from retain.results import peak_memory_mb, reset_peak_memory, results_json
 from retain.retention import retention_after, retention_probe
@@ -30,28 +29,21 @@ from retain.run_folder import keep_test, read_log, trim_log, write_log
 from retain.sessions import check_learn_kind, earlier_sessions, learnt_stream, session_seconds
 
 
-def build_method(cfg: RunConfig) -> ContinualMethod:
-    """The method of a resolved config (its options parsed and checked by ``resolved``)."""
-    cls = get_method_class(cfg.method)
-    return cls(cls.config_class(**cfg.method_options), head=cfg.head,
-               head_options=cfg.head_options)
-
-
 def prepared_engine(config: RunConfig) -> Engine:
     """The per-task loop of ``config`` set up without a run folder: the config resolved, its
     accelerator, the untouched backbone, the stream, the method set up and on its device (for
     benchmarks and tools that time or step the loop themselves)."""
-    cfg = config.resolved()
-    accelerator = _accelerator(cfg)
-    backbone = _backbone(cfg)
-    stream = build_stream(cfg, backbone)
-    method = build_method(cfg)
+    plan = config.plan()
+    accelerator = _accelerator(plan.config)
+    backbone = _backbone(plan)
+    stream = plan.build_stream(backbone)
+    method = plan.build_method()
     method.setup(backbone, stream)
     method.to(accelerator.device)
-    return Engine(cfg, stream, backbone, method, accelerator, progress=False)
+    return Engine(plan.config, stream, backbone, method, accelerator, progress=False)
 
 
-def rebuild(cfg: RunConfig, backbone: Backbone, stream: Stream, ckpt_dir: Path | None = None,
+def rebuild(plan: Plan, backbone: Backbone, stream: Stream, ckpt_dir: Path | None = None,
             saved: dict[str, Any] | None = None, grow: bool = False) -> ContinualMethod:
     """The method of a run, set up on the untouched backbone and, from a checkpoint
     (``saved``, its state), with its stored state and tensors on top: resume and ``load``.
@@ -59,7 +51,7 @@ def rebuild(cfg: RunConfig, backbone: Backbone, stream: Stream, ckpt_dir: Path |
     heads' class-sized tensors (the method's head, and any statistics head it keeps) grow."""
     from retain.methods.heads.base import Head
 
-    method = build_method(cfg)
+    method = plan.build_method()
     method.setup(backbone, stream)
     if saved:
         method.load_state(saved["method_state"])
@@ -108,7 +100,8 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
                  ) -> tuple[dict[str, Any], ContinualMethod]:
     """Like :func:`run`, and also return the trained method (to predict or inspect)."""
     started = time.perf_counter()
-    cfg = config.resolved()
+    plan = config.plan()
+    cfg = plan.config
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     saved = checkpoint.read_state(ckpt_dir)
@@ -133,11 +126,11 @@ def train_stream(config: RunConfig, resume: bool = False, progress: bool = True
 
     def stream_for(backbone: Backbone) -> Stream:
         if saved and "sessions" in saved:  # a resumed session of `retain learn`
-            return learnt_stream(cfg, saved, backbone)
-        return build_stream(cfg, backbone)
+            return learnt_stream(plan, saved, backbone)
+        return plan.build_stream(backbone)
 
     with checkpoint.owned(out, accelerator.is_main_process):
-        return _session(cfg, saved, accelerator, stream_for, started, progress)
+        return _session(plan, saved, accelerator, stream_for, started, progress)
 
 
 def learn(directory: str | Path, data: str | Path, classes_per_task: int | None = None,
@@ -150,16 +143,14 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
     matrix. Retention is measured against the original pretrained backbone. ``options``: run
     options (steps, lr, epochs, ...) for this session, over the run's; each session records
     its own, so that the sessions can be replayed."""
-    from retain.methods import get_method_class
-
     started = time.perf_counter()
     out = Path(directory).expanduser()
     saved = checkpoint.read_state(out / "checkpoint")
     if not saved:
         raise RetainError(f"{out} holds no run (no checkpoint/): `retain learn` adds tasks to "
                           "the --out folder of a finished `retain run`")
-    cfg = RunConfig(**{**saved["config"], **(options or {}), "out": str(out)})
-    cfg.check()
+    plan = RunConfig(**{**saved["config"], **(options or {}), "out": str(out)}).plan()
+    cfg = plan.config
     for flag, given, own in (("method", method, cfg.method), ("backbone", backbone, cfg.backbone),
                              ("kind", kind, cfg.kind)):
         if given is not None and given != own:
@@ -170,12 +161,12 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
     if done < total:
         raise RetainError(f"the run in {out} finished {done} of its {total} tasks: finish it "
                           f"first (`retain run ... --out {out} --resume`)")
-    if not get_method_class(cfg.method).info.continual:
+    if not plan.method.info.continual:
         raise RetainError(f"{cfg.method} trains once on every task's data, which a later "
                           "session no longer has (rehearsal-free): it cannot learn more tasks")
     if not Path(data).expanduser().exists():
         raise RetainError(f"data file '{data}' does not exist")
-    check_learn_kind(cfg, str(data))
+    check_learn_kind(plan, str(data))
     if classes_per_task is not None and classes_per_task < 1:
         raise RetainError(f"--classes-per-task must be 1 or more, got {classes_per_task}")
     session = {"data": str(data), "classes_per_task": classes_per_task, "first_task": done,
@@ -185,7 +176,7 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
              "run_config": saved.get("run_config", saved["config"])}
     accelerator = _accelerator(cfg)
     with checkpoint.owned(out, accelerator.is_main_process):
-        return _session(cfg, saved, accelerator, lambda bb: learnt_stream(cfg, saved, bb),
+        return _session(plan, saved, accelerator, lambda bb: learnt_stream(plan, saved, bb),
                         started, progress)
 
 
@@ -200,14 +191,15 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
                        gradient_accumulation_steps=cfg.grad_accumulation)
 
 
-def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelerator,
+def _session(plan: Plan, saved: dict[str, Any] | None, accelerator: Accelerator,
              stream_for, started: float, progress: bool
              ) -> tuple[dict[str, Any], ContinualMethod]:
     """One session of a run: the untouched backbone, the stream, the method (from the
     checkpoint when there is one), the tasks not done yet, retention and the results."""
+    cfg = plan.config
     reset_peak_memory(accelerator.device)
     set_seed(cfg.seed)
-    backbone = _backbone(cfg)
+    backbone = _backbone(plan)
     stream = stream_for(backbone)
     largest = max(len(task.train) for task in stream.tasks)
     if cfg.batch_size > largest and accelerator.is_main_process:
@@ -217,7 +209,7 @@ def _session(cfg: RunConfig, saved: dict[str, Any] | None, accelerator: Accelera
     show = progress and accelerator.is_main_process
     untouched = retention_probe(backbone, cfg, show, accelerator) if cfg.retention else None
     # a later session's stream may hold more classes than the checkpoint's head: it grows
-    method = rebuild(cfg, backbone, stream, Path(cfg.out) / "checkpoint", saved, grow=True)
+    method = rebuild(plan, backbone, stream, Path(cfg.out) / "checkpoint", saved, grow=True)
     record, start = _record(cfg, saved, stream, accelerator)
     method.to(accelerator.device)
     reference = Reference(cfg)  # the untouched copy curves, retention and inference compare to
@@ -276,10 +268,11 @@ class Reference:
         self.copy = None
 
 
-def _backbone(cfg: RunConfig) -> Backbone:
+def _backbone(plan: Plan) -> Backbone:
     """The untouched backbone, checked against the task kind and the sequence length."""
+    cfg = plan.config
     backbone = load_backbone(cfg.backbone, cfg.pooling)
-    cfg.task_kind.check_backbone(cfg.backbone, backbone.modality)
+    plan.kind.check_backbone(cfg.backbone, backbone.modality)
     positions = getattr(backbone.model.config, "max_position_embeddings", None)
     if backbone.modality != "image" and positions and cfg.max_length > positions:
         raise RetainError(f"--max-length {cfg.max_length} is more than '{cfg.backbone}' takes "
@@ -339,4 +332,4 @@ def _inference_cost(cfg: RunConfig, engine: Engine, run_seconds: float,
                                   cfg.max_length, engine.acc.device)
     return inference.inference_cost(
         engine.method, lambda: reference().model, probe,
-        engine.stream.task_kind, engine.acc, rounds, run_seconds)
+        engine.stream.kind, engine.acc, rounds, run_seconds)

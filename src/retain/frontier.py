@@ -113,18 +113,22 @@ def _default_options(method: str, kind: str) -> dict[str, Any]:
         cls.info.options(get_kind(kind)), method))
 
 
-def table(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE
-          ) -> dict[str, Any]:
+def table(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE,
+          given: tuple[float, float | None] | None = None) -> dict[str, Any]:
     """The frontier table of ``runs`` (``results.json`` dictionaries with curves) on ``task``:
     per configuration, its envelope (test perplexity), the worst English ratio and the mean
     English KL at each matched point, the best perplexity within each English bound, the rate
     chosen on held-out sequences, its equal-step values and costs. Matched points are
-    multiples of the reference's best test perplexity (on held-out sequences for the choice)."""
+    multiples of the reference's best test perplexity (on held-out sequences for the choice);
+    ``given``: those two bests from an earlier table, for runs added to it without the
+    reference's runs."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         if curve(r, task):
             groups.setdefault(label(r), []).append(r)
-    if reference not in groups:
+    if given is not None:
+        ref_best, ref_held = given
+    elif reference not in groups:
         ref_best = ref_held = None
     else:
         ref_best = min(p.x for r in groups[reference] for p in curve(r, task))
@@ -269,13 +273,14 @@ SPREAD_COLUMNS = ("best_perplexity", *(f"ratio_at_{f}x" for f in MATCHED),
                   *(f"kl_at_{f}x" for f in MATCHED), *(f"best_within_{b}" for b in BOUNDS))
 
 
-def seed_spreads(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE
+def seed_spreads(runs: list[dict[str, Any]], task: int = 1, reference: str = REFERENCE,
+                 given: dict[int, tuple[float, float | None]] | None = None
                  ) -> dict[str, dict[str, list[float]]]:
     """Per configuration and column of :func:`table`, the values of each training seed's own
     table, from the runs whose configuration and rate were run with more than one seed (so
     that every seed pools the same rates), each seed matched to its own reference's best: the
     noise bar of a comparison. A seed without the reference's runs matches nothing (its values
-    are None and left out)."""
+    are None and left out) unless ``given`` holds its bests (seed -> test, held-out)."""
     seeds_of: dict[tuple[str, float], set[int]] = {}
     for r in runs:
         seeds_of.setdefault((label(r), float(r["config"]["lr"])), set()).add(
@@ -285,7 +290,7 @@ def seed_spreads(runs: list[dict[str, Any]], task: int = 1, reference: str = REF
     out: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
         for row in table([r for r in repeated if int(r["config"]["seed"]) == seed], task,
-                         reference)["rows"]:
+                         reference, (given or {}).get(seed))["rows"]:
             for key in SPREAD_COLUMNS:
                 if row.get(key) is not None:
                     out.setdefault(row["configuration"], {}).setdefault(key, []).append(row[key])

@@ -75,7 +75,7 @@ class Engine:
                  curves=None):
         self.cfg, self.stream, self.backbone, self.method = cfg, stream, backbone, method
         self.curves = curves  # retain.curves.Curves under --probe-every
-        self.kind = stream.task_kind
+        self.kind = stream.kind
         self.acc, self.progress = accelerator, progress and accelerator.is_main_process
         self.collate = _Collate(backbone, cfg.max_length)
         self.features = FeatureCache()

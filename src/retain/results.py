@@ -63,7 +63,7 @@ def results_json(cfg: RunConfig, stream: Stream, method: ContinualMethod, record
              measured: dict[str, Any]) -> dict[str, Any]:
     """``results.json``: one schema for every task kind; ``score`` names the matrix and its
     direction."""
-    kind = stream.task_kind
+    kind = stream.kind
     sizes = [len(t.test) for t in stream.tasks]
 
     def summary(matrix: list[list[float]]) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.backbones import Backbone
-from retain.config import RunConfig
-from retain.data import build_stream
+from retain.config import Plan, RunConfig
 from retain.data.stream import Stream
 from retain.run_folder import read_test
 
@@ -38,15 +37,16 @@ def earlier_sessions(out: Path, saved: dict[str, Any]) -> list[dict[str, Any]]:
     return [first]
 
 
-def check_learn_kind(cfg: RunConfig, data: str) -> None:
+def check_learn_kind(plan: Plan, data: str) -> None:
     """A file of another task kind than the run's, refused by its columns."""
-    cfg.task_kind.check_session_file(data, _columns(data), Path(data).expanduser().is_dir(),
-                                          str(cfg.out))
+    plan.kind.check_session_file(data, _columns(data), Path(data).expanduser().is_dir(),
+                                 str(plan.config.out))
 
 
-def learnt_stream(cfg: RunConfig, saved: dict[str, Any], backbone: Backbone) -> Stream:
+def learnt_stream(plan: Plan, saved: dict[str, Any], backbone: Backbone) -> Stream:
     """The stream of a run's sessions: the tasks of the earlier sessions (from the checkpoint's
     outline, with their kept test splits), then the tasks of the newest session's file."""
+    cfg = plan.config
     out, session = Path(cfg.out), saved["sessions"][-1]
     known = session["first_task"]
     outline = {**saved["stream"], "tasks": saved["stream"]["tasks"][:known]}
@@ -54,12 +54,20 @@ def learnt_stream(cfg: RunConfig, saved: dict[str, Any], backbone: Backbone) -> 
     new_cfg = dataclasses.replace(cfg, data=session["data"], benchmark=None, tasks=None,
                                   class_order=None, classes_per_task=(
                                       session["classes_per_task"] or cfg.classes_per_task))
-    new = build_stream(new_cfg, backbone)
+    new = _file_plan(plan, new_cfg).build_stream(backbone)
     if "task" not in _columns(session["data"]) and not session["classes_per_task"] and (
-            cfg.task_kind.one_task_without_column(cfg.scenario)):
-        new = build_stream(dataclasses.replace(new_cfg, classes_per_task=new.num_classes),
-                           backbone)  # no task column, no --classes-per-task: one task
+            plan.kind.one_task_without_column(cfg.scenario)):
+        one = dataclasses.replace(new_cfg, classes_per_task=new.num_classes)
+        new = _file_plan(plan, one).build_stream(backbone)  # no task column, no
+        # --classes-per-task: one task
     return old.extended(new)
+
+
+def _file_plan(plan: Plan, config: RunConfig) -> Plan:
+    """The run's plan reading a later session's file: ``config`` as given (no profile's cap
+    on tasks: every task of the file is learnt), the run's kind, method and head."""
+    return dataclasses.replace(plan, config=config, profile=config.run_profile(),
+                               benchmark=None)
 
 
 def _columns(data: str) -> set[str]:

@@ -105,8 +105,8 @@ def sweep(config: RunConfig, grid: dict[str, list[str]], baselines: list[str] | 
         results = json.loads(Path(path).read_text())
         ref_runs.append(results)
         refs.append(frontier_row(results, f"{results['method']} ({results['head']})"))
-    cfg = config.resolved()
-    kind = cfg.task_kind
+    plan = config.plan()
+    cfg, kind = plan.config, plan.kind
     frontier = {"method": cfg.method, "benchmark": cfg.benchmark or cfg.data, "kind": cfg.kind,
                 "score": {"name": kind.score, "direction": kind.direction},
                 "retention_key": kind.retention_key, "profile": cfg.profile, "seed": cfg.seed,

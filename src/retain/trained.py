@@ -52,7 +52,7 @@ class Trained:
 
     @property
     def kind(self) -> Kind:
-        return self.stream.task_kind
+        return self.stream.kind
 
     @property
     def device(self) -> torch.device:
@@ -329,6 +329,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     """Rebuild the run in ``directory`` (its ``--out``) from its last checkpoint: the untouched
     backbone, then the method's stored tensors and state on top. The run's data is not needed."""
     from retain.backbones import load_backbone
+    from retain.config import Plan
     from retain.engine import rebuild
 
     directory = Path(directory).expanduser()
@@ -337,7 +338,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     config = RunConfig(**saved["config"])
     backbone = load_backbone(config.backbone, config.pooling)
     stream = Stream.from_outline(saved["stream"])
-    method = rebuild(config, backbone, stream, ckpt, saved)
+    method = rebuild(Plan.saved(config), backbone, stream, ckpt, saved)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     method.to(device).eval()
     return Trained(directory, config, method, backbone, stream, saved["tasks_done"])

@@ -6,17 +6,14 @@ from retain.data.stream import BENCHMARKS, Split, Stream, Task, hold_out, valida
 from retain.errors import RetainError
 
 
-def build_stream(config, backbone=None) -> Stream:
-    """The stream a resolved :class:`~retain.config.RunConfig` names: the user's file or image
-    folder, or a registered benchmark. Token streams (lm) need the backbone's tokenizer."""
-    profile = config.run_profile()  # resolved once, by RunConfig.resolved
-    if config.data:
-        stream = file_stream(config, profile, backbone)
-    elif config.benchmark in BENCHMARKS:
-        stream = BENCHMARKS[config.benchmark].build(config, profile, backbone)
+def build_stream(plan, backbone=None) -> Stream:
+    """The stream of a :class:`~retain.config.Plan`: the user's file or image folder, or its
+    benchmark's. Token streams (lm) need the backbone's tokenizer."""
+    config, profile = plan.config, plan.profile
+    if plan.benchmark is None:
+        stream = file_stream(plan, backbone)
     else:
-        raise RetainError(f"unknown benchmark '{config.benchmark}': choose one of "
-                          f"{', '.join(BENCHMARKS)} or give --data FILE")
+        stream = plan.benchmark.build(config, profile, backbone)
     if not stream.tasks:
         raise RetainError(f"the stream {stream.name} has no tasks")
     if config.validation:

@@ -32,13 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from retain.data.stream import (
-    Stream,
-    class_incremental,
-    class_order_for,
-    register_benchmark,
-    split_per_class,
-)
+from retain.data.stream import Stream, class_order_for, labelled_corpus, register_benchmark
 from retain.errors import RetainError
 from retain.profiles import Profile
 
@@ -111,15 +105,7 @@ def load_debian() -> tuple[list[str], np.ndarray, list[str]]:
                     "tasks of 5 (text classification, from the apt index)",
                     class_order_seed=DEFAULT_ORDER_SEED, classes_per_task=5)
 def debian30_stream(config, profile: Profile, backbone=None) -> Stream:
-    if config.scenario == "domain":
-        raise RetainError("debian30 is class-incremental (tasks have disjoint classes); use "
-                          "--scenario class or task")
     texts, labels, names = load_debian()
-    order = class_order_for(len(names), config.class_order_seed, config.class_order)
-    train_idx, test_idx = split_per_class(labels, profile.cap)
-    idx = np.sort(np.concatenate([train_idx, test_idx]))
-    is_train = np.isin(idx, train_idx)
-    return class_incremental(
-        f"debian30/{profile.name}", [{"text": texts[i]} for i in idx], labels[idx], names, order,
-        config.classes_per_task or profile.classes_per_task or 5, is_train, groups=profile.tasks,
-        scenario=config.scenario)
+    return labelled_corpus("debian30", texts, labels, names, profile, config.scenario,
+                           class_order_for(len(names), config.class_order_seed,
+                                           config.class_order), config.classes_per_task)

@@ -98,14 +98,15 @@ def _label_key(value) -> tuple:
     raise ValueError
 
 
-def file_stream(config, profile: Profile, backbone=None) -> Stream:
-    """The stream of ``config.data`` (a file, or an image directory)."""
+def file_stream(plan, backbone=None) -> Stream:
+    """The stream of a plan's ``data`` (a file, or an image directory)."""
+    config, profile = plan.config, plan.profile
     if Path(config.data).expanduser().is_dir():
         from retain.data.images import image_stream
 
         return image_stream(config, profile)
     stream = READERS[config.kind](config, profile, backbone)
-    stream.kind = config.kind  # a reader may serve several kinds: the run's is the stream's
+    stream.kind = plan.kind  # a reader may serve several kinds: the run's is the stream's
     return stream
 
 

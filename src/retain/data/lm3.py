@@ -224,7 +224,7 @@ def lm_stream(name: str, domains: dict[str, Sequence[str] | Domain], tokenizer,
               profile: Profile) -> Stream:
     """One language-modelling task per domain (its documents, or a :class:`Domain` read from
     files), in the given order."""
-    stream = Stream(name, LM.scenario(""), [], [], kind=LM.name)
+    stream = Stream(name, LM.scenario(""), [], [], kind=LM)
     for index, (domain, docs) in enumerate(list(domains.items())[: profile.tasks]):
         train, test = split_sequences(token_sequences(docs, tokenizer, profile.max_length),
                                       profile.cap, profile.test_cap)
@@ -242,7 +242,7 @@ def lm_stream(name: str, domains: dict[str, Sequence[str] | Domain], tokenizer,
 
 
 @register_benchmark("lm3", "three text domains (definitions, news, encyclopedia) for continual "
-                    "language modelling, 64-token sequences (offline)", kind=LM.name,
+                    "language modelling, 64-token sequences (offline)", kind=LM,
                     profiles=LM_PROFILES)
 def lm3_stream(config, profile: Profile, backbone) -> Stream:
     return lm_stream(f"lm3/{profile.name}", DOMAINS, backbone.tokenizer, profile)

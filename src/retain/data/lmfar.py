@@ -125,7 +125,7 @@ def english_probes(tokenizer, sequences: int, length: int = 64) -> dict[str, Any
 
 @register_benchmark("lmfar", "three languages SmolLM2 barely knows (German, Spanish, Czech "
                     "fortunes from Debian's packages) for continual language modelling, where "
-                    "forgetting English shows", kind=LM.name, profiles=LMFAR_PROFILES,
+                    "forgetting English shows", kind=LM, profiles=LMFAR_PROFILES,
                     probes=english_probes)
 def lmfar_stream(config, profile: Profile, backbone) -> Stream:
     return lm_stream(f"lmfar/{profile.name}", {n: language(n) for n in LANGUAGES},

@@ -51,11 +51,7 @@ class Stream:
     class_names: list[str]
     class_order: list[int]
     tasks: list[Task] = field(default_factory=list)
-    kind: str = CLASSIFICATION.name  # a name in retain.kinds.KINDS
-
-    @property
-    def task_kind(self) -> Kind:
-        return get_kind(self.kind)
+    kind: Kind = CLASSIFICATION  # its task kind (JSON holds its name: ``outline``)
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +63,7 @@ class Stream:
     def outline(self) -> dict[str, Any]:
         """What rebuilding a trained run needs of its stream, without the data (saved in every
         checkpoint; :meth:`from_outline` rebuilds from it)."""
-        return {"name": self.name, "scenario": self.scenario, "kind": self.kind,
+        return {"name": self.name, "scenario": self.scenario, "kind": self.kind.name,
                 "class_names": self.class_names, "class_order": self.class_order,
                 "tasks": [{"name": t.name, "classes": t.classes,
                            "train": t.trained_on if t.trained_on is not None else len(t.train),
@@ -81,7 +77,7 @@ class Stream:
                       tests[i] if tests is not None else _empty(), t["name"],
                       trained_on=t.get("train")) for i, t in enumerate(outline["tasks"])]
         return cls(outline["name"], outline["scenario"], list(outline["class_names"]),
-                   list(outline["class_order"]), tasks, outline["kind"])
+                   list(outline["class_order"]), tasks, get_kind(outline["kind"]))
 
     def extended(self, new: Stream) -> Stream:
         """This stream, then ``new``'s tasks (learnt in a later session): new classes after the
@@ -111,7 +107,8 @@ class Stream:
                               else [int(remap[c]) for c in task.classes],
                               Split(task.train.items, _mapped(task.train.labels, remap)),
                               Split(task.test.items, _mapped(task.test.labels, remap)),
-                              task.name))
+                              task.name, heldout=None if task.heldout is None else Split(
+                                  task.heldout.items, _mapped(task.heldout.labels, remap))))
         return Stream(f"{self.name}+{new.name}", self.scenario, names, order, tasks, self.kind)
 
 
@@ -189,6 +186,23 @@ def class_order_for(num_classes: int, seed: int | None, order: list[int] | None)
 
 def _subset(items: list[dict], labels: np.ndarray, idx: np.ndarray) -> Split:
     return Split([items[i] for i in idx], labels[idx])
+
+
+def labelled_corpus(name: str, texts: list[str], labels: np.ndarray, class_names: list[str],
+                    profile: Profile, scenario: str, order: list[int],
+                    classes_per_task: int | None) -> Stream:
+    """A built-in corpus of labelled texts as a class-incremental stream: the profile's items
+    per class split 80/20 (``split_per_class``), tasks of ``classes_per_task`` classes (else
+    the profile's, else 5) in ``order``, the profile's number of tasks."""
+    if scenario == "domain":
+        raise RetainError(f"{name} is class-incremental (tasks have disjoint classes); use "
+                          "--scenario class or task, or --data FILE with a `domain` column")
+    train_idx, test_idx = split_per_class(labels, profile.cap)
+    idx = np.sort(np.concatenate([train_idx, test_idx]))
+    return class_incremental(
+        f"{name}/{profile.name}", [{"text": texts[i]} for i in idx], labels[idx], class_names,
+        order, classes_per_task or profile.classes_per_task or 5, np.isin(idx, train_idx),
+        groups=profile.tasks, scenario=scenario)
 
 
 def class_incremental(name: str, items: list[dict], labels: np.ndarray, class_names: list[str],
@@ -269,7 +283,7 @@ class Benchmark:
     name: str
     description: str
     build: Callable[[Any, Profile, Any], Stream]
-    kind: str = CLASSIFICATION.name
+    kind: Kind = CLASSIFICATION
     profiles: dict[str, Profile] = field(default_factory=dict)
     class_order_seed: int | None = None
     classes_per_task: int | None = None
@@ -284,7 +298,7 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def register_benchmark(name: str, description: str, kind: str = CLASSIFICATION.name,
+def register_benchmark(name: str, description: str, kind: Kind = CLASSIFICATION,
                        profiles: dict[str, Profile] | None = None,
                        class_order_seed: int | None = None, classes_per_task: int | None = None,
                        probes: Callable[[Any, int], dict[str, Any]] | None = None):

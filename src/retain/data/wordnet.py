@@ -13,14 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from retain.catalogue import package_dir
-from retain.data.stream import (
-    Stream,
-    class_incremental,
-    class_order_for,
-    register_benchmark,
-    split_per_class,
-)
-from retain.errors import RetainError
+from retain.data.stream import Stream, class_order_for, labelled_corpus, register_benchmark
 from retain.profiles import Profile
 
 POS_FILES = ("adj", "adv", "noun", "verb")
@@ -57,19 +50,10 @@ def load_wordnet() -> tuple[list[str], np.ndarray, list[str]]:
 
 def wordnet45(profile: Profile, scenario: str = "class", order_seed: int | None = None,
               order: list[int] | None = None, classes_per_task: int | None = None) -> Stream:
-    if scenario == "domain":
-        raise RetainError("wordnet45 is class-incremental (tasks have disjoint classes); use "
-                          "--scenario class or task, or --data FILE with a `domain` column")
     texts, labels, names = load_wordnet()
     seed = DEFAULT_ORDER_SEED if order_seed is None else order_seed
-    class_order = class_order_for(len(names), seed, order)
-    train_idx, test_idx = split_per_class(labels, profile.cap)
-    idx = np.sort(np.concatenate([train_idx, test_idx]))
-    is_train = np.isin(idx, train_idx)
-    return class_incremental(
-        f"wordnet45/{profile.name}", [{"text": texts[i]} for i in idx], labels[idx], names,
-        class_order, classes_per_task or profile.classes_per_task or 5, is_train,
-        groups=profile.tasks, scenario=scenario)
+    return labelled_corpus("wordnet45", texts, labels, names, profile, scenario,
+                           class_order_for(len(names), seed, order), classes_per_task)
 
 
 @register_benchmark("wordnet45", "WordNet 3.0 glosses by supersense: 45 classes in 9 tasks of 5 "

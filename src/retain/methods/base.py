@@ -64,8 +64,7 @@ from retain.backbones import Backbone
 from retain.catalogue import METHODS, MethodInfo
 from retain.data.stream import Stream, Task
 from retain.errors import RetainError
-from retain.methods.heads import REGISTRY as HEADS
-from retain.methods.heads import make_head
+from retain.methods.heads import RunHead
 from retain.options import Options
 
 Batch = dict[str, torch.Tensor]
@@ -113,12 +112,10 @@ class ContinualMethod(nn.Module):
                 raise TypeError(f"{cls.config_class.__name__}.{f.name}: every option needs "
                                 "metadata={'help': ...}")
 
-    def __init__(self, config: MethodConfig, head: str,
-                 head_options: dict[str, Any] | None = None):
+    def __init__(self, config: MethodConfig, head: RunHead):
         super().__init__()
         self.config = config
-        self.head_scheme = head
-        self.head_options = head_options or {}
+        self.run_head = head  # which head, its options and rate (the plan's)
         self.tuner = None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -132,12 +129,11 @@ class ContinualMethod(nn.Module):
         """Once, before task 1 (and when a run is rebuilt): ``prepare``, then the head."""
         self.backbone = backbone  # plain attribute: ``self.model`` is the registered module
         self.num_tasks = len(stream)
-        self.kind = stream.task_kind
+        self.kind = stream.kind
         self.model = backbone.model  # the one model object of the run
         self.feature_width = backbone.hidden_size
         self.prepare(backbone, stream)
-        self.head = make_head(self.kind.head(self.head_scheme, self.head_scheme, HEADS),
-                              self.feature_width, stream.num_classes, self.head_options)
+        self.head = self.run_head.build(self.feature_width, stream.num_classes)
 
     def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
         """Tasks whose training data this task trains on: the task alone, or, for a method

@@ -177,7 +177,7 @@ class Joint(SeqLoRA):
     name = "joint"
 
     def prepare(self, backbone, stream) -> None:
-        if self.head_scheme not in ("growing", "none"):  # none: a kind without a head
+        if self.run_head.name not in ("growing", "none"):  # none: a kind without a head
             raise RetainError(f"joint trains all tasks at once and needs --head growing (a "
-                              f"'{self.head_scheme}' head trains on one task's classes)")
+                              f"'{self.run_head.name}' head trains on one task's classes)")
         super().prepare(backbone, stream)

@@ -65,6 +65,20 @@ REGISTRY: dict[str, HeadSpec] = {
                         AlignedConfig),
     "none": HeadSpec(lambda dim, n, options: NoHead()),
 }
+@dataclass(frozen=True)
+class RunHead:
+    """The run's head: its registration, its name (what results and checkpoints say), its
+    options with every default filled and its rate."""
+
+    name: str
+    spec: HeadSpec
+    options: dict[str, Any]
+    lr: float
+
+    def build(self, dim: int, num_classes: int) -> Head:
+        return self.spec.build(dim, num_classes, dict(self.options))
+
+
 HEAD_CONFIGS: dict[str, type[Options]] = {n: h.config for n, h in REGISTRY.items() if h.config}
 
 
@@ -87,14 +101,6 @@ def head_lr(scheme: str, lr: float) -> float:
     return lr if own is None else own
 
 
-def make_head(scheme: str, dim: int, num_classes: int, options: dict[str, Any] | None = None
-              ) -> Head:
-    if scheme not in REGISTRY:
-        raise RetainError(f"unknown head '{scheme}': choose one of "
-                          f"{', '.join(n for n in REGISTRY if n != 'none')}")
-    return REGISTRY[scheme].build(dim, num_classes, options or {})
-
-
 __all__ = ["HEAD_CONFIGS", "REGISTRY", "HeadSpec", "AlignedHead", "AnalyticHead", "Head",
-           "LinearHeads", "NoHead", "Prototypes", "StatisticsHead", "head_lr", "head_options",
-           "make_head"]
+           "LinearHeads", "NoHead", "Prototypes", "RunHead", "StatisticsHead", "head_lr",
+           "head_options"]

@@ -89,7 +89,7 @@ class InfLoRA(ContinualMethod):
         self.model.requires_grad_(False)
         base = self.model
         self.groups = shared_inputs(base, self.layers, lambda: self.features(
-            backbone.batch([stream.task_kind.probe_item(backbone.modality)], 8)))
+            backbone.batch([stream.kind.probe_item(backbone.modality)], 8)))
         self.memories = nn.ModuleDict({  # one memory per distinct input (key and value share)
             _key(n): SubspaceMemory(base.get_submodule(n).in_features) for n in self.groups})
         self.branches: list[str] = []  # kept branches (merge=False)
