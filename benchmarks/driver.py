@@ -140,9 +140,20 @@ def load(name: str) -> Any:
 
 
 def load_rows(name: str) -> list[dict[str, Any]]:
-    """The rows of a saved table ([] when there is none)."""
+    """The rows of a saved table ([] when there is none); a saved single run (``results``:
+    one ``results.json``) is one row labelled by its method, head and main options."""
     path = RESULTS / name
-    return json.loads(path.read_text())["rows"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if "rows" not in data and "results" in data:
+        results = data["results"]
+        options = {k: v for k, v in results["config"]["method_options"].items()
+                   if k in ("inference", "w_reg", "official_losses")}
+        label = f"{results['method']}/{results['head']}" + "".join(
+            f", {k}={v}" for k, v in options.items())
+        return [run_row(label, results)]
+    return data["rows"]
 
 
 def stamp(row: dict[str, Any]) -> dict[str, Any]:
@@ -226,16 +237,42 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:.{digits}f}"
 
 
+def _first_task(row: dict[str, Any]) -> str:
+    """The first task's accuracy right after it and after the last task."""
+    first = row.get("first_task_accuracy")
+    if not isinstance(first, list) and row.get("matrix"):
+        first = [line[0] for line in row["matrix"]]
+    return f"{first[0]:.3f} -> {first[-1]:.3f}" if isinstance(first, list) and first else "n/a"
+
+
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of ``head_cost.py``: where a run's seconds go at task boundaries, before and after
+    a change (each row's note says which), and its checkpoint's size."""
+    out = ["| run | final accuracy | boundary s (head) | boundary share | evaluation s | wall s "
+           "| checkpoint MB |", "|" + "---|" * 7]
+    for r in rows:
+        head = r.get("head_seconds")
+        share = r.get("boundary_share")
+        out.append("| " + " | ".join([
+            f"{r['label']}, {r['note']}", f"{r['final_accuracy']:.6f}",
+            _f(r["boundary_seconds"], 1) + ("" if head is None else f" ({head:.1f})"),
+            "all" if share is None or share >= 1 else f"{100 * share:.1f}%",
+            _f(r["eval_seconds"], 1), _f(r["wall_seconds"], 1),
+            f"{r['checkpoint_bytes'] / 1e6:.1f}"]) + " |")
+    return "\n".join(out)
+
+
 def classification_table(rows: list[dict[str, Any]]) -> str:
     """Rows of classification runs (wordnet45): accuracy, forgetting, retention, cost."""
-    out = ["| run | head lr | final | avg. incr. | forgetting | task-incr. final | WordSim353 | "
-           "SimLex-999 | Lee | drift | stored | boundary s | refit final |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| run | head lr | final | avg. incr. | forgetting | plasticity | "
+           "first task, 1 -> last | task-incr. final | WordSim353 | SimLex-999 | Lee | drift | "
+           "stored | boundary s | refit final |", "|" + "---|" * 15]
     for r in rows:
         head_lr = r.get("head_lr")
         out.append("| " + " | ".join([
             r["label"], "n/a" if head_lr is None else f"{head_lr:g}", _f(r["final_accuracy"]),
             _f(r.get("average_incremental_accuracy")), _f(r.get("forgetting")),
+            _f(r.get("plasticity")), _first_task(r),
             _f(r.get("task_incremental_final_accuracy")), _f(r.get("retention_wordsim353")),
             _f(r.get("retention_simlex999")), _f(r.get("retention_lee")),
             _f(r.get("retention_embedding_drift")), _f(r["stored_parameters"]),
@@ -308,10 +345,26 @@ def lm_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def frontier_table(saved: dict[str, Any], select: str | None) -> str:
+    """A frontier file's table (``retain.frontier.markdown``: each configuration's envelope at
+    matched amounts of learning); ``spreads``: its seed spreads instead."""
+    from retain.frontier import markdown, spread_markdown
+
+    if select == "spreads":
+        return spread_markdown(saved["seed_spreads"])
+    if select:
+        raise ValueError(f"a frontier marker takes no selection or 'spreads', got '{select}'")
+    return markdown(saved["tables"][0])
+
+
 def table(name: str, select: str | None = None) -> str:
-    """The markdown table of ``benchmarks/results/<name>.json``: every row; with ``select``
+    """The markdown table of ``benchmarks/results/<name>.json`` (a frontier file: its table, or
+    ``spreads``): every row; with ``select``
     ``LABEL,LABEL``, those rows in that order (a label not in the file is an error); with
     ``FIELD=VALUE``, the rows whose field has that value."""
+    path = RESULTS / f"{name}.json"
+    if path.is_file() and "tables" in (saved := json.loads(path.read_text())):
+        return frontier_table(saved, select)
     rows = load_rows(f"{name}.json")
     if not rows:
         raise ValueError(f"results marker names '{name}': no rows in benchmarks/results/")
@@ -327,4 +380,6 @@ def table(name: str, select: str | None = None) -> str:
         rows = [by_label[x] for x in labels]
     if not rows:
         raise ValueError(f"results marker '{name} {select}' selects no row")
+    if "checkpoint_bytes" in rows[0]:
+        return cost_table(rows)
     return lm_table(rows) if "final_perplexity" in rows[0] else classification_table(rows)
