@@ -288,3 +288,16 @@ def test_a_validation_run_resumes_to_the_same_split_and_learns_more_with_its_own
     last = learnt["validation_matrix"][-1]
     assert last[0] != last[0] and last[1] != last[1] and 0 <= last[2] <= 1
     assert learnt["tasks"][2]["held_out"] > 0 and len(learnt["matrix"][-1]) == 3
+
+
+def test_a_later_session_keeps_the_runs_resolved_caps(tiny_config, tmp_path):
+    """``--cap 0`` (keep all) is saved resolved; a later session reads it as it was, not
+    through the profile again (smoke keeps 40 a class)."""
+    whole, first, third = _class_files(tmp_path)
+    many = _write(tmp_path / "many.jsonl", [{**r, "task": "many"} for r in make_rows(
+        60, ["sport", "weather"])])
+    cfg = tiny_config(data=first, cap=0, epochs=1)
+    train_stream(cfg, progress=False)
+    results, _ = learn(cfg.out, many, progress=False)
+    assert results["config"]["cap"] is None
+    assert results["tasks"][2]["train"] + results["tasks"][2]["test"] == 120  # all 60 a class

@@ -88,3 +88,26 @@ def test_an_unknown_preset_is_one_line_naming_the_choices():
         RunConfig(method="plate", preset="paper").check()
     with pytest.raises(RetainError, match="seq-lora has no preset 'paper': it has none"):
         RunConfig(method="seq-lora", preset="paper").check()
+
+
+def test_what_the_user_gives_wins_over_a_preset_even_a_default_value(tmp_path):
+    from retain.arguments import build_parser, config_from_args
+    from retain.errors import RetainError
+
+    args = build_parser().parse_args(["run", "--method", "share", "--preset", "paper",
+                                      "--weight-decay", "0", "--scheduler", "constant"])
+    cfg = config_from_args(args).resolved()
+    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.lr) == (0.0, 0.06, 4e-3)
+    plain = config_from_args(build_parser().parse_args(["run", "--method", "share"])).resolved()
+    assert (plain.weight_decay, plain.scheduler, plain.pooling) == (0.0, "constant", "auto")
+    ntk = RunConfig(method="ntk-cl", preset="authors", pooling="auto").resolved()
+    assert (ntk.pooling, ntk.scheduler) == ("auto", "cosine")
+    with pytest.raises(RetainError, match="inflora's preset 'paper' is stated for "
+                                          "classification streams, not 'lm' ones"):
+        RunConfig(method="inflora", preset="paper", benchmark="lm3").check()
+    with pytest.raises(RetainError, match="frozen-ncm has no preset 'paper'"):
+        import retain
+
+        retain.compare(RunConfig(method="inflora", preset="paper", out=str(tmp_path / "c")),
+                       ["inflora", "frozen-ncm"], progress=False)
+    assert not (tmp_path / "c" / "runs" / "inflora").exists()  # refused before any run

@@ -67,14 +67,14 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                    + "; ".join(f"{k.name} {k.profiles['smoke'].backbone} on smoke, "
                                f"{k.profiles['quick'].backbone} otherwise" for k in KINDS.values())
                    + "; image folders: tiny-vit)")
-    p.add_argument("--pooling", default="auto", help=_help("pooling"))
+    p.add_argument("--pooling", help=_help("pooling"))
     for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
-    p.add_argument("--weight-decay", type=float, default=0.0, help=_help("weight_decay"))
-    p.add_argument("--scheduler", default="constant", choices=("constant", "linear", "cosine"),
+    p.add_argument("--weight-decay", type=float, help=_help("weight_decay"))
+    p.add_argument("--scheduler", choices=("constant", "linear", "cosine"),
                    help=_help("scheduler"))
     p.add_argument("--warmup-steps", type=int, default=0, help=_help("warmup_steps"))
-    p.add_argument("--warmup-ratio", type=float, default=0.0, help=_help("warmup_ratio"))
+    p.add_argument("--warmup-ratio", type=float, help=_help("warmup_ratio"))
     p.add_argument("--grad-accumulation", type=int, default=1, help=_help("grad_accumulation"))
     p.add_argument("--probe-every", type=int, default=0, metavar="N", help=_help("probe_every"))
     p.add_argument("--probe-task-sequences", type=int, default=8, metavar="N",

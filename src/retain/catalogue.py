@@ -15,11 +15,13 @@ BOTH = tuple(KINDS)
 @dataclass(frozen=True)
 class Preset:
     """Named settings of a method (``--preset NAME``): run options (``lr``, ``head``,
-    ``weight_decay``, ...) and ``method_options``, each applied where the run leaves it at its
-    default (what the user gives wins); ``source`` says where each value is stated."""
+    ``weight_decay``, ...) and ``method_options``, each applied where the run leaves it unset
+    (what the user gives wins); ``source`` says where each value is stated, ``kinds`` the task
+    kinds it is stated for."""
 
     source: str
     fields: dict[str, Any]
+    kinds: tuple[str, ...] = BOTH  # the task kinds whose streams it is stated for
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ METHODS: dict[str, MethodInfo] = {
                               "task, Adam lr 5e-4, rank 10, lambda 0.95 (its 128-item batches "
                               "and 20 epochs are the profile's to set)",
                               {"head": "task-heads", "lr": 5e-4,
-                               "method_options": {"rank": 10, "lambda_b": 0.95}})}),
+                               "method_options": {"rank": 10, "lambda_b": 0.95}},
+                              (CLASSIFICATION.name,))}),
     "plate": MethodInfo("retain.methods.plate", "PLATE: only A trains in dW = s B A Q^T, with "
                         "redundant neurons B and a low-energy input subspace Q from the weights "
                         "alone; merged after each task", "analytic",

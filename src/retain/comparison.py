@@ -80,6 +80,8 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     if config.head not in (None, "growing") and "joint" in methods:
         raise RetainError(f"joint takes only --head growing: drop joint from --methods, or "
                           f"drop --head {config.head}")
+    for method in methods:  # every method's config refused before the first run, not after
+        dataclasses.replace(config, method=method, out=str(Path(config.out) / "runs")).check()
     out = Path(config.out)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     jobs = [(m, s) for m in methods for s in seeds]

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.REGISTRY builds them
 
 
+# options whose None means "not given": the preset's value, else this (filled by plan())
+UNSET = {"pooling": "auto", "weight_decay": 0.0, "scheduler": "constant", "warmup_ratio": 0.0}
+
 # the smallest value of each count option, and a hint where one helps
 _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
@@ -71,7 +74,8 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "training seed (shuffling, init, dropout)"})
     backbone: str | None = field(
         default=None, metadata={"help": "packaged name (minilm), local path or hub id"})
-    pooling: str = field(default="auto", metadata={"help": "auto, mean, cls or last"})
+    pooling: str | None = field(default=None, metadata={
+        "help": "auto, mean, cls or last (default: auto, or the preset's)"})
     head: str | None = field(default=None, metadata={
         "help": "task-heads, growing, prototypes, analytic or aligned (default: the method's)"})
     head_options: dict[str, Any] = field(default_factory=dict, metadata={
@@ -86,15 +90,17 @@ class RunConfig:
     head_lr: float | None = field(default=None, metadata={
         "help": "learning rate of linear heads and of the task-local classifier of heads built "
                 "from statistics (default: 0.05 for analytic, else lr)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    scheduler: str = field(default="constant", metadata={
+    weight_decay: float | None = field(default=None, metadata={
+        "help": "AdamW weight decay (default: 0, or the preset's)"})
+    scheduler: str | None = field(default=None, metadata={
         "help": "learning-rate schedule within each task: constant, linear or cosine "
-                "(transformers.get_scheduler), after the warm-up"})
+                "(transformers.get_scheduler), after the warm-up (default: constant, or the "
+                "preset's)"})
     warmup_steps: int = field(default=0, metadata={
         "help": "optimiser steps of linear warm-up at the start of each task"})
-    warmup_ratio: float = field(default=0.0, metadata={
+    warmup_ratio: float | None = field(default=None, metadata={
         "help": "warm-up as a fraction of each task's optimiser steps (when --warmup-steps "
-                "is 0)"})
+                "is 0; default: 0, or the preset's)"})
     grad_accumulation: int = field(default=1, metadata={
         "help": "batches whose gradients make one optimiser step (accelerate)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)"})
@@ -111,8 +117,8 @@ class RunConfig:
         default_factory=dict, metadata={"help": "overrides of the method's config fields"})
     preset: str | None = field(default=None, metadata={
         "help": "named settings of the method, the paper's or its authors' code's (`retain "
-                "list METHOD` lists them): each applies where this run leaves a field at its "
-                "default, so what you give wins"})
+                "list METHOD` lists them): each applies where this run leaves a field unset, "
+                "so what you give wins"})
     probe_every: int = field(default=0, metadata={
         "help": "language modelling: every N optimiser steps (and at each task's end), the "
                 "current task's test perplexity and every English probe's ratio to the "
@@ -187,6 +193,8 @@ class RunConfig:
             batch_size=self.batch_size if self.batch_size is not None else prof.batch_size,
             max_length=self.max_length if self.max_length is not None else prof.max_length,
             lr=lr,
+            **{k: v if (v := getattr(self, k)) is not None else default
+               for k, default in UNSET.items()},
             head_options=head_options(head, self._head_defaults(head, prof)),
             head_lr=self.head_lr if self.head_lr is not None else head_lr(head, lr),
             class_order_seed=kind.class_order_seed(self._order_seed(bench)),
@@ -200,18 +208,17 @@ class RunConfig:
                     RunHead(head, REGISTRY[head], config.head_options, config.head_lr), bench)
 
     def _with_preset(self) -> RunConfig:
-        """This config with its preset's values where it leaves a field at its default (method
-        and head options: the preset's under the given ones); ``preset`` then records only
-        its name (the values are in the fields)."""
+        """This config with its preset's values where it leaves a field unset (None; method and
+        head options: the preset's under the given ones); ``preset`` then records only its
+        name (the values are in the fields)."""
         from retain.catalogue import METHODS
 
         given = METHODS[self.method].presets[self.preset].fields
-        default = RunConfig()
         changes: dict[str, Any] = {"preset": None}
         for key, value in given.items():
             if key in ("method_options", "head_options"):
                 changes[key] = {**value, **getattr(self, key)}
-            elif getattr(self, key) == getattr(default, key):
+            elif getattr(self, key) is None:  # not given: the preset's
                 changes[key] = value
         return dataclasses.replace(self, **changes)
 
@@ -240,7 +247,7 @@ class RunConfig:
         for name, value, choices in (("kind", self.kind, (None, *KINDS)),
                                      ("keep-test", self.keep_test, ("all", "none")),
                                      ("scheduler", self.scheduler,
-                                      ("constant", "linear", "cosine")),
+                                      (None, "constant", "linear", "cosine")),
                                      ("head", self.head, (None, "none", *HEADS)),
                                      ("mixed-precision", self.mixed_precision,
                                       ("no", "fp16", "bf16"))):
@@ -260,6 +267,10 @@ class RunConfig:
             raise RetainError(f"{self.method} has no preset '{self.preset}': " + (
                 f"choose {', '.join(info.presets)} (`retain list {self.method}`)"
                 if info.presets else "it has none; drop --preset"))
+        if self.preset is not None and kind not in info.presets[self.preset].kinds:
+            raise RetainError(f"{self.method}'s preset '{self.preset}' is stated for "
+                              f"{', '.join(info.presets[self.preset].kinds)} streams, not "
+                              f"'{kind}' ones; drop --preset")
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
@@ -272,10 +283,11 @@ class RunConfig:
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RetainError(f"--{name} must be a number 0 or more (0 trains nothing), "
                                   f"got {value}")
-        if not (math.isfinite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            raise RetainError(f"--warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise RetainError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        ratio, decay = self.warmup_ratio or 0.0, self.weight_decay or 0.0
+        if not (math.isfinite(ratio) and 0 <= ratio < 1):
+            raise RetainError(f"--warmup-ratio must lie in [0, 1), got {ratio}")
+        if not (math.isfinite(decay) and decay >= 0):
+            raise RetainError(f"--weight-decay must be 0 or more, got {decay}")
         for name, (low, why) in _AT_LEAST.items():
             value = getattr(self, name)
             if value is not None and value < low:

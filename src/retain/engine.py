@@ -149,8 +149,9 @@ def learn(directory: str | Path, data: str | Path, classes_per_task: int | None 
     if not saved:
         raise RetainError(f"{out} holds no run (no checkpoint/): `retain learn` adds tasks to "
                           "the --out folder of a finished `retain run`")
-    plan = RunConfig(**{**saved["config"], **(options or {}), "out": str(out)}).plan()
-    cfg = plan.config
+    cfg = RunConfig(**{**saved["config"], **(options or {}), "out": str(out)})
+    cfg.check()
+    plan = Plan.saved(cfg)  # resolved when it ran: not again (a profile's caps would return)
     for flag, given, own in (("method", method, cfg.method), ("backbone", backbone, cfg.backbone),
                              ("kind", kind, cfg.kind)):
         if given is not None and given != own:
