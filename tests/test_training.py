@@ -3,6 +3,7 @@ run written down as TOML."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,11 +103,20 @@ def test_bad_schedule_options_are_refused():
             RunConfig(**kw).check()
 
 
+def _written(tmp_path: Path, cfg: RunConfig) -> Path:
+    path = tmp_path / "written.toml"
+    path.write_text(cfg.to_toml())
+    return path
+
+
 def test_toml_round_trip_reproduces_a_run(tiny_config, tmp_path, capsys):
     cfg = tiny_config(method="plate", method_options={"r": 3}, out=str(tmp_path / "a"))
     first, _ = train_stream(cfg, progress=False)
     written = Path(cfg.out) / "config.toml"
-    assert RunConfig.from_toml(written) == cfg.resolved()
+    assert RunConfig.from_toml(written).resolved() == cfg.resolved()
+    kept_all = dataclasses.replace(cfg.resolved(), cap=None, tasks=None)  # 0: all, not the
+    again = RunConfig.from_toml(_written(tmp_path, kept_all)).resolved()  # profile's counts
+    assert (again.cap, again.tasks) == (None, None)
     again = str(tmp_path / "b")
     assert main(["run", "--config", str(written), "--out", again, "--quiet"]) == 0
     second = json.loads((Path(again) / "results.json").read_text())

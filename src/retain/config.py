@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.REGISTRY builds them
 
 
+# counts whose 0 means all (or, for steps, that epochs decide): resolved to None
+COUNTS = ("cap", "test_cap", "tasks", "steps")
 # options whose None means "not given": the preset's value, else this (filled by plan())
 UNSET = {"pooling": "auto", "weight_decay": 0.0, "scheduler": "constant", "warmup_ratio": 0.0}
 
@@ -33,7 +35,7 @@ _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "batch_size": (1, ""), "max_length": (2, " (a sequence needs two tokens)"),
              "classes_per_task": (1, ""), "retention_limit": (1, ""),
              "inference_rounds": (0, " (0 skips the measurement)"),
-             **{name: (0, " (0 keeps all)") for name in ("cap", "test_cap", "tasks", "steps")},
+             **{name: (0, " (0 keeps all)") for name in COUNTS},
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
              "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)"),
              "probe_task_sequences": (1, ""), "probe_english_sequences": (1, ""),
@@ -358,9 +360,13 @@ class RunConfig:
 
     def to_toml(self) -> str:
         """The config as TOML, one key per field (a field that is None is left out: its
-        default), method and head options as tables. :meth:`from_toml` reads it back."""
-        plain = {k: v for k, v in self.to_dict().items() if v is not None
-                 and not isinstance(v, dict)}
+        default), method and head options as tables. :meth:`from_toml` reads it back; of a
+        resolved config, a count that keeps all (None) is written as 0, which resolves to it
+        again (left out, the profile's count would return)."""
+        resolved = self.kind is not None and self.max_length is not None
+        plain = {k: 0 if v is None and resolved and k in COUNTS else v
+                 for k, v in self.to_dict().items()
+                 if (v is not None or (resolved and k in COUNTS)) and not isinstance(v, dict)}
         lines = [f"{k} = {toml_value(v)}" for k, v in plain.items()]
         for name in ("method_options", "head_options"):
             table = getattr(self, name)
