@@ -75,7 +75,7 @@ def main() -> None:
                    help="the seed spreads of the runs named only, to frontier_lmfar_seeds.json")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(STAGE_A)
-    if not args.table:
+    if not (args.table or args.added):  # --added: no training, the runs that are there
         for seed in map(int, args.seeds.split(",")):
             for name in names:
                 fields, rates = STAGE_A[name]
