@@ -357,6 +357,22 @@ def frontier_table(saved: dict[str, Any], select: str | None) -> str:
     return markdown(saved["tables"][0])
 
 
+def peer_table(saved: dict[str, Any]) -> str:
+    """``peer.py``'s runs: retain against the plain transformers + peft loop, per model and
+    method: the step and phase ratios, retain's tokens per second and its share of the
+    measured matmul rate."""
+    out = ["| model, method | retain / plain, median step | retain / plain, phase per step | "
+           "retain tokens/s | retain's share of the matmul rate |", "|" + "---|" * 5]
+    for run in saved["runs"]:
+        for r in run["rows"]:
+            out.append(f"| {r['model']}, {r['method']} (batches of {r['batch_size']}) | "
+                       f"{r['step_ratio']:.3f} | {r['phase_ratio']:.3f} | "
+                       f"{r['tokens_per_second']['retain']:,.0f} | "
+                       f"{100 * r['utilisation']['retain']:.0f}% of "
+                       f"{run['matmul_flops'] / 1e9:.0f} GFLOP/s |")
+    return "\n".join(out)
+
+
 def table(name: str, select: str | None = None) -> str:
     """The markdown table of ``benchmarks/results/<name>.json`` (a frontier file: its table, or
     ``spreads``): every row; with ``select``
@@ -365,6 +381,8 @@ def table(name: str, select: str | None = None) -> str:
     path = RESULTS / f"{name}.json"
     if path.is_file() and "tables" in (saved := json.loads(path.read_text())):
         return frontier_table(saved, select)
+    if path.is_file() and "runs" in saved and "rows" not in saved:
+        return peer_table(saved)
     rows = load_rows(f"{name}.json")
     if not rows:
         raise ValueError(f"results marker names '{name}': no rows in benchmarks/results/")
