@@ -141,18 +141,17 @@ def load(name: str) -> Any:
 
 def load_rows(name: str) -> list[dict[str, Any]]:
     """The rows of a saved table ([] when there is none); a saved single run (``results``:
-    one ``results.json``) is one row labelled by its method, head and main options."""
+    one ``results.json``) is one row labelled by its method, the options that differ from its
+    defaults and its head."""
     path = RESULTS / name
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
     if "rows" not in data and "results" in data:
+        from retain.frontier import label  # the method and the options off its defaults
+
         results = data["results"]
-        options = {k: v for k, v in results["config"]["method_options"].items()
-                   if k in ("inference", "w_reg", "official_losses")}
-        label = f"{results['method']}/{results['head']}" + "".join(
-            f", {k}={v}" for k, v in options.items())
-        return [run_row(label, results)]
+        return [run_row(f"{label(results)} ({results['head']} head)", results)]
     return data["rows"]
 
 
