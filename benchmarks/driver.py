@@ -57,8 +57,8 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
 
 # results written before this driver (no command or commit inside, or not both): name -> how
 # they were made, as the docs or their own fields record it; a rerun replaces the file and its entry
-_STEP_TIME = "python benchmarks/step_time.py (--a, --b, --set-a/--set-b, --after, --tag as " \
-             "its fields record)"
+_STEP_TIME = ("python benchmarks/step_time.py (--a, --b, --set-a/--set-b, --after, --tag as "
+              "its fields record)")
 LEGACY: dict[str, str] = {
     "baselines_quick.json": "python benchmarks/baselines.py --profile quick (and --heads "
                             "extras, not recorded)",
@@ -305,6 +305,8 @@ def describe(row: dict[str, Any]) -> str:
                          f"{options.get('fraction', 0):.2g} of the blocks by {value}")
         else:
             parts.append(f"{_SHORT.get(key, key)} {value}")
+    if row.get("steps_per_task"):
+        parts.append(f"{row['steps_per_task']} steps a task")
     if row.get("lr") is not None:
         parts.append(f"lr {_sci(row['lr'])}")
     label = f"`{row['method']}`"

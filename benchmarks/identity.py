@@ -4,7 +4,8 @@
 (and every language-model method on ``lm3 --profile smoke``; ``--quick`` adds ``frozen-ncm`` and
 ``inflora`` on ``wordnet45 --profile quick``) and writes ``/tmp/identity/NAME.json``;
 ``python benchmarks/identity.py compare A B`` says which numbers differ by more than 1e-6 and
-saves both sets with the verdict as ``results/identity_A_B.json``.
+saves both sets with the verdict as ``results/identity_A_B.json`` (over the runs both sets hold;
+``save NAME --only KEY,KEY`` runs only those, e.g. ``inflora/wordnet45/quick``).
 Used to show that a refactor keeps every number a user sees.
 """
 
@@ -34,7 +35,7 @@ def runs(quick: bool) -> list[tuple[str, str, str]]:
     return out
 
 
-def save(name: str, quick: bool) -> None:
+def save(name: str, quick: bool, only: set[str] | None = None) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     rows = {}
@@ -43,7 +44,7 @@ def save(name: str, quick: bool) -> None:
         rows = json.loads(dest.read_text())["runs"]
     for method, bench, profile in runs(quick):
         key = f"{method}/{bench}/{profile}"
-        if key in rows:
+        if key in rows or (only and key not in only):
             continue
         cfg = RunConfig(method=method, benchmark=bench, profile=profile,
                         out=str(OUT / name / key.replace("/", "_")))
@@ -74,9 +75,11 @@ def differ(a, b, path: str = "") -> list[str]:
 
 def compare(a: str, b: str) -> None:
     ra, rb = (json.loads((OUT / f"{n}.json").read_text()) for n in (a, b))
-    diffs = differ(ra["runs"], rb["runs"])
-    verdict = "\n".join(diffs) if diffs else \
-        f"identical to 1e-6: {len(ra['runs'])} runs ({ra['commit']} -> {rb['commit']})"
+    both = sorted(set(ra["runs"]) & set(rb["runs"]))
+    diffs = differ({k: ra["runs"][k] for k in both}, {k: rb["runs"][k] for k in both})
+    verdict = "\n".join(diffs) if diffs else (
+        f"identical to 1e-6: {len(both)} runs ({ra['commit']} -> {rb['commit']}): "
+        + ", ".join(both))
     print(verdict)
     save_result(f"identity_{a}_{b}.json", {"verdict": verdict, "differences": diffs,
                                             a: ra, b: rb})
@@ -88,11 +91,15 @@ def main() -> None:
     s = sub.add_parser("save")
     s.add_argument("name")
     s.add_argument("--quick", action="store_true")
+    s.add_argument("--only", help="comma-separated run keys (method/benchmark/profile)")
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
     args = p.parse_args()
-    save(args.name, args.quick) if args.cmd == "save" else compare(args.a, args.b)
+    if args.cmd == "save":
+        save(args.name, args.quick, set(args.only.split(",")) if args.only else None)
+    else:
+        compare(args.a, args.b)
 
 
 if __name__ == "__main__":

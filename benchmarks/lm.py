@@ -46,6 +46,9 @@ VARIANTS = {
     "plate/r32-tau0.98": {"method": "plate", "lr": 5e-4,
                           "method_options": {**EXACT, "r": 32, "tau": 0.98}},
     "seq-lora/r32": {"method": "seq-lora", "lr": 5e-4, "method_options": {**Q_V, "rank": 32}},
+    # lmfar's budget: full fine-tuning at lm3's 60 steps a task, at lm3's rate and at lmfar's
+    "seq-ft/steps60-lr2e-05": {"method": "seq-ft", "steps": 60, "lr": 2e-5},
+    "seq-ft/steps60-lr0.0001": {"method": "seq-ft", "steps": 60, "lr": 1e-4},
 }
 
 
@@ -67,9 +70,11 @@ def main() -> None:
                         **fields)
         res = run_or_load(cfg, progress=False)
         state = Path(cfg.out) / "checkpoint" / "state.json"  # which blocks grew, and when
-        growths = json.loads(state.read_text())["method_state"].get("growths") if \
-            state.is_file() else None
+        growths = (json.loads(state.read_text())["method_state"].get("growths")
+                   if state.is_file() else None)
         extra = {"growths": growths} if growths else {}
+        if "steps" in fields:
+            extra["steps_per_task"] = fields["steps"]
         rows.append(run_row(label, res, **extra))
         print(json.dumps({k: rows[-1][k] for k in ("label", "final_perplexity", "forgetting")}),
               flush=True)

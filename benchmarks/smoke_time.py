@@ -33,8 +33,8 @@ def main() -> None:
     p.add_argument("--methods", default="all")
     args = p.parse_args()
     kind = "lm" if args.benchmark == "lm3" else "classification"
-    names = [m for m, info in METHODS.items() if kind in info.kinds] \
-        if args.methods == "all" else args.methods.split(",")
+    names = ([m for m, info in METHODS.items() if kind in info.kinds]
+             if args.methods == "all" else args.methods.split(","))
     retain = str(Path(sys.executable).with_name("retain"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}

@@ -74,8 +74,12 @@ def main():
                       max_length=info["max_length"], return_tensors="pt")
     with torch.no_grad():
         encoder = model.get_decoder() if info["modality"] == "causal-lm" else model
-        hidden = encoder(**batch).last_hidden_state
-        scores = logits(pool(hidden, batch["attention_mask"], info["pooling"]), head, info)
+        layers = info.get("feature_layers", 1)  # the last hidden states the head reads
+        states = encoder(**batch, output_hidden_states=True).hidden_states[-layers:]
+        pooled = [pool(h, batch["attention_mask"], info["pooling"]) for h in states]
+        features = pooled[0] if layers == 1 else torch.cat(
+            [torch.nn.functional.normalize(f, dim=-1) for f in pooled], -1)
+        scores = logits(features, head, info)
     for text, row in zip(args.texts, scores, strict=True):
         best = int(row.argmax())
         print(json.dumps({"text": text, "class": info["class_names"][best],

@@ -59,7 +59,8 @@ def test_every_preset_resolves_to_its_stated_numbers_and_the_users_values_win():
     from retain.catalogue import METHODS
 
     presets = [(m, p) for m, info in METHODS.items() for p in info.presets]
-    assert {m for m, _ in presets} == {"inflora", "plate", "share", "ntk-cl", "grow"}
+    assert {m for m, _ in presets} == {"inflora", "plate", "share", "ntk-cl", "grow",
+                                       "first-session"}
     for method, name in presets:
         fields = METHODS[method].presets[name].fields
         cfg = RunConfig(method=method, benchmark="wordnet45", preset=name).resolved()
@@ -79,6 +80,9 @@ def test_every_preset_resolves_to_its_stated_numbers_and_the_users_values_win():
                      method_options={"alpha": 16.0}).resolved()
     assert (mine.lr, mine.weight_decay, mine.method_options["alpha"]) == (1e-3, 0.1, 16.0)
     assert RunConfig(method="share").resolved().lr == 5e-4  # no preset: the defaults
+    layup = RunConfig(method="first-session", preset="layup").resolved()
+    assert (layup.head, layup.feature_layers) == ("analytic", 4)
+    assert RunConfig(method="first-session").resolved().feature_layers == 1
 
 
 def test_an_unknown_preset_is_one_line_naming_the_choices():

@@ -345,3 +345,25 @@ def test_the_training_loss_figure_has_a_panel_per_head_and_restarts_its_mean_per
     assert len(means) == 4  # a and c, each task's own mean
     for line in means:
         assert set(line.get_ydata().tolist()) in ({10.0}, {0.0})
+
+
+def test_compare_runs_a_method_with_its_preset_beside_its_defaults(compared, tmp_path, capsys):
+    """``METHOD:PRESET`` is an entry of its own: its runs resolve the preset (Share's paper:
+    lr 4e-3, weight decay 0.1, 6% warm-up) in their own folder, the plain entry keeps the
+    defaults; an unknown preset is one line before any run."""
+    cfg, _ = compared
+    out = tmp_path / "c"
+    small = dataclasses.replace(cfg, retention=False, out=str(out))
+    got = compare(small, ["share", "share:paper"], [0], progress=False)
+    assert list(got["methods"]) == ["share", "share:paper"]
+    paper = got["methods"]["share:paper"]["runs"][0]["config"]
+    plain = got["methods"]["share"]["runs"][0]["config"]
+    assert (paper["lr"], paper["weight_decay"], paper["warmup_ratio"]) == (4e-3, 0.1, 0.06)
+    assert (plain["lr"], plain["weight_decay"]) == (5e-4, 0.0)
+    assert (out / "runs/share--paper/seed0/results.json").is_file()
+    assert main(["compare", "--data", cfg.data, "--backbone", cfg.backbone, "--profile",
+                 "smoke", "--methods", "frozen-ncm,plate:paper", "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "plate has no preset 'paper'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad" / "runs").exists()

@@ -104,7 +104,7 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
     Finished runs are reused; ``overwrite=True`` runs these methods and seeds again (other
     runs in ``out`` stay)."""
     from retain.comparison import compare as _compare
-    from retain.comparison import method_names
+    from retain.comparison import method_names, run_folder
 
     cfg, seeds = _config(config, fields), list(seeds)
     check_seeds(seeds)
@@ -113,7 +113,7 @@ def compare(config: RunConfig | None = None, methods: str | list[str] = "all",
     if overwrite:
         for name in names:
             for seed in seeds:
-                _clear_run(Path(cfg.out) / "runs" / name / f"seed{seed}")
+                _clear_run(run_folder(cfg.out, name, seed))
     return _compare(cfg, names, seeds, progress=progress)
 
 

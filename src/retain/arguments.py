@@ -68,6 +68,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                                f"{k.profiles['quick'].backbone} otherwise" for k in KINDS.values())
                    + "; image folders: tiny-vit)")
     p.add_argument("--pooling", help=_help("pooling"))
+    p.add_argument("--feature-layers", type=int, metavar="K", help=_help("feature_layers"))
     for name, typ in (("epochs", int), ("batch_size", int), ("max_length", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=_help(name))
     p.add_argument("--weight-decay", type=float, help=_help("weight_decay"))
@@ -196,7 +197,8 @@ def _add_comparing_commands(sub) -> None:
                        formatter_class=_Defaults)
     _add_stream_options(p)
     p.add_argument("--methods", default="all",
-                   help="comma-separated method names, or 'all' (default)")
+                   help="comma-separated method names, each optionally with one of its "
+                        "presets as METHOD:PRESET (plate:authors), or 'all' (default)")
     p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
     p.add_argument("--head", choices=HEADS, help="one head scheme for every method (default: "
                    "each method's own; joint takes only growing)")

@@ -154,6 +154,7 @@ class Backbone:
     processor: Any  # a tokenizer (text, causal-lm) or an image processor (image)
     pooling: str
     modality: str = "text"
+    layers: int = 1  # hidden states the features concatenate, the last ones (LayUP)
 
     @property
     def tokenizer(self) -> Any:
@@ -162,6 +163,11 @@ class Backbone:
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def feature_size(self) -> int:
+        """The width of :meth:`features`: the hidden size times the layers they concatenate."""
+        return self.hidden_size * self.layers
 
     # --- batching --------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -215,15 +221,29 @@ class Backbone:
         """The batch without the engine's labels: what the model's forward takes."""
         return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
 
-    def features(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
-                 ) -> torch.Tensor:
-        """Pooled features of ``model`` (default: the backbone; it is the same object that
-        methods adapt in place)."""
+    def pooled(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
+               ) -> torch.Tensor:
+        """The pooled last hidden state of ``model`` (default: the backbone; it is the same
+        object that methods adapt in place): the sentence embedding that retention compares."""
         model = self.model if model is None else model
         encoder = model.get_decoder() if self.modality == "causal-lm" else model
         out = encoder(**self.inputs(batch))
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, batch.get("attention_mask"), self.pooling)
+
+    def features(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
+                 ) -> torch.Tensor:
+        """What heads read: :meth:`pooled`, or with ``layers`` k > 1 the last k hidden states,
+        each pooled and L2-normalised, concatenated (``feature_size`` wide; LayUP, Ahrens et
+        al., TMLR 2024, arXiv 2312.08888: intermediate layers hold features that transfer)."""
+        if self.layers == 1:
+            return self.pooled(batch, model)
+        model = self.model if model is None else model
+        encoder = model.get_decoder() if self.modality == "causal-lm" else model
+        states = encoder(**self.inputs(batch), output_hidden_states=True).hidden_states
+        mask = batch.get("attention_mask")
+        return torch.cat([nn.functional.normalize(pool(h, mask, self.pooling), dim=-1)
+                          for h in states[-self.layers:]], -1)
 
     def token_logits(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
                      ) -> torch.Tensor:
@@ -235,8 +255,8 @@ class Backbone:
     def embed(self, texts: list[str], represent=None, batch_size: int = 64,
               max_length: int = 256) -> torch.Tensor:
         """L2-normalised sentence embeddings on the CPU, in eval mode; ``represent(batch)``
-        gives the features (default: the backbone's own pooled features)."""
-        represent = represent or self.features
+        gives the features (default: the backbone's own pooled last hidden state)."""
+        represent = represent or self.pooled
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
@@ -314,10 +334,10 @@ def tiny(name: str) -> tuple[nn.Module, Any]:
                                         image_std=[0.5] * 3)
 
 
-def load_backbone(name: str = "minilm", pooling: str = "auto") -> Backbone:
+def load_backbone(name: str = "minilm", pooling: str = "auto", layers: int = 1) -> Backbone:
     """Load a backbone by packaged name, tiny name, local directory or hub id: decoders with
     their LM head (``AutoModelForCausalLM``), image encoders with their image processor,
-    encoders with ``AutoModel``."""
+    encoders with ``AutoModel``; its features concatenate the last ``layers`` hidden states."""
     if pooling not in POOLINGS:
         raise RetainError(f"unknown pooling '{pooling}': choose one of {', '.join(POOLINGS)}")
     if name in TINY:
@@ -339,8 +359,18 @@ def load_backbone(name: str = "minilm", pooling: str = "auto") -> Backbone:
         if processor.pad_token is None:
             processor.pad_token = processor.eos_token
         processor.padding_side = "right"
+    states = getattr(model.config, "num_hidden_layers", 0) + 1  # the embeddings' and each block's
+    if layers > states:
+        raise RetainError(f"--feature-layers {layers} is more than '{name}' has hidden states "
+                          f"({states}, the embeddings' and each block's): give {states} or fewer")
     mode = _auto_pooling(path, modality) if pooling == "auto" else pooling
-    return Backbone(name=name, model=model, processor=processor, pooling=mode, modality=modality)
+    return Backbone(name=name, model=model, processor=processor, pooling=mode, modality=modality,
+                    layers=layers)
+
+
+def backbone_of(config) -> Backbone:
+    """The backbone a run's (resolved or saved) config names, pooled as it says."""
+    return load_backbone(config.backbone, config.pooling, config.feature_layers or 1)
 
 
 def _load_pretrained(name: str, path: str) -> tuple[nn.Module, Any]:

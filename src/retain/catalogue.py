@@ -85,7 +85,12 @@ METHODS: dict[str, MethodInfo] = {
         _BASELINES, "a peft LoRA adapter trained on the first task only, then frozen (APER / "
         "RanPAC's first-session adaptation); later tasks only build the head", "analytic",
         (CLASSIFICATION.name,), "after the first task it only builds a classification head",
-        adapter_holds_all=True),
+        adapter_holds_all=True,
+        presets={"layup": Preset(
+            "LayUP (Ahrens et al., TMLR 2024, arXiv 2312.08888): first-session adaptation and "
+            "second-order statistics (the analytic head) over the last 4 hidden states, each "
+            "pooled and L2-normalised (4 of MiniLM's 7, chosen on held-out wordnet45 items)",
+            {"head": "analytic", "feature_layers": 4})}),
     "frozen-ncm": MethodInfo(
         _BASELINES, "no training: cosine to per-class mean features of the frozen backbone",
         "prototypes", (CLASSIFICATION.name,), "it classifies by class means and trains nothing"),

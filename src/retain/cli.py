@@ -65,7 +65,7 @@ def _check_compare(args: argparse.Namespace) -> None:
     config_from_args(args).check()
     checks.check_seeds(args.seeds)
     names = [] if args.methods.strip() == "all" else args.methods.split(",")
-    for name in filter(None, (n.strip() for n in names)):
+    for name in filter(None, (n.split(":")[0].strip() for n in names)):
         if name not in METHODS:
             raise RetainError(f"unknown method '{name}' in --methods: choose among "
                               f"{', '.join(METHODS)} or 'all'")

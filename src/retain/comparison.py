@@ -22,9 +22,16 @@ from retain.errors import RetainError
 from retain.summary import summary_row
 
 
+def entry(name: str) -> tuple[str, str | None]:
+    """A comparison's entry, ``METHOD`` or ``METHOD:PRESET`` (the method with one of its named
+    settings, ``retain list METHOD``): the method and the preset (None: the config's)."""
+    method, _, preset = name.partition(":")
+    return method.strip(), preset.strip() or None
+
+
 def method_names(spec: str, kind: str | None = None) -> list[str]:
     """``all`` (every registered method that serves ``kind``) or a comma-separated list of
-    registered names."""
+    registered names, each optionally ``:PRESET``."""
     from retain.methods import REGISTRY, get_method_class
 
     if spec.strip() == "all":
@@ -34,7 +41,7 @@ def method_names(spec: str, kind: str | None = None) -> list[str]:
     if not names:
         raise RetainError("--methods needs at least one method name, or 'all'")
     for name in names:
-        get_method_class(name)  # a clear error for an unknown name
+        get_method_class(entry(name)[0])  # a clear error for an unknown name
     return names
 
 
@@ -68,6 +75,11 @@ def assemble(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[st
             "methods": methods}
 
 
+def run_folder(out: str | Path, name: str, seed: int) -> Path:
+    """Where a comparison keeps an entry's run of one seed (``METHOD--PRESET`` for a preset)."""
+    return Path(out) / "runs" / name.replace(":", "--") / f"seed{seed}"
+
+
 def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: bool = True
             ) -> dict[str, Any]:
     """Run every method for every seed on ``config``'s stream and build the report."""
@@ -80,20 +92,25 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
     if config.head not in (None, "growing") and "joint" in methods:
         raise RetainError(f"joint takes only --head growing: drop joint from --methods, or "
                           f"drop --head {config.head}")
-    for method in methods:  # every method's config refused before the first run, not after
-        dataclasses.replace(config, method=method, out=str(Path(config.out) / "runs")).check()
+    def configured(name: str, **fields: Any) -> RunConfig:
+        method, preset = entry(name)
+        return dataclasses.replace(config, method=method, preset=preset or config.preset,
+                                   **fields)
+
+    for name in methods:  # every entry's config refused before the first run, not after
+        configured(name, out=str(Path(config.out) / "runs")).check()
     out = Path(config.out)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     jobs = [(m, s) for m in methods for s in seeds]
     bar = tqdm(jobs, desc="compare", unit="run", disable=not progress)
     for k, (method, seed) in enumerate(bar, 1):
         bar.set_postfix_str(f"{method}, seed {seed}")
-        run_dir = out / "runs" / method / f"seed{seed}"
+        run_dir = run_folder(out, method, seed)
         if progress and PartialState().is_main_process:  # the run's own lines follow this one
             state = "finished, read back" if (run_dir / "results.json").is_file() else "running"
             tqdm.write(f"compare, run {k} of {len(jobs)}: {method}, seed {seed} ({state}, "
                        f"{run_dir})")
-        cfg = dataclasses.replace(config, method=method, seed=seed, out=str(run_dir))
+        cfg = configured(method, seed=seed, out=str(run_dir))
         runs[method].append(run_or_load(cfg, progress))
     comparison = assemble(runs, seeds)
     if PartialState().is_main_process:

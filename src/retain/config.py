@@ -28,7 +28,8 @@ HEADS = tuple(HEAD_DESCRIPTIONS)  # retain.methods.heads.REGISTRY builds them
 # counts whose 0 means all (or, for steps, that epochs decide): resolved to None
 COUNTS = ("cap", "test_cap", "tasks", "steps")
 # options whose None means "not given": the preset's value, else this (filled by plan())
-UNSET = {"pooling": "auto", "weight_decay": 0.0, "scheduler": "constant", "warmup_ratio": 0.0}
+UNSET = {"pooling": "auto", "feature_layers": 1, "weight_decay": 0.0, "scheduler": "constant",
+         "warmup_ratio": 0.0}
 
 # the smallest value of each count option, and a hint where one helps
 _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
@@ -39,6 +40,7 @@ _AT_LEAST = {"epochs": (1, " (to train nothing, use --method frozen-ncm)"),
              "seed": (0, ""), "class_order_seed": (0, ""), "warmup_steps": (0, ""),
              "grad_accumulation": (1, ""), "probe_every": (0, " (0: no curves)"),
              "probe_task_sequences": (1, ""), "probe_english_sequences": (1, ""),
+             "feature_layers": (1, ""),
              "holdout": (0, " (0 holds nothing out)")}
 
 
@@ -78,6 +80,9 @@ class RunConfig:
         default=None, metadata={"help": "packaged name (minilm), local path or hub id"})
     pooling: str | None = field(default=None, metadata={
         "help": "auto, mean, cls or last (default: auto, or the preset's)"})
+    feature_layers: int | None = field(default=None, metadata={
+        "help": "the last K hidden states, each pooled and L2-normalised, concatenated as the "
+                "head's features (LayUP); default: 1 (the pooled last state), or the preset's"})
     head: str | None = field(default=None, metadata={
         "help": "task-heads, growing, prototypes, analytic or aligned (default: the method's)"})
     head_options: dict[str, Any] = field(default_factory=dict, metadata={

@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
 from retain import checkpoint, inference
-from retain.backbones import Backbone, load_backbone
+from retain.backbones import Backbone, backbone_of
 from retain.config import Plan, RunConfig
 from retain.config_toml import sessions_toml
 from retain.data.stream import Stream
@@ -262,7 +262,7 @@ class Reference:
 
     def __call__(self) -> Backbone:
         if self.copy is None:
-            self.copy = load_backbone(self.cfg.backbone, self.cfg.pooling)
+            self.copy = backbone_of(self.cfg)
         return self.copy
 
     def release(self) -> None:
@@ -272,7 +272,7 @@ class Reference:
 def _backbone(plan: Plan) -> Backbone:
     """The untouched backbone, checked against the task kind and the sequence length."""
     cfg = plan.config
-    backbone = load_backbone(cfg.backbone, cfg.pooling)
+    backbone = backbone_of(cfg)
     plan.kind.check_backbone(cfg.backbone, backbone.modality)
     positions = getattr(backbone.model.config, "max_position_embeddings", None)
     if backbone.modality != "image" and positions and cfg.max_length > positions:

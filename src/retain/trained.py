@@ -180,6 +180,7 @@ class Trained:
         info: dict[str, Any] = {
             "format": FORMAT, "method": self.config.method, "kind": self.kind.name,
             "modality": self.backbone.modality, "pooling": self.backbone.pooling,
+            "feature_layers": self.backbone.layers,
             "max_length": self.config.max_length, "backbone": self.config.backbone,
             "tasks_done": self.tasks_done, "class_names": self.class_names,
             "model_class": ("AutoModelForCausalLM" if self.backbone.modality == "causal-lm"
@@ -240,8 +241,14 @@ class Trained:
                       "```"]
             return "\n".join(lines) + "\n"
         lines += ["```", "", "## The head", "",
-                  f"Pool the last hidden state ({info['pooling']} pooling, at most "
-                  f"{info['max_length']} tokens) into features `f`, then apply "
+                  (f"Pool the last hidden state ({info['pooling']} pooling, at most "
+                   if info["feature_layers"] == 1 else
+                   f"Pool each of the last {info['feature_layers']} hidden states "
+                   f"({info['pooling']} pooling, at most ")
+                  + f"{info['max_length']} tokens) into features `f`"
+                  + ("" if info["feature_layers"] == 1 else
+                     " (each L2-normalised, concatenated in order)")
+                  + ", then apply "
                   "`EXPORT/head.safetensors` (float32) as `EXPORT/retain.json` states: "
                   f"{info['head']['rule']}. The classes are `class_names` in "
                   "`EXPORT/retain.json`. retain's `examples/predict_without_retain.py` does all "
@@ -328,7 +335,7 @@ def _rows(data, need: str) -> list[dict]:
 def load(directory: str | Path, cpu: bool = True) -> Trained:
     """Rebuild the run in ``directory`` (its ``--out``) from its last checkpoint: the untouched
     backbone, then the method's stored tensors and state on top. The run's data is not needed."""
-    from retain.backbones import load_backbone
+    from retain.backbones import backbone_of
     from retain.config import Plan
     from retain.engine import rebuild
 
@@ -336,7 +343,7 @@ def load(directory: str | Path, cpu: bool = True) -> Trained:
     ckpt = check_run_folder(directory).parent
     saved = checkpoint.read_state(ckpt)
     config = RunConfig(**saved["config"])
-    backbone = load_backbone(config.backbone, config.pooling)
+    backbone = backbone_of(config)
     stream = Stream.from_outline(saved["stream"])
     method = rebuild(Plan.saved(config), backbone, stream, ckpt, saved)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"

@@ -131,7 +131,7 @@ class ContinualMethod(nn.Module):
         self.num_tasks = len(stream)
         self.kind = stream.kind
         self.model = backbone.model  # the one model object of the run
-        self.feature_width = backbone.hidden_size
+        self.feature_width = backbone.feature_size
         self.prepare(backbone, stream)
         self.head = self.run_head.build(self.feature_width, stream.num_classes)
 
@@ -180,11 +180,11 @@ class ContinualMethod(nn.Module):
 
     def represent(self, batch: Batch) -> torch.Tensor:
         """What retention compares with the untouched backbone: next-token logits of a causal
-        LM, pooled features of an encoder. A method whose modules sit beside the backbone
-        overrides this one hook."""
+        LM, the pooled last hidden state of an encoder (whatever layers the head reads). A
+        method whose modules sit beside the backbone overrides this one hook."""
         if self.backbone.modality == "causal-lm":
             return self.backbone.token_logits(batch, self.model)
-        return self.features(batch)
+        return self.backbone.pooled(batch, self.model)
 
     # --- checkpoints and costs -------------------------------------------------------------
     def state(self) -> dict[str, Any]:

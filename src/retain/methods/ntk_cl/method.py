@@ -73,6 +73,9 @@ class NTKCL(ContinualMethod):
         if self.backbone.modality == "causal-lm":
             raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder; '{self.backbone.name}' "
                               "is a decoder: use --backbone minilm, tiny-bert or tiny-vit")
+        if self.backbone.layers > 1:
+            raise RetainError("ntk-cl fuses its own two views of the last hidden state: "
+                              "--feature-layers does not apply to it (leave it at 1)")
         model.requires_grad_(False)
         cfg, mc = self.config, model.config
         n = len(encoder_layers(model))
@@ -113,7 +116,7 @@ class NTKCL(ContinualMethod):
         self.switch.blocks, self.switch.family = blocks, family
         self.switch.mask = batch.get("attention_mask")
         try:
-            return self.backbone.features(batch, self.model)
+            return self.backbone.pooled(batch, self.model)
         finally:
             self.switch.blocks, self.switch.mask = None, None
             self.switch.stash.clear()

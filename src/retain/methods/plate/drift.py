@@ -50,13 +50,13 @@ def drifts_after_training(backbone: Backbone, config: PlateConfig, texts: list[s
                 idx = order[(step * batch_size + torch.arange(batch_size)) % len(texts)].tolist()
                 batch = {k: v.to(device) for k, v in
                          backbone.tokenize([texts[i] for i in idx], 64).items()}
-                logits = head(backbone.features(batch, model))
+                logits = head(backbone.pooled(batch, model))
                 target = torch.tensor([labels[i] for i in idx], device=device)
                 loss = nn.functional.cross_entropy(logits, target)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            after = backbone.embed(heldout, lambda b: backbone.features(b, model))
+            after = backbone.embed(heldout, lambda b: backbone.pooled(b, model))
             drifts.append(float(1.0 - (before * after).sum(-1).mean()))
     finally:
         backbone.model = model.unload().train(was_training)
