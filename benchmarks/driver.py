@@ -40,6 +40,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "load_time.py": ("load_time.json",),
     "peer.py": ("peer_*.json",),
     "seeds.py": ("seeds_*.json",),
+    "feature_layers.py": ("feature_layers_*.json",),
     "lmfar_frontier.py": ("frontier_lmfar*.json",),
     "plate_drift.py": ("plate_drift.json",),
     "plate_input_energy.py": ("plate_input_energy*.json",),
@@ -374,6 +375,27 @@ def peer_table(saved: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _pm(row: dict[str, Any], key: str) -> str:
+    mean, std = row["mean"].get(key), row["std"].get(key)
+    if mean is None or mean != mean:  # absent or NaN
+        return "-"
+    return f"{mean:.3f}" + ("" if std is None or std != std else f" ± {std:.3f}")
+
+
+def seeds_table(rows: list[dict[str, Any]]) -> str:
+    """``seeds.py``'s rows: each entry's mean ± sample standard deviation over its seeds of the
+    test and validation final accuracy and of the lowest retention ratio, and its wall time."""
+    out = ["| configuration | head | seeds | final accuracy (test) | final accuracy (validation) | "
+           "lowest retention ratio | forgetting | wall per run |", "|" + "---|" * 8]
+    for r in rows:
+        walls = r["wall_seconds"]
+        out.append(f"| `{r['label']}` | {r['head']} | {len(r['seeds'])} | "
+                   f"{_pm(r, 'final_accuracy')} | {_pm(r, 'validation_final_accuracy')} | "
+                   f"{_pm(r, 'retention_min')} | {_pm(r, 'forgetting')} | "
+                   f"{sum(walls) / len(walls) / 60:.1f} min |")
+    return "\n".join(out)
+
+
 def table(name: str, select: str | None = None) -> str:
     """The markdown table of ``benchmarks/results/<name>.json`` (a frontier file: its table, or
     ``spreads``): every row; with ``select``
@@ -401,4 +423,11 @@ def table(name: str, select: str | None = None) -> str:
         raise ValueError(f"results marker '{name} {select}' selects no row")
     if "checkpoint_bytes" in rows[0]:
         return cost_table(rows)
+    if "mean" in rows[0] and "std" in rows[0]:
+        return seeds_table(rows)
+    if "heldout_accuracy" in rows[0]:  # feature_layers.py: K by held-out items
+        return "\n".join(["| K (last hidden states) | lambda | held-out accuracy | "
+                          "test final accuracy |", "|---|---|---|---|"] + [
+            f"| {r['k']} | {r['lambda']:g} | {r['heldout_accuracy']:.3f} | "
+            f"{r['test_final_accuracy']:.3f} |" for r in rows])
     return lm_table(rows) if "final_perplexity" in rows[0] else classification_table(rows)
