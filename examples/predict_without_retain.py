@@ -75,7 +75,8 @@ def main():
     with torch.no_grad():
         encoder = model.get_decoder() if info["modality"] == "causal-lm" else model
         layers = info.get("feature_layers", 1)  # the last hidden states the head reads
-        states = encoder(**batch, output_hidden_states=True).hidden_states[-layers:]
+        out = encoder(**batch, output_hidden_states=True)
+        states = (*out.hidden_states[-layers:-1], out.last_hidden_state)
         pooled = [pool(h, batch["attention_mask"], info["pooling"]) for h in states]
         features = pooled[0] if layers == 1 else torch.cat(
             [torch.nn.functional.normalize(f, dim=-1) for f in pooled], -1)

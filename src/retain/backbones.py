@@ -240,10 +240,13 @@ class Backbone:
             return self.pooled(batch, model)
         model = self.model if model is None else model
         encoder = model.get_decoder() if self.modality == "causal-lm" else model
-        states = encoder(**self.inputs(batch), output_hidden_states=True).hidden_states
+        out = encoder(**self.inputs(batch), output_hidden_states=True)
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        # the last state as K = 1 reads it (a ViT's hidden_states[-1] precedes its final norm)
+        states = (*out.hidden_states[-self.layers:-1], last)
         mask = batch.get("attention_mask")
         return torch.cat([nn.functional.normalize(pool(h, mask, self.pooling), dim=-1)
-                          for h in states[-self.layers:]], -1)
+                          for h in states], -1)
 
     def token_logits(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
                      ) -> torch.Tensor:
@@ -360,6 +363,8 @@ def load_backbone(name: str = "minilm", pooling: str = "auto", layers: int = 1) 
             processor.pad_token = processor.eos_token
         processor.padding_side = "right"
     states = getattr(model.config, "num_hidden_layers", 0) + 1  # the embeddings' and each block's
+    if layers < 1:
+        raise RetainError(f"--feature-layers must be 1 or more, got {layers}")
     if layers > states:
         raise RetainError(f"--feature-layers {layers} is more than '{name}' has hidden states "
                           f"({states}, the embeddings' and each block's): give {states} or fewer")

@@ -45,6 +45,7 @@ class MethodInfo:
     # is meaningful)
     task_aware_prediction: bool = False  # predict() uses the task id when given
     no_weight_decay: str = ""  # why --weight-decay must stay 0 (empty: allowed)
+    own_features: str = ""  # why --feature-layers must stay 1 (empty: allowed)
     # the active peft adapter over the pretrained weights holds the method's whole change (it
     # is exported as peft saves it); False where updates are merged into W or sit elsewhere
     adapter_holds_all: bool = False
@@ -144,6 +145,7 @@ METHODS: dict[str, MethodInfo] = {
                          "views, prototype inference", "prototypes", (CLASSIFICATION.name,),
                          "its views, prototypes and contrastive terms need class labels",
                          default_lr=3e-4,  # 1e-3 let the old prototypes go stale (ntk-cl.md)
+                         own_features="fuses its own two views of the last hidden state",
                          presets={
                              "paper": Preset(
                                  "NTK-CL (Liu et al., TPAMI 2025): prototype inference, loss "

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from retain import checkpoint
-from retain.config import RunConfig
+from retain.config import RunConfig, filled
 from retain.errors import RetainError
 from retain.summary import summary_row
 
@@ -37,7 +37,7 @@ def method_names(spec: str, kind: str | None = None) -> list[str]:
     if spec.strip() == "all":
         names = [n for n, c in REGISTRY.items() if kind is None or kind in c.info.kinds]
     else:
-        names = [m.strip() for m in spec.split(",") if m.strip()]
+        names = [":".join(filter(None, entry(m))) for m in spec.split(",") if m.strip()]
     if not names:
         raise RetainError("--methods needs at least one method name, or 'all'")
     for name in names:
@@ -147,14 +147,16 @@ def compare_runs(directories: list[str | Path], out: str | Path) -> dict[str, An
             raise RetainError(f"{directory} and {seen} have seed {seed} with different class "
                               f"orders or tasks: compare runs made with one class order per "
                               f"seed")
-        options = {k: v for k, v in results["config"].items()
+        options = {k: v for k, v in filled(results["config"]).items()
                    if k not in ("seed", "class_order_seed", "out")}  # orders: checked above
         groups.setdefault(json.dumps(options, sort_keys=True), []).append((directory, results))
     runs: dict[str, list[dict[str, Any]]] = {}
     seeds = sorted(orders)
     for members in groups.values():
-        method = members[0][1]["method"]
-        several = sum(m[0][1]["method"] == method for m in groups.values()) > 1
+        method = members[0][1]["method"]  # with its preset, as compare names the entry
+        method += f":{preset}" if (preset := members[0][1]["config"].get("preset")) else ""
+        several = sum(m[0][1]["method"] == members[0][1]["method"]
+                      for m in groups.values()) > 1
         label = f"{method} ({members[0][0]})" if several else method
         by_seed = {}
         for directory, results in members:

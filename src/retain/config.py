@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from retain.catalogue import HEADS as HEAD_DESCRIPTIONS
 from retain.checks import check_folder
-from retain.config_toml import read_toml, toml_key, toml_value
+from retain.config_toml import config_values, read_toml, toml_key, toml_value
 from retain.errors import RetainError
 from retain.kinds import CLASSIFICATION, KINDS, Kind, get_kind
 from retain.profiles import PROFILE_NAMES, Profile, pick_profile
@@ -81,8 +81,8 @@ class RunConfig:
     pooling: str | None = field(default=None, metadata={
         "help": "auto, mean, cls or last (default: auto, or the preset's)"})
     feature_layers: int | None = field(default=None, metadata={
-        "help": "the last K hidden states, each pooled and L2-normalised, concatenated as the "
-                "head's features (LayUP); default: 1 (the pooled last state), or the preset's"})
+        "help": "the head reads the last K hidden states, each pooled and L2-normalised (LayUP; "
+                "default: 1, the pooled last state, or the preset's)"})
     head: str | None = field(default=None, metadata={
         "help": "task-heads, growing, prototypes, analytic or aligned (default: the method's)"})
     head_options: dict[str, Any] = field(default_factory=dict, metadata={
@@ -281,6 +281,8 @@ class RunConfig:
         if kind not in info.kinds:
             raise RetainError(f"method {self.method} cannot serve '{kind}' streams ("
                               f"{info.kinds_reason}); choose another --method (`retain list`)")
+        if info.own_features and (self.feature_layers or 1) > 1:
+            raise RetainError(f"{self.method} {info.own_features}: drop --feature-layers")
         KINDS[kind].check_options(self)
         check_folder(self.out)
 
@@ -364,10 +366,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        """The config as TOML, one key per field (a field that is None is left out: its
-        default), method and head options as tables. :meth:`from_toml` reads it back; of a
-        resolved config, a count that keeps all (None) is written as 0, which resolves to it
-        again (left out, the profile's count would return)."""
+        """The config as TOML (a field that is None left out: its default; method and head
+        options as tables; :meth:`from_toml` reads it back); of a resolved config, a count
+        that keeps all (None) is written as 0, which resolves to it again."""
         resolved = self.kind is not None and self.max_length is not None
         plain = {k: 0 if v is None and resolved and k in COUNTS else v
                  for k, v in self.to_dict().items()
@@ -385,7 +386,7 @@ class RunConfig:
         class (``batch-size`` or ``batch_size``); refused in one line otherwise."""
         values = read_toml(path)
         values.pop("sessions", None)  # later sessions: read_sessions
-        return cls(**config_values(values, str(path)))
+        return cls(**config_values(values, str(path), {f.name for f in dataclasses.fields(cls)}))
 
 
 @dataclass(frozen=True)
@@ -430,17 +431,9 @@ class Plan:
                    None if config.data else BENCHMARKS.get(config.benchmark))
 
 
-def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """TOML keys as :class:`RunConfig` fields, checked by name."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    out = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(out) - fields)
-    if unknown:
-        raise RetainError(f"{source}: unknown key '{unknown[0]}' (the keys are the fields of "
-                          f"`retain run --help`, e.g. method, data, lr, method_options)")
-    if "data" in out and "benchmark" not in out:
-        out["benchmark"] = None
-    return out
+def filled(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with each field added since it was written as a new run resolves it."""
+    return {**RunConfig().to_dict(), **UNSET, **saved}
 
 
 def _cap(value: int | None, default: int | None) -> int | None:

@@ -72,3 +72,15 @@ def toml_value(value: Any) -> str:
                                if v is not None) + "}"
     raise RetainError(f"a config value of type {type(value).__name__} cannot be written as "
                       "TOML")
+
+
+def config_values(values: dict[str, Any], source: str, fields: set[str]) -> dict[str, Any]:
+    """TOML keys as the config's ``fields``, checked by name."""
+    out = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(out) - fields)
+    if unknown:
+        raise RetainError(f"{source}: unknown key '{unknown[0]}' (the keys are the fields of "
+                          f"`retain run --help`, e.g. method, data, lr, method_options)")
+    if "data" in out and "benchmark" not in out:
+        out["benchmark"] = None
+    return out

@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 
 from retain import checkpoint, inference
 from retain.backbones import Backbone, backbone_of
-from retain.config import Plan, RunConfig
+from retain.config import Plan, RunConfig, filled
 from retain.config_toml import sessions_toml
 from retain.data.stream import Stream
 from retain.errors import RetainError
@@ -73,9 +73,8 @@ EVALUATION_ONLY = ("retention", "retention_limit", "inference_rounds")
 
 def _config_diff(cfg: RunConfig, saved: dict[str, Any]) -> list[str]:
     """Fields of a resolved config that differ from a saved one (the output folder aside)."""
-    defaults = RunConfig().to_dict()  # a field added since the checkpoint: its default then
-    return sorted(k for k, v in cfg.to_dict().items()
-                  if k != "out" and saved.get(k, defaults[k]) != v)
+    saved = filled(saved)  # a field added since the checkpoint: as a run resolves it
+    return sorted(k for k, v in cfg.to_dict().items() if k != "out" and saved[k] != v)
 
 
 def run_or_load(config: RunConfig, progress: bool = True) -> dict[str, Any]:

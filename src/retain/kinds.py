@@ -303,6 +303,9 @@ class LanguageModelling(Kind):
         if head not in (None, "none") or config.head_options:
             drop = f"--head {head}" if head not in (None, "none") else "--head-set"
             raise RetainError(f"{self.title('')} streams have no head; drop {drop}")
+        if (config.feature_layers or 1) > 1:
+            raise RetainError(f"--feature-layers chooses what a head reads; {self.title('')} "
+                              "streams have no head: drop it")
         if config.validation:
             raise RetainError("--validation carves labelled items per class: for a "
                               "language-model stream give --holdout N (sequences)")

@@ -272,7 +272,9 @@ def export_head(trained: Trained, folder: Path, info: dict[str, Any]) -> None:
     save_file(tensors, str(folder / "head.safetensors"))
     info["head"] = {"scheme": trained.config.head, "transform": head.transform,
                     "dtype": "float32",
-                    "rule": "f = pooled features; transform (none | normalize: f/|f| | "
+                    "rule": "f = pooled features (feature_layers K > 1: the last K hidden "
+                            "states each pooled, L2-normalised, concatenated); transform "
+                            "(none | normalize: f/|f| | "
                             "relu_projection: relu(f @ projection)); scores = f @ weight.T + "
                             "bias; logit of class c = max of the scores of the rows r with "
                             "row_class[r] == c (no row: -inf)"}

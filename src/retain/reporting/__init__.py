@@ -188,11 +188,12 @@ def differing_settings(comparison: dict[str, Any]) -> dict[str, dict[str, str]]:
     """The settings in which a comparison's rows differ (setting -> row -> value as ``--set``
     writes it), method and head options by name; the method, output folder and seed left out
     (the row and the seeds say them). Empty when every row ran with the same settings."""
+    from retain.config import filled
     from retain.options import option_text
 
     flat: dict[str, dict[str, Any]] = {}
     for label, entry in comparison["methods"].items():
-        config = entry["runs"][0].get("config", {})
+        config = filled(entry["runs"][0].get("config", {}))
         values = {k: v for k, v in config.items() if k not in (
             "method", "out", "seed", "method_options", "head_options")}
         for table in ("method_options", "head_options"):

@@ -73,9 +73,6 @@ class NTKCL(ContinualMethod):
         if self.backbone.modality == "causal-lm":
             raise RetainError(f"ntk-cl needs a BERT- or ViT-style encoder; '{self.backbone.name}' "
                               "is a decoder: use --backbone minilm, tiny-bert or tiny-vit")
-        if self.backbone.layers > 1:
-            raise RetainError("ntk-cl fuses its own two views of the last hidden state: "
-                              "--feature-layers does not apply to it (leave it at 1)")
         model.requires_grad_(False)
         cfg, mc = self.config, model.config
         n = len(encoder_layers(model))
