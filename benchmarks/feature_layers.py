@@ -11,7 +11,10 @@ regression on all training items of all tasks: on a frozen backbone that is the 
 last task (its statistics are sums over tasks), with one lambda for the stream instead of one
 per task. lambda and K are scored on every 5th training item (held out, the rest fitted); the
 test figure (the mean over tasks of each task's accuracy, the stream's final accuracy) is
-reported beside it and chooses nothing. Features are cached in ``runs/feature_layers/``.
+reported beside it and chooses nothing. Features are cached in ``runs/feature_layers/``, by
+benchmark name only (the quick profile, MiniLM): delete the file after changing either. A frozen
+backbone and one lambda for the whole stream: the head's own rule picks lambda per task, on the
+task's held-out items (see docs/heads.md for what that does to the gain).
 """
 
 from __future__ import annotations

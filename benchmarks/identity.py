@@ -80,6 +80,9 @@ def compare(a: str, b: str) -> None:
     verdict = "\n".join(diffs) if diffs else (
         f"identical to 1e-6: {len(both)} runs ({ra['commit']} -> {rb['commit']}): "
         + ", ".join(both))
+    for side, mine, other in ((a, ra, rb), (b, rb, ra)):
+        alone = sorted(set(mine["runs"]) - set(other["runs"]))
+        verdict += f"; only in {side}, not compared: {', '.join(alone)}" if alone else ""
     print(verdict)
     save_result(f"identity_{a}_{b}.json", {"verdict": verdict, "differences": diffs,
                                             a: ra, b: rb})
