@@ -176,7 +176,7 @@ def test_a_method_that_cannot_serve_a_kind_says_so_before_loading(monkeypatch, c
     def never(*a, **k):
         raise AssertionError("loaded a backbone")
 
-    monkeypatch.setattr(retain.engine, "load_backbone", never)
+    monkeypatch.setattr(retain.engine, "backbone_of", never)
     assert main(["run", "--method", "frozen-ncm", "--benchmark", "lm3", "--profile", "smoke",
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
