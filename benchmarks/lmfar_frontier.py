@@ -9,6 +9,8 @@ then the envelopes and the figures at matched amounts of learning (``retain.fron
     python benchmarks/lmfar_frontier.py --added                  # runs added to the saved table
     python benchmarks/lmfar_frontier.py --seeds 0,1,2 --only seq-ft,lora-all --lrs 3e-5,1e-4,1e-3 \
         --spreads                                                 # stage B on its own file
+    python benchmarks/lmfar_frontier.py --only plate-r8-official --lrs 0.003 --probe 32
+        # the same run with 32 probe sequences each: the probe's own noise against the seeds'
 
 Each run is ``retain run --benchmark lmfar --profile quick`` with ``COMMON`` and its own fields,
 in ``runs/lmfar_frontier/<configuration>_lr<rate>[_seed<s>]/`` (a finished run is read, not run
@@ -27,7 +29,7 @@ from driver import load, save
 
 from retain import RunConfig
 from retain.engine import run_or_load
-from retain.frontier import load_runs, markdown, seed_spreads, spread_markdown, table, tables
+from retain.frontier import curve, load_runs, markdown, seed_spreads, spread_markdown, table, tables
 from retain.reporting.figures import envelope_figure
 
 COMMON = dict(benchmark="lmfar", profile="quick", tasks=1, steps=60, probe_every=10,
@@ -42,7 +44,7 @@ STAGE_A = {
     "lora-all": ({"method": "seq-lora", "method_options": LORA_ALL}, [3e-4, 1e-3, 3e-3]),
     "plate-r8": ({"method": "plate", "method_options": {"selection": "exact"}}, [1e-3, 3e-3]),
     "plate-r8-official": ({"method": "plate", "method_options": {"selection": "official"}},
-                          [1e-3, 3e-3, 1e-2]),
+                          [1e-3, 3e-3, 1e-2, 3e-2]),
     "top10": ({"method": "seq-ft", "method_options": {"top_blocks": 10}}, [1e-4]),
     "share": ({"method": "share"}, [4e-3]),
     "grow-all": ({"method": "grow"}, [1e-4]),
@@ -57,8 +59,10 @@ RUNS = Path("runs/lmfar_frontier")
 FIGURE = Path("docs/figures/lmfar_frontier.png")
 
 
-def folder(name: str, lr: float, seed: int) -> Path:
-    return RUNS / (f"{name}_lr{lr:g}" + (f"_seed{seed}" if seed else ""))
+def folder(name: str, lr: float, seed: int, probe: int = 8) -> Path:
+    """A run's folder; runs with other probe sizes apart, out of the tables."""
+    return ((RUNS if probe == 8 else Path(f"{RUNS}_probe{probe}"))
+            / (f"{name}_lr{lr:g}" + (f"_seed{seed}" if seed else "")))
 
 
 def main() -> None:
@@ -73,6 +77,10 @@ def main() -> None:
                         "configurations' rows replaced, matched to its reference's best)")
     p.add_argument("--spreads", action="store_true",
                    help="the seed spreads of the runs named only, to frontier_lmfar_seeds.json")
+    p.add_argument("--probe", type=int, default=8,
+                   help="task and English probe sequences of each curve point (not 8: run in "
+                        "folders of their own, compared point by point with the 8-sequence "
+                        "run of the same configuration, rate and seed; frontier_lmfar_probe.json)")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(STAGE_A)
     if not (args.table or args.added):  # --added: no training, the runs that are there
@@ -82,11 +90,14 @@ def main() -> None:
                 for lr in rates:
                     if args.lrs and lr not in {float(x) for x in args.lrs.split(",")}:
                         continue
-                    cfg = RunConfig(**COMMON, **fields, lr=lr, seed=seed,
-                                    out=str(folder(name, lr, seed)))
+                    cfg = RunConfig(**{**COMMON, "probe_task_sequences": args.probe,
+                                       "probe_english_sequences": args.probe}, **fields,
+                                    lr=lr, seed=seed, out=str(folder(name, lr, seed, args.probe)))
                     res = run_or_load(cfg, progress=False)
                     print(f"{name} lr {lr:g} seed {seed}: {res['cost']['wall_seconds']:.0f} s")
-    if args.no_table:
+                    if args.probe != 8:
+                        probe_check(name, lr, seed, args.probe, res)
+    if args.no_table or args.probe != 8:
         return
     runs = load_runs([str(RUNS)])
     if args.added:
@@ -118,12 +129,41 @@ def main() -> None:
     print(spread_markdown(spreads))
 
 
+def probe_check(name: str, lr: float, seed: int, probe: int, wide: dict) -> None:
+    """A run with ``probe`` sequences per probe against the same run with 8 (its folder, or
+    the curves saved in ``added_runs``): training is the same (probes run in evaluation mode),
+    the 8 are the first of the ``probe``, so each point's difference is what the smaller probe
+    adds to the noise. Saved by configuration in ``frontier_lmfar_probe.json``."""
+    path = str(folder(name, lr, seed))
+    narrow = (load_runs([path])[0] if Path(path, "results.json").is_file()
+              else load("frontier_lmfar.json")["added_runs"][path])
+    rows = []
+    for a, b in zip(curve(narrow), curve(wide), strict=True):
+        assert a.step == b.step
+        rows.append({"step": a.step, "task_perplexity": [a.x, b.x], "worst_ratio": [a.y, b.y],
+                     "mean_kl": [a.kl, b.kl]})
+    gaps = {k: max(abs(r[k][1] - r[k][0]) for r in rows)
+            for k in ("task_perplexity", "worst_ratio", "mean_kl")}
+    try:
+        saved = load("frontier_lmfar_probe.json").get("checks", {})
+    except FileNotFoundError:
+        saved = {}
+    saved[f"{name} lr {lr:g} seed {seed}"] = {"sizes": [8, probe], "points": rows,
+                                              "largest_difference": gaps}
+    save("frontier_lmfar_probe.json", {"common": COMMON, "checks": saved})
+    print(f"8 against {probe} probe sequences, largest difference: {gaps}")
+
+
 def added(runs: list[dict]) -> None:
-    """Runs of a later session merged into the saved table, without the earlier runs (their
-    folders gone; each saved row keeps its points): the new runs' configurations replace
-    their rows, every figure matched to the saved reference's best (seed 0; seeds 1 and 2
-    for the spreads from the saved spreads and ``frontier_lmfar_seeds.json``)."""
+    """Runs of a later session merged into the saved table: the earlier sessions' added runs
+    (saved with their curves in ``added_runs``) join the runs here unless run again, the
+    configurations of all of them replace their rows (the oldest runs' folders are gone; their
+    rows keep their points), every figure matched to the saved reference's best (seed 0;
+    seeds 1 and 2 for the spreads from the saved spreads and ``frontier_lmfar_seeds.json``)."""
     saved, seeds = load("frontier_lmfar.json"), load("frontier_lmfar_seeds.json")
+    here = {r["_path"] for r in runs}  # earlier sessions' added runs, kept where not run again
+    runs = runs + [{**v, "method": v["config"]["method"], "_path": k}
+                   for k, v in saved.get("added_runs", {}).items() if k not in here]
     base = saved["tables"][0]
     ref_seed2 = seeds["tables"]["2"][0]
     given = {0: (base["reference_best_perplexity"], base["reference_best_heldout_perplexity"]),
