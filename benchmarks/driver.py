@@ -41,6 +41,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "peer.py": ("peer_*.json",),
     "seeds.py": ("seeds_*.json",),
     "feature_layers.py": ("feature_layers_*.json",),
+    "lambda_rule.py": ("lambda_rule_*.json",),
     "lmfar_frontier.py": ("frontier_lmfar*.json",),
     "plate_drift.py": ("plate_drift.json",),
     "plate_input_energy.py": ("plate_input_energy*.json",),
@@ -430,4 +431,10 @@ def table(name: str, select: str | None = None) -> str:
                           "test final accuracy |", "|---|---|---|---|"] + [
             f"| {r['k']} | {r['lambda']:g} | {r['heldout_accuracy']:.3f} | "
             f"{r['test_final_accuracy']:.3f} |" for r in rows])
+    if "picks" in rows[0]:  # lambda_rule.py: the analytic head's rule for lambda
+        return "\n".join(["| K | rule | lambda after each task | final accuracy (validation) | "
+                          "(test) |", "|---|---|---|---|---|"] + [
+            f"| {r['k']} | {r['label'].split(' ', 1)[1]} | "
+            f"{' '.join(f'{x:g}' for x in r['picks'])} | "
+            f"{r['validation_final_accuracy']:.3f} | {r['final_accuracy']:.3f} |" for r in rows])
     return lm_table(rows) if "final_perplexity" in rows[0] else classification_table(rows)

@@ -107,6 +107,43 @@ def test_analytic_lambda_is_picked_on_held_out_items_and_refitted_on_all():
     assert set(mse.choices[0]["mse"]) == {1e-2, 1e4}
 
 
+def test_pooled_picks_lambda_on_every_tasks_held_out_items_without_keeping_them():
+    """``select='pooled'``: each task's held-out items are scored when the task ends (the same
+    scores as the per-task rule records) and lambda is the best over all of them so far,
+    weighted by their number, not the last task's alone; only scores are kept, and they come
+    back from a checkpoint's JSON so the next task picks the same."""
+    import json
+
+    def fit(select, resume_after=None):
+        gen = torch.Generator().manual_seed(2)
+        config = AnalyticConfig(projection=16, lambdas=[0.01, 1.0, 100.0], select=select,
+                                holdout=3)
+        head = AnalyticHead(5, 6, config)
+        for t in range(3):
+            n = (60, 60, 9)[t]  # the last task holds out 3 items: a noisy vote on its own
+            x = torch.randn(n, 5, generator=gen) + t
+            y = (x[:, 0] + torch.randn(n, generator=gen) > t).long() + 2 * t  # noisy labels
+            batch = {"x": x, "labels": y, "index": torch.arange(n)}
+            head.begin_task(_task(t, [2 * t, 2 * t + 1]))
+            head.end_task(_task(t, [2 * t, 2 * t + 1]), lambda b=batch: [b], lambda b: b["x"])
+            if t == resume_after:
+                restored = AnalyticHead(5, 6, config)
+                restored.load_state_dict(head.state_dict())
+                restored.load_state(json.loads(json.dumps(head.state())))
+                head = restored
+        return head
+
+    pooled, single = fit("pooled"), fit("accuracy")
+    assert [c["pooled"] for c in pooled.choices] == [c["accuracy"] for c in single.choices]
+    assert [c["held"] for c in pooled.choices] == [20.0, 20.0, 3.0]
+    votes = {lam: sum(c["held"] * c["pooled"][lam] for c in pooled.choices) / 43
+             for lam in (0.01, 1.0, 100.0)}
+    assert pooled.ridge == max(votes, key=votes.get)
+    assert single.ridge != pooled.ridge  # the last task alone picks another value here
+    assert fit("pooled", resume_after=1).ridge == pooled.ridge
+    assert torch.equal(pooled.solution(), fit("pooled", resume_after=1).solution())
+
+
 def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once():
     head = AnalyticHead(6, 3, AnalyticConfig(projection=5, lambdas=[1.0]))
     x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))

@@ -10,7 +10,10 @@ On a frozen backbone this is ridge regression on every item seen so far: the hea
 in the task's data, so any number of processes picks the same items) is held out, ``W`` is
 solved for each value of the grid on the old statistics plus the rest of the task, and the value
 that scores best on the held-out items wins (``select='accuracy'``, or ``'mse'``: RanPAC's
-squared error); ``W`` is then refitted on all of the task. Stores ``Q`` and the upper triangle
+squared error); ``W`` is then refitted on all of the task. ``select='pooled'`` picks the value
+with the best accuracy over the held-out items of every task so far, each task's scored when
+that task ended (its scores are kept, not its items): the last task's few held-out items no
+longer pick the value for the whole stream alone. Stores ``Q`` and the upper triangle
 of the symmetric ``G``, both float64 (the seed rebuilds ``R``): ``8 M (M + 1) / 2 + 8 M C`` bytes
 (M = 5000, C = 45 classes: 101.8 MB), the same for every task. Not float32: ``G`` is positive
 semi-definite, and singular while fewer items than ``M`` have been seen; rounded to float32 it
@@ -30,6 +33,8 @@ from retain.errors import RetainError
 from retain.methods.heads.base import ExportedHead, StatisticsHead, masked, seen_rows
 from retain.options import Options
 
+SELECT = ("accuracy", "mse", "pooled")
+
 
 @dataclass
 class AnalyticConfig(Options):
@@ -39,14 +44,16 @@ class AnalyticConfig(Options):
         default_factory=lambda: [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4],
         metadata={"help": "ridge values tried per task (comma-separated)"})
     select: str = field(default="accuracy", metadata={
-        "help": "how lambda is picked on the held-out items: accuracy, or mse (RanPAC's rule)"})
+        "help": "how lambda is picked: accuracy or mse (RanPAC's rule) on the task's held-out "
+                "items, or pooled: accuracy over every task's so far, each scored when it ended"})
     holdout: int = field(default=5, metadata={
         "help": "every holdout-th training item of a task is held out to pick lambda (5: 20%)"})
     seed: int = field(default=0, metadata={"help": "seed of the random projection R"})
 
     def __post_init__(self) -> None:
-        if self.select not in ("accuracy", "mse"):
-            raise RetainError(f"analytic head: select must be accuracy or mse, got {self.select}")
+        if self.select not in SELECT:
+            raise RetainError(f"analytic head: select must be one of {', '.join(SELECT)}, got "
+                              f"{self.select}")
         if self.projection < 0 or self.holdout < 2 or not self.lambdas:
             raise RetainError("analytic head: projection >= 0, holdout >= 2 and at least one "
                               "lambda are needed")
@@ -115,36 +122,45 @@ class AnalyticHead(StatisticsHead):
         held_gram, held_targets = held.sums()
         self.seen[torch.as_tensor(task.classes, device=self.seen.device)] = True
         rest_gram += self.gram  # the old statistics plus the rest of the task
-        scores = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
-        pick = (max if self.config.select == "accuracy" else min)(scores, key=scores.get)
+        scores, held = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
+        choice = {"task": task.index, self.config.select: scores, "held": held}
+        if self.config.select == "pooled":  # every task's scores, weighted by its items
+            done = [*self.choices, choice]
+            total = sum(c["held"] for c in done) or 1.0
+            pooled = {lam: sum(c["held"] * c["pooled"][lam] for c in done) / total
+                      for lam in scores}
+            pick = max(pooled, key=pooled.get)
+        else:
+            pick = (max if self.config.select == "accuracy" else min)(scores, key=scores.get)
         gram = rest_gram.add_(held_gram)  # made exactly symmetric, as a checkpoint restores it
         self.gram.copy_(gram.triu()).add_(gram.triu_(1).T)
         self.targets.copy_(rest_targets.add_(held_targets))
         self.ridge = pick
-        self.choices.append({"task": task.index, "lambda": pick, self.config.select: scores})
+        self.choices.append({"lambda": pick, **choice})
         self._solution = cholesky_ridge(self.gram, self.targets, pick)
 
-    def _scores(self, gram, targets, held_h, held_labels) -> dict[float, float]:
-        """Each lambda's held-out accuracy or squared error (over the seen classes), with the
-        counts summed across processes. One Cholesky solve per lambda: sharing one
-        factorisation across the grid did not pay on 2 cores at M = 5000 (an eigendecomposition
-        cost about 16 Cholesky solves; a tridiagonal reduction, LAPACK's ``sytrd``, 5.5 s
-        against 6.5 s for the seven solves, and 0.14 s more per lambda: the same in all)."""
-        seen = self.seen
-        out = {}
+    def _scores(self, gram, targets, held_h, held_labels) -> tuple[dict[float, float], float]:
+        """Each lambda's held-out accuracy (``accuracy``, ``pooled``) or squared error (over
+        the seen classes), with the counts summed across processes, and the number of held-out
+        items. One Cholesky solve per lambda: sharing one factorisation across the grid did not
+        pay on 2 cores at M = 5000 (an eigendecomposition cost about 16 Cholesky solves; a
+        tridiagonal reduction, LAPACK's ``sytrd``, 5.5 s against 6.5 s for the seven solves,
+        and 0.14 s more per lambda: the same in all)."""
+        seen, mse = self.seen, self.config.select == "mse"
+        width = int(seen.sum()) if mse else 1  # numbers scored per held-out item
+        out, held = {}, 0.0
         for lam in self.config.lambdas:
             scores = held_h @ cholesky_ridge(gram, targets, lam)
-            if self.config.select == "accuracy":
-                value = (masked(scores, seen).argmax(-1) == held_labels).double().sum()
-                count = torch.tensor(float(len(held_labels)), dtype=torch.float64)
-            else:
+            if mse:
                 y = F.one_hot(held_labels, self.num_classes).double()
                 value = ((scores - y)[:, seen] ** 2).sum()
-                count = torch.tensor(float(len(held_labels) * int(seen.sum())),
-                                     dtype=torch.float64)
+            else:
+                value = (masked(scores, seen).argmax(-1) == held_labels).double().sum()
+            count = torch.tensor(float(len(held_labels) * width), dtype=torch.float64)
             total = all_reduce_sum(torch.stack([value.cpu(), count]).to(gram.device))
             out[float(lam)] = float(total[0] / total[1].clamp_min(1))
-        return out
+            held = float(total[1]) / width
+        return out, held
 
     def solution(self) -> torch.Tensor:
         if self._solution is None or self._solution.device != self.gram.device:
@@ -167,7 +183,10 @@ class AnalyticHead(StatisticsHead):
         return {"lambda": self.ridge, "choices": self.choices}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.ridge, self.choices = state["lambda"], list(state["choices"])
+        self.ridge = state["lambda"]
+        self.choices = [{k: {float(lam): v for lam, v in value.items()}  # JSON keys: strings
+                         if isinstance(value, dict) else value for k, value in c.items()}
+                        for c in state["choices"]]
         self._solution = None  # solved again from the loaded G and Q
 
 
