@@ -82,6 +82,8 @@ def main() -> None:
                         "folders of their own, compared point by point with the 8-sequence "
                         "run of the same configuration, rate and seed; frontier_lmfar_probe.json)")
     args = p.parse_args()
+    if args.probe != 8 and (args.table or args.added or args.spreads):
+        p.error("--probe runs and checks a run; the tables take the 8-sequence runs only")
     names = args.only.split(",") if args.only else list(STAGE_A)
     if not (args.table or args.added):  # --added: no training, the runs that are there
         for seed in map(int, args.seeds.split(",")):
@@ -135,8 +137,11 @@ def probe_check(name: str, lr: float, seed: int, probe: int, wide: dict) -> None
     the 8 are the first of the ``probe``, so each point's difference is what the smaller probe
     adds to the noise. Saved by configuration in ``frontier_lmfar_probe.json``."""
     path = str(folder(name, lr, seed))
-    narrow = (load_runs([path])[0] if Path(path, "results.json").is_file()
-              else load("frontier_lmfar.json")["added_runs"][path])
+    saved = load("frontier_lmfar.json").get("added_runs", {})
+    if not Path(path, "results.json").is_file() and path not in saved:
+        raise SystemExit(f"no 8-sequence run {path} to compare with: run it first (without "
+                         "--probe)")
+    narrow = load_runs([path])[0] if Path(path, "results.json").is_file() else saved[path]
     rows = []
     for a, b in zip(curve(narrow), curve(wide), strict=True):
         assert a.step == b.step
@@ -145,12 +150,12 @@ def probe_check(name: str, lr: float, seed: int, probe: int, wide: dict) -> None
     gaps = {k: max(abs(r[k][1] - r[k][0]) for r in rows)
             for k in ("task_perplexity", "worst_ratio", "mean_kl")}
     try:
-        saved = load("frontier_lmfar_probe.json").get("checks", {})
+        checks = load("frontier_lmfar_probe.json").get("checks", {})
     except FileNotFoundError:
-        saved = {}
-    saved[f"{name} lr {lr:g} seed {seed}"] = {"sizes": [8, probe], "points": rows,
+        checks = {}
+    checks[f"{name} lr {lr:g} seed {seed}"] = {"sizes": [8, probe], "points": rows,
                                               "largest_difference": gaps}
-    save("frontier_lmfar_probe.json", {"common": COMMON, "checks": saved})
+    save("frontier_lmfar_probe.json", {"common": COMMON, "checks": checks})
     print(f"8 against {probe} probe sequences, largest difference: {gaps}")
 
 

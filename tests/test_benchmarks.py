@@ -91,7 +91,8 @@ def test_the_docs_use_results_markers():
 def test_every_results_marker_renders():
     for name, select in MARKERS:
         lines = driver.table(name, select).splitlines()
-        heads = ("| run |", "| configuration |", "| model, method |", "| K (last hidden")
+        heads = ("| run |", "| configuration |", "| model, method |", "| K (last hidden",
+                 "| K | rule |")
         assert len(lines) >= 3 and lines[0].startswith(heads), (name, select)
         if select and "=" not in select and select != "spreads":
             assert len(lines) == 2 + len(select.split(",")), (name, select)

@@ -142,6 +142,21 @@ def test_pooled_picks_lambda_on_every_tasks_held_out_items_without_keeping_them(
     assert single.ridge != pooled.ridge  # the last task alone picks another value here
     assert fit("pooled", resume_after=1).ridge == pooled.ridge
     assert torch.equal(pooled.solution(), fit("pooled", resume_after=1).solution())
+    # weighted by items: an earlier task of 1000 held-out items outvotes one of 20 (an
+    # unweighted mean of the two tasks' scores would pick 1.0)
+    head = AnalyticHead(5, 6, AnalyticConfig(projection=16, lambdas=[0.01, 1.0, 100.0],
+                                             select="pooled", holdout=3))
+    head.load_state({"lambda": 1.0, "choices": [{"lambda": 1.0, "task": 0, "held": 1000.0,
+                     "pooled": {"0.01": 0.9, "1.0": 0.89, "100.0": 0.5}}]})
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(60, 5, generator=gen) + 1
+    batch = {"x": x, "labels": (x[:, 0] + torch.randn(60, generator=gen) > 1).long() + 2,
+             "index": torch.arange(60)}
+    head.begin_task(_task(1, [2, 3]))
+    head.end_task(_task(1, [2, 3]), lambda: [batch], lambda b: b["x"])
+    new = head.choices[1]["pooled"]
+    assert head.ridge == 0.01 and max(new, key=lambda lam: 0.5 * (new[lam] + {
+        0.01: 0.9, 1.0: 0.89, 100.0: 0.5}[lam])) == 1.0
 
 
 def test_an_analytic_checkpoint_holds_the_upper_triangle_of_g_once():

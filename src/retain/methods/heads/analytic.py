@@ -125,7 +125,7 @@ class AnalyticHead(StatisticsHead):
         scores, held = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
         choice = {"task": task.index, self.config.select: scores, "held": held}
         if self.config.select == "pooled":  # every task's scores, weighted by its items
-            done = [*self.choices, choice]
+            done = [*(c for c in self.choices if "pooled" in c), choice]  # (scored so)
             total = sum(c["held"] for c in done) or 1.0
             pooled = {lam: sum(c["held"] * c["pooled"][lam] for c in done) / total
                       for lam in scores}
