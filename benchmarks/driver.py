@@ -362,14 +362,17 @@ def frontier_table(saved: dict[str, Any], select: str | None) -> str:
 
 def peer_table(saved: dict[str, Any]) -> str:
     """``peer.py``'s runs: retain against the plain transformers + peft loop, per model and
-    method: the step and phase ratios, retain's tokens per second and its share of the
-    measured matmul rate."""
+    method: the step and phase ratios, the control's (a second plain loop, ``--control``),
+    retain's tokens per second and its share of the measured matmul rate."""
     out = ["| model, method | retain / plain, median step | retain / plain, phase per step | "
-           "retain tokens/s | retain's share of the matmul rate |", "|" + "---|" * 5]
+           "control / plain, step and phase | retain tokens/s | "
+           "retain's share of the matmul rate |", "|" + "---|" * 6]
     for run in saved["runs"]:
         for r in run["rows"]:
+            control = (f"{r['control_step_ratio']:.3f} / {r['control_phase_ratio']:.3f}"
+                       if "control_step_ratio" in r else "-")
             out.append(f"| {r['model']}, {r['method']} (batches of {r['batch_size']}) | "
-                       f"{r['step_ratio']:.3f} | {r['phase_ratio']:.3f} | "
+                       f"{r['step_ratio']:.3f} | {r['phase_ratio']:.3f} | {control} | "
                        f"{r['tokens_per_second']['retain']:,.0f} | "
                        f"{100 * r['utilisation']['retain']:.0f}% of "
                        f"{run['matmul_flops'] / 1e9:.0f} GFLOP/s |")

@@ -9,8 +9,11 @@ For each model (MiniLM on wordnet45 quick batches, SmolLM2 on lmfar quick batche
 through retain's engine (``Engine.train`` on the stream's first task, the method built as
 ``retain run`` builds it), then the same number of steps of the plain loop a user writes
 (``AutoModel`` / ``AutoModelForCausalLM``, ``peft.get_peft_model`` with the same LoRA config,
-a linear head with mean pooling for classification, ``torch.optim.AdamW`` with the same rates,
-on the very batches of retain's own loader), ``--rounds`` times. Reported: the ratio of the
+a linear head with mean pooling for classification, ``torch.optim.AdamW`` with the same rates
+built afresh for each phase, as retain builds one for each task,
+on the very batches of retain's own loader), ``--rounds`` times, each side first in turn.
+``--control`` adds a second, identical plain loop: its ratio to the first is what two equal loops
+measure as here. Reported: the ratio of the
 median step times (forward, backward, optimiser step: what each side times per step) and of the
 median phase time per step (the whole phase: batches, moves, everything), tokens per second,
 and the achieved FLOP/s of a step (6 N per token for full fine-tuning, 4 N for LoRA, N the
@@ -75,14 +78,19 @@ class Plain:
                 r=opts["rank"], lora_alpha=opts["alpha"], lora_dropout=opts["dropout"],
                 target_modules=peft_targets(opts["target_modules"], self.model)))
         self.model.train()  # as a training loop does (from_pretrained gives eval mode: no dropout)
-        self.language = language
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad],
-                   "lr": cfg.lr}]
+        self.language, self.cfg = language, cfg
+        self.groups = [{"params": [p for p in self.model.parameters() if p.requires_grad],
+                        "lr": cfg.lr}]
         if not language:
             self.head = torch.nn.Linear(self.model.config.hidden_size, classes).to(device)
-            groups.append({"params": list(self.head.parameters()), "lr": cfg.head_lr})
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.groups.append({"params": list(self.head.parameters()), "lr": cfg.head_lr})
         self.device = device
+
+    def new_task(self) -> None:
+        """A fresh AdamW, as a loop over a stream of tasks builds one for each task (and as
+        retain's engine does)."""
+        self.opt = torch.optim.AdamW([dict(g) for g in self.groups], lr=self.cfg.lr,
+                                     weight_decay=self.cfg.weight_decay)
 
     def step(self, batch: dict[str, torch.Tensor]) -> float:
         if self.language:
@@ -100,8 +108,8 @@ class Plain:
         return float(loss.detach())
 
 
-def measure(model: str, method_name: str, steps: int, rounds: int, precision: str
-            ) -> dict[str, Any]:
+def measure(model: str, method_name: str, steps: int, rounds: int, precision: str,
+            control: bool = False) -> dict[str, Any]:
     benchmark, _ = MODELS[model]
     with tempfile.TemporaryDirectory() as out:
         engine = prepared_engine(RunConfig(
@@ -112,33 +120,45 @@ def measure(model: str, method_name: str, steps: int, rounds: int, precision: st
         task = stream.tasks[0]
         engine.boundary(method.begin_task, task)  # the task's start (its head's classes)
         language = stream.kind.score == "perplexity"
-        plain = Plain(cfg, method_name, language, stream.num_classes, accelerator.device)
+        plains = {name: Plain(cfg, method_name, language, stream.num_classes, accelerator.device)
+                  for name in (("plain", "control") if control else ("plain",))}
         sides: dict[str, dict[str, list[float]]] = {
-            "retain": {"step": [], "phase": []}, "plain": {"step": [], "phase": []}}
+            name: {"step": [], "phase": []} for name in ("retain", *plains)}
         tokens = 0
-        for _ in range(rounds):
+
+        def retain_phase() -> None:
             record = Record()
             t0 = time.perf_counter()
             fit = engine.train(task, [task.train], record)
             sides["retain"]["phase"].append((time.perf_counter() - t0) / fit["steps"])
             sides["retain"]["step"] += record.step_seconds
+
+        def plain_phase(name: str) -> None:
+            nonlocal tokens
+            plain = plains[name]
             # the very batches retain's phase had (its loader, its seed)
+            t0, done = time.perf_counter(), 0
             loader = engine.loader([task.train], shuffle=True,
                                    seed=cfg.seed * 100_003 + task.index)
-            t0, done = time.perf_counter(), 0
+            plain.new_task()
             while done < steps:
                 for batch in loader:
                     s0 = time.perf_counter()
                     with accelerator.autocast():
                         plain.step(batch)
                     sync(accelerator.device)
-                    sides["plain"]["step"].append(time.perf_counter() - s0)
+                    sides[name]["step"].append(time.perf_counter() - s0)
                     if not tokens:  # the first batch's tokens (padding aside)
                         tokens = int(batch["attention_mask"].sum())
                     done += 1
                     if done == steps:
                         break
-            sides["plain"]["phase"].append((time.perf_counter() - t0) / steps)
+            sides[name]["phase"].append((time.perf_counter() - t0) / steps)
+
+        order = [retain_phase] + [lambda name=name: plain_phase(name) for name in plains]
+        for i in range(rounds):  # each side first in turn: no side always follows another
+            for phase in order[i % len(order):] + order[:i % len(order)]:
+                phase()
         n_params = sum(p.numel() for p in backbone.model.parameters())
         per_token = (6 if method_name == "seq-ft" else 4) * n_params
         median = {side: {k: statistics.median(v) for k, v in d.items()}
@@ -149,6 +169,9 @@ def measure(model: str, method_name: str, steps: int, rounds: int, precision: st
             "median_phase_seconds_per_step": {s: m["phase"] for s, m in median.items()},
             "step_ratio": median["retain"]["step"] / median["plain"]["step"],
             "phase_ratio": median["retain"]["phase"] / median["plain"]["phase"],
+            **({"control_step_ratio": median["control"]["step"] / median["plain"]["step"],
+                "control_phase_ratio": median["control"]["phase"] / median["plain"]["phase"]}
+               if control else {}),
             "tokens_per_second": {s: tokens / m["step"] for s, m in median.items()},
             "achieved_flops": {s: per_token * tokens / m["step"] for s, m in median.items()},
             "flops_per_token": per_token, "backbone_parameters": n_params,
@@ -161,6 +184,9 @@ def main() -> None:
     p.add_argument("--methods", default="seq-lora,seq-ft")
     p.add_argument("--steps", type=int, default=8, help="steps a phase")
     p.add_argument("--rounds", type=int, default=3, help="phases of each side, alternating")
+    p.add_argument("--control", action="store_true",
+                   help="a second, identical plain loop: its ratio to the first is what two "
+                        "equal loops measure as on this machine (the noise floor)")
     p.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     p.add_argument("--out", help="write the JSON here instead of benchmarks/results/")
     args = p.parse_args()
@@ -171,19 +197,23 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         for method in args.methods.split(","):
-            row = measure(model, method, args.steps, args.rounds, args.mixed_precision)
+            row = measure(model, method, args.steps, args.rounds, args.mixed_precision,
+                          args.control)
             row["utilisation"] = {s: f / rate for s, f in row["achieved_flops"].items()}
             rows.append(row)
             print(f"{model} {method}: step {row['step_ratio']:.3f}x, phase "
-                  f"{row['phase_ratio']:.3f}x the plain loop; retain "
+                  f"{row['phase_ratio']:.3f}x the plain loop"
+                  + (f" (control {row['control_step_ratio']:.3f}x / "
+                     f"{row['control_phase_ratio']:.3f}x)" if args.control else "")
+                  + f"; retain "
                   f"{row['tokens_per_second']['retain']:.0f} tokens/s, "
                   f"{row['utilisation']['retain']:.0%} of {rate / 1e9:.0f} GFLOP/s", flush=True)
     result = {"matmul_flops": rate, "precision": args.mixed_precision,
               "torch_threads": torch.get_num_threads(), "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
-    else:
-        save(f"peer_{device.type}.json", result)
+    else:  # one invocation, one run (the table renders every run of the file)
+        save(f"peer_{device.type}.json", {"runs": [result]})
 
 
 if __name__ == "__main__":

@@ -152,3 +152,50 @@ def test_tensorboard_events_when_installed(tiny_config):
     losses = events.Scalars("train/loss")
     assert [e.step for e in losses] == list(range(1, res["cost"]["steps"] + 1))
     assert [e.value for e in losses] == pytest.approx(res["training_log"]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("frozen_before", [False, True])
+def test_a_phase_collects_what_it_made_and_leaves_gc_as_found(tiny_config, monkeypatch,
+                                                              frozen_before):
+    """A phase freezes what existed before it so that accelerate's collection at its end scans
+    only what the phase made: a reference cycle made during the phase must still be collected
+    by that collection (with automatic collection off), and the collector is left as found (a
+    process that froze objects itself keeps them frozen)."""
+    import gc
+    import weakref
+
+    from retain.engine import prepared_engine
+    from retain.loop import Engine, Record
+
+    class Node:
+        pass
+
+    engine = prepared_engine(tiny_config(method="seq-ft", steps=2))
+    made = []
+    build = Engine.optimiser
+
+    def spy(self):  # called inside the phase: leaves a cycle behind
+        node = Node()
+        node.me = node
+        made.append(weakref.ref(node))
+        return build(self)
+
+    monkeypatch.setattr(Engine, "optimiser", spy)
+    task = engine.stream.tasks[0]
+    engine.boundary(engine.method.begin_task, task)
+    sentinel = []  # a tracked object made before the phase
+    if frozen_before:
+        gc.freeze()
+    try:
+        gc.disable()  # no automatic collection: only the phase's own may free the cycle
+        try:
+            engine.train(task, [task.train], Record())
+        finally:
+            gc.enable()
+        assert made and made[0]() is None  # collected by the phase's own collection
+        # frozen objects are not among the generations' objects
+        frozen = not any(o is sentinel for o in gc.get_objects())
+        assert frozen == frozen_before
+        assert (gc.get_freeze_count() > 0) == frozen_before
+    finally:
+        gc.unfreeze()

@@ -4,7 +4,9 @@ evaluation, with ``accelerate`` for the device (:class:`Engine`); what it accumu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,23 @@ class Record:
     validation_rows: list[list[float]] = field(default_factory=list)  # --validation
     trainable_parameters: int = 0
     wall_seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def _scan_only_new():
+    """The garbage collector scans only objects made inside: the ones made before (the model,
+    the stream, the imported libraries: some 400 000 objects in a MiniLM run) are frozen
+    (``gc.freeze``) for the while. ``accelerate``'s ``free_memory`` ends each task's phase with a
+    full collection, which otherwise rescans them all: 0.2 s a task on 2 cores. A process that
+    froze objects itself is left as it is."""
+    mine = gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mine:
+            gc.unfreeze()
 
 
 class Engine:
@@ -145,6 +164,12 @@ class Engine:
         return get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=total), total
 
     def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
+        """One task's training phase: a fresh optimiser and schedule, the steps, and what the
+        phase made freed at its end (``accelerate``'s ``free_memory``)."""
+        with _scan_only_new():
+            return self._fit(task, splits, record)
+
+    def _fit(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
         opt, n_params = self.optimiser()
         record.trainable_parameters = max(record.trainable_parameters, n_params)
         self.log = []
