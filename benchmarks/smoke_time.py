@@ -4,8 +4,9 @@ retention, the inference figure), the median of ``--repeats`` runs, one at a tim
 beside it: timings taken next to another job are worthless on 2 cores.
 
 ``python benchmarks/smoke_time.py [--benchmark wordnet45] [--repeats 3] [--methods all]``
-saves ``results/smoke_time_<benchmark>.json``: per method the wall seconds of each run, their
-median, the final score and, from the run's own ``results.json``, where the time went.
+saves ``results/smoke_time_<benchmark>.json`` (merged by method into what it holds): per
+method the wall seconds of each run, their median, the final score and, from the run's own
+``results.json``, where the time went.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from driver import save
+from driver import RESULTS, load, save, stamp
 
 from retain.catalogue import METHODS
 
@@ -59,8 +60,16 @@ def main() -> None:
                           "head_seconds", "eval_seconds", "retention_seconds",
                           "wall_seconds")}}
         print(name, json.dumps(rows[name]), flush=True)
-    save(f"smoke_time_{args.benchmark}.json",
-         {"benchmark": args.benchmark, "repeats": args.repeats, "methods": rows})
+    name = f"smoke_time_{args.benchmark}.json"
+    # merged by method into what the file holds; each row keeps the command and commit that
+    # made it (rows of an earlier invocation: the file's own)
+    kept: dict = {}
+    if (RESULTS / name).is_file():
+        earlier = load(name)
+        kept = {m: {"command": earlier["command"], "commit": earlier["commit"], **r}
+                for m, r in earlier["methods"].items()}
+    save(name, {"benchmark": args.benchmark, "repeats": args.repeats,
+                "methods": kept | {m: stamp(r) for m, r in rows.items()}})
 
 
 if __name__ == "__main__":
