@@ -11,7 +11,8 @@ through retain's engine (``Engine.train`` on the stream's first task, the method
 (``AutoModel`` / ``AutoModelForCausalLM``, ``peft.get_peft_model`` with the same LoRA config,
 a linear head with mean pooling for classification, ``torch.optim.AdamW`` with the same rates
 built afresh for each phase, as retain builds one for each task,
-on the very batches of retain's own loader), ``--rounds`` times, each side first in turn.
+on the very batches of retain's own loader), ``--rounds`` times, the sides in every order in
+turn, inside the frozen collector of a run's task loop (``retain.loop.long_lived_frozen``).
 ``--control`` adds a second, identical plain loop: its ratio to the first is what two equal loops
 measure as here. Reported: the ratio of the
 median step times (forward, backward, optimiser step: what each side times per step) and of the
@@ -25,6 +26,7 @@ job at a time: nothing else beside it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -33,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from driver import save
+from driver import provenance, save
 
 from retain import RunConfig
 from retain.backbones import load_backbone
 from retain.engine import prepared_engine
-from retain.loop import Record
+from retain.loop import Record, long_lived_frozen
 from retain.methods.peft_glue import peft_targets
 
 MODELS = {"minilm": ("wordnet45", "minilm"), "smollm2": ("lmfar", "smollm2")}
@@ -155,10 +157,12 @@ def measure(model: str, method_name: str, steps: int, rounds: int, precision: st
                         break
             sides[name]["phase"].append((time.perf_counter() - t0) / steps)
 
-        order = [retain_phase] + [lambda name=name: plain_phase(name) for name in plains]
-        for i in range(rounds):  # each side first in turn: no side always follows another
-            for phase in order[i % len(order):] + order[:i % len(order)]:
-                phase()
+        sides_run = [retain_phase] + [lambda name=name: plain_phase(name) for name in plains]
+        orders = list(itertools.permutations(sides_run))  # every order of the sides in turn
+        with long_lived_frozen():  # as a run's task loop holds the collector
+            for i in range(rounds):
+                for phase in orders[i % len(orders)]:
+                    phase()
         n_params = sum(p.numel() for p in backbone.model.parameters())
         per_token = (6 if method_name == "seq-ft" else 4) * n_params
         median = {side: {k: statistics.median(v) for k, v in d.items()}
@@ -183,7 +187,9 @@ def main() -> None:
     p.add_argument("--models", default="minilm,smollm2")
     p.add_argument("--methods", default="seq-lora,seq-ft")
     p.add_argument("--steps", type=int, default=8, help="steps a phase")
-    p.add_argument("--rounds", type=int, default=3, help="phases of each side, alternating")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="phases of each side, the sides in each order in turn (2 sides: 2 "
+                        "orders; with --control, 3 sides: 6)")
     p.add_argument("--control", action="store_true",
                    help="a second, identical plain loop: its ratio to the first is what two "
                         "equal loops measure as on this machine (the noise floor)")
@@ -210,10 +216,11 @@ def main() -> None:
                   f"{row['utilisation']['retain']:.0%} of {rate / 1e9:.0f} GFLOP/s", flush=True)
     result = {"matmul_flops": rate, "precision": args.mixed_precision,
               "torch_threads": torch.get_num_threads(), "rows": rows}
+    body = {"runs": [result]}  # one invocation, one run (the table renders every run)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-    else:  # one invocation, one run (the table renders every run of the file)
-        save(f"peer_{device.type}.json", {"runs": [result]})
+        Path(args.out).write_text(json.dumps({**provenance(), **body}, indent=1))
+    else:
+        save(f"peer_{device.type}.json", body)
 
 
 if __name__ == "__main__":

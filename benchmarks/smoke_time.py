@@ -5,7 +5,7 @@ beside it: timings taken next to another job are worthless on 2 cores.
 
 ``python benchmarks/smoke_time.py [--benchmark wordnet45] [--repeats 3] [--methods all]``
 saves ``results/smoke_time_<benchmark>.json`` (merged by method into what it holds): per
-method the wall seconds of each run, their median, the final score and, from the run's own
+method the wall seconds of each run, their median, the final score and, from the last run's own
 ``results.json``, where the time went.
 """
 
@@ -53,7 +53,8 @@ def main() -> None:
             shutil.rmtree(out)
         cost = results["cost"]
         score = results["score"]["name"]
-        rows[name] = {"seconds": seconds, "median_seconds": statistics.median(seconds),
+        rows[name] = {"repeats": args.repeats, "seconds": seconds,
+                      "median_seconds": statistics.median(seconds),
                       f"final_{score}": results["metrics"][f"final_{score}"],
                       **{k: cost.get(k) for k in (
                           "startup_seconds", "train_seconds", "boundary_seconds",

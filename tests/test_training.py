@@ -155,47 +155,55 @@ def test_tensorboard_events_when_installed(tiny_config):
 
 
 @pytest.mark.parametrize("frozen_before", [False, True])
-def test_a_phase_collects_what_it_made_and_leaves_gc_as_found(tiny_config, monkeypatch,
-                                                              frozen_before):
-    """A phase freezes what existed before it so that accelerate's collection at its end scans
-    only what the phase made: a reference cycle made during the phase must still be collected
-    by that collection (with automatic collection off), and the collector is left as found (a
-    process that froze objects itself keeps them frozen)."""
+def test_the_task_loop_freezes_what_lived_before_it_and_collects_the_rest(tiny_config,
+                                                                          monkeypatch,
+                                                                          frozen_before):
+    """A run's task loop freezes the objects alive before it (after collecting the garbage
+    among them) so that accelerate's collection at the end of each phase scans only what the
+    run made since; a cycle a phase leaves is still collected by that collection (automatic
+    collection off), and the collector is left as found (a process that froze objects itself
+    keeps them frozen, and nothing more is frozen)."""
     import gc
     import weakref
 
-    from retain.engine import prepared_engine
-    from retain.loop import Engine, Record
+    from retain.loop import Engine
 
     class Node:
         pass
 
-    engine = prepared_engine(tiny_config(method="seq-ft", steps=2))
-    made = []
-    build = Engine.optimiser
-
-    def spy(self):  # called inside the phase: leaves a cycle behind
+    def cycle() -> weakref.ref:
         node = Node()
         node.me = node
-        made.append(weakref.ref(node))
-        return build(self)
+        return weakref.ref(node)
 
-    monkeypatch.setattr(Engine, "optimiser", spy)
-    task = engine.stream.tasks[0]
-    engine.boundary(engine.method.begin_task, task)
-    sentinel = []  # a tracked object made before the phase
-    if frozen_before:
-        gc.freeze()
+    def is_frozen(obj) -> bool:  # frozen objects are not among the generations' objects
+        return not any(o is obj for o in gc.get_objects())
+
+    seen, left = [], []
+    train = Engine.train
+
+    def spy(self, task, splits, record):
+        seen.append((gc.get_freeze_count() > 0, is_frozen(sentinel)))
+        left.append(cycle())  # garbage this phase leaves
+        return train(self, task, splits, record)
+
+    monkeypatch.setattr(Engine, "train", spy)
+    cfg = tiny_config(method="seq-ft", steps=2)
+    sentinel = []  # a tracked object alive before the run
+    enabled = gc.isenabled()
+    gc.disable()  # only the run's own collections may free anything
     try:
-        gc.disable()  # no automatic collection: only the phase's own may free the cycle
-        try:
-            engine.train(task, [task.train], Record())
-        finally:
-            gc.enable()
-        assert made and made[0]() is None  # collected by the phase's own collection
-        # frozen objects are not among the generations' objects
-        frozen = not any(o is sentinel for o in gc.get_objects())
-        assert frozen == frozen_before
+        before = cycle()  # garbage from before the run
+        if frozen_before:
+            gc.freeze()
+        train_stream(cfg, progress=False)
+        assert seen and all(during == (True, True) for during in seen)
+        assert all(ref() is None for ref in left)  # each collected by its phase's end
+        assert (before() is None) != frozen_before  # collected before freezing, not frozen
+        assert is_frozen(sentinel) == frozen_before
         assert (gc.get_freeze_count() > 0) == frozen_before
     finally:
-        gc.unfreeze()
+        if frozen_before:
+            gc.unfreeze()
+        if enabled:
+            gc.enable()

@@ -21,7 +21,7 @@ from retain.config import Plan, RunConfig, filled
 from retain.config_toml import sessions_toml
 from retain.data.stream import Stream
 from retain.errors import RetainError
-from retain.loop import Engine, Record
+from retain.loop import Engine, Record, long_lived_frozen
 from retain.methods.base import ContinualMethod
 from retain.results import peak_memory_mb, reset_peak_memory, results_json
 from retain.retention import retention_after, retention_probe
@@ -307,17 +307,18 @@ def _train_tasks(cfg: RunConfig, saved: dict[str, Any] | None, engine: Engine, r
                               + sessions_toml(sessions["sessions"][1:]) if sessions
                               else cfg.to_toml())
         trim_log(out, start)  # steps of a task that did not reach its checkpoint
-    for task in engine.stream.tasks[start:]:
-        engine.run_task(task, record)
-        if accelerator.is_main_process:
-            write_log(out, engine.log)
-            if cfg.keep_test == "all":
-                keep_test(out, task)
-            checkpoint.save(out / "checkpoint", method.stored_tensors(), {
-                "config": cfg.to_dict(), "stream": engine.stream.outline(),
-                "tasks_done": task.index + 1, "method_state": method.state(),
-                "record": record.__dict__, **sessions}, task.index + 1)
-        accelerator.wait_for_everyone()
+    with long_lived_frozen():
+        for task in engine.stream.tasks[start:]:
+            engine.run_task(task, record)
+            if accelerator.is_main_process:
+                write_log(out, engine.log)
+                if cfg.keep_test == "all":
+                    keep_test(out, task)
+                checkpoint.save(out / "checkpoint", method.stored_tensors(), {
+                    "config": cfg.to_dict(), "stream": engine.stream.outline(),
+                    "tasks_done": task.index + 1, "method_state": method.state(),
+                    "record": record.__dict__, **sessions}, task.index + 1)
+            accelerator.wait_for_everyone()
 
 
 def _inference_cost(cfg: RunConfig, engine: Engine, run_seconds: float,

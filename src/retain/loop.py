@@ -70,14 +70,16 @@ class Record:
 
 
 @contextlib.contextmanager
-def _scan_only_new():
-    """The garbage collector scans only objects made inside: the ones made before (the model,
-    the stream, the imported libraries: some 400 000 objects in a MiniLM run) are frozen
-    (``gc.freeze``) for the while. ``accelerate``'s ``free_memory`` ends each task's phase with a
-    full collection, which otherwise rescans them all: 0.2 s a task on 2 cores. A process that
-    froze objects itself is left as it is."""
+def long_lived_frozen():
+    """Garbage collection scans only objects made inside: the ones alive before (the model, the
+    stream, the imported libraries: some 400 000 objects in a MiniLM run) are frozen
+    (``gc.freeze``) for the while, after one collection so that no garbage is frozen with them.
+    ``accelerate``'s ``free_memory`` ends each task's phase with a full collection, which
+    otherwise rescans them all: 0.2 s a task on 2 cores. A run's task loop runs inside; a
+    process that froze objects itself is left as it is."""
     mine = gc.get_freeze_count() == 0
     if mine:
+        gc.collect()
         gc.freeze()
     try:
         yield
@@ -164,12 +166,6 @@ class Engine:
         return get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=total), total
 
     def train(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
-        """One task's training phase: a fresh optimiser and schedule, the steps, and what the
-        phase made freed at its end (``accelerate``'s ``free_memory``)."""
-        with _scan_only_new():
-            return self._fit(task, splits, record)
-
-    def _fit(self, task: Task, splits: list[Split], record: Record) -> dict[str, Any]:
         opt, n_params = self.optimiser()
         record.trainable_parameters = max(record.trainable_parameters, n_params)
         self.log = []
