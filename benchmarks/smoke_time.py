@@ -62,15 +62,19 @@ def main() -> None:
                           "wall_seconds")}}
         print(name, json.dumps(rows[name]), flush=True)
     name = f"smoke_time_{args.benchmark}.json"
-    # merged by method into what the file holds; each row keeps the command and commit that
-    # made it (rows of an earlier invocation: the file's own)
-    kept: dict = {}
-    if (RESULTS / name).is_file():
-        earlier = load(name)
-        kept = {m: {"command": earlier["command"], "commit": earlier["commit"], **r}
-                for m, r in earlier["methods"].items()}
+    earlier = load(name) if (RESULTS / name).is_file() else None
     save(name, {"benchmark": args.benchmark, "repeats": args.repeats,
-                "methods": kept | {m: stamp(r) for m, r in rows.items()}})
+                "methods": merged(earlier, {m: stamp(r) for m, r in rows.items()})})
+
+
+def merged(earlier: dict | None, rows: dict[str, dict]) -> dict[str, dict]:
+    """The saved file's rows by method with this invocation's ``rows`` over them: a method run
+    again replaces its row, the others stay, each keeping the command and commit that made it
+    (a row saved without its own: the file's)."""
+    kept = {} if earlier is None else {
+        m: {"command": earlier["command"], "commit": earlier["commit"], **r}
+        for m, r in earlier["methods"].items()}
+    return kept | rows
 
 
 if __name__ == "__main__":

@@ -130,3 +130,22 @@ def test_cost_rows_and_a_saved_single_run_render_from_their_files():
     assert share[2].startswith("| share/analytic, before (5877b36) | 0.662162 | 168.0 | 30.8% |")
     halves = driver.table("ntk-cl_halves_wordnet45_quick").splitlines()
     assert len(halves) == 3 and "| 0.267 |" in halves[2] and "| 0.923 -> 0.040 |" in halves[2]
+
+
+def test_smoke_times_merge_by_method_and_keep_each_rows_provenance(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports the driver as ``driver``
+    spec = importlib.util.spec_from_file_location("smoke_time", BENCH / "smoke_time.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    earlier = {"command": "python benchmarks/smoke_time.py", "commit": {"hash": "a"},
+               "methods": {"plate": {"median_seconds": 20.0},
+                           "share": {"median_seconds": 21.0, "command": "own", "commit": "b"},
+                           "ntk-cl": {"median_seconds": 30.0}}}
+    new = {"ntk-cl": {"median_seconds": 28.0, "command": "now", "commit": "c"}}
+    rows = smoke.merged(earlier, new)
+    assert list(rows) == ["plate", "share", "ntk-cl"]
+    assert rows["ntk-cl"] == new["ntk-cl"]  # run again: replaced
+    assert rows["plate"] == {"median_seconds": 20.0, **{k: earlier[k] for k in ("command",
+                                                                                "commit")}}
+    assert rows["share"]["command"] == "own" and rows["share"]["commit"] == "b"
+    assert smoke.merged(None, new) == new
