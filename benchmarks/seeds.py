@@ -48,6 +48,16 @@ ENTRIES: dict[str, dict] = {
     "share": {"method": "share"},
     "ntk-cl": {"method": "ntk-cl"},
     "grow": {"method": "grow"},
+    # the analytic head's pooled rule for lambda with each seed method that uses the head
+    **{f"{m}/pooled": {"method": m, "head_options": {"select": "pooled"}}
+       for m in ("inflora", "plate", "share", "grow")},
+    # towards 0.70 (issue 40): InfLoRA's adapted features read as LayUP reads them
+    "inflora/layers4-pooled": {"method": "inflora", "head": "analytic", "feature_layers": 4,
+                               "head_options": {"select": "pooled"}},
+    # each seed method's named presets (retain list METHOD): default against preset
+    **{f"{m}:{preset}": {"method": m, "preset": preset}
+       for m, preset in (("inflora", "paper"), ("plate", "authors"), ("share", "paper"),
+                         ("ntk-cl", "paper"), ("ntk-cl", "authors"), ("grow", "paper"))},
 }
 SEED_FREE = ("frozen-ncm",)  # methods that train nothing and draw nothing at random
 
