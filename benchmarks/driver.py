@@ -383,7 +383,8 @@ def _pm(row: dict[str, Any], key: str) -> str:
     mean, std = row["mean"].get(key), row["std"].get(key)
     if mean is None or mean != mean:  # absent or NaN
         return "-"
-    return f"{mean:.3f}" + ("" if std is None or std != std else f" ± {std:.3f}")
+    # no spread: one seed, or a seed-free run standing for every seed (exactly 0)
+    return f"{mean:.3f}" + ("" if std is None or std != std or std == 0 else f" ± {std:.3f}")
 
 
 def seeds_table(rows: list[dict[str, Any]]) -> str:
@@ -400,11 +401,38 @@ def seeds_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def seeds_pair_table(names: list[str], select: str | None) -> str:
+    """``seeds.py``'s rows of several benchmarks side by side, one line per configuration (the
+    ``select`` labels in that order, or every label of the first file then the others'): each
+    benchmark's validation and test final accuracy and lowest retention ratio, mean ± spread
+    over its seeds ("-" where a benchmark has no such row)."""
+    files = [{r["label"]: r for r in load_rows(f"{n}.json")} for n in names]
+    if not all(files):
+        raise ValueError(f"results marker names {names}: a file has no rows")
+    labels = select.split(",") if select else list(dict.fromkeys(x for f in files for x in f))
+    missing = [x for x in labels if not any(x in f for f in files)]
+    if missing:
+        raise ValueError(f"results marker '{'+'.join(names)}': no rows labelled {missing}")
+    bench = [n.removeprefix("seeds_").split("_")[0] for n in names]
+    out = ["| configuration | head | " + " | ".join(
+        f"{b} validation | {b} test | {b} lowest retention" for b in bench) + " |",
+        "|" + "---|" * (2 + 3 * len(names))]
+    for x in labels:
+        head = next(f[x]["head"] for f in files if x in f)
+        cells = [f"{_pm(f[x], 'validation_final_accuracy')} | {_pm(f[x], 'final_accuracy')} | "
+                 f"{_pm(f[x], 'retention_min')}" if x in f else "- | - | -" for f in files]
+        out.append(f"| `{x}` | {head} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def table(name: str, select: str | None = None) -> str:
     """The markdown table of ``benchmarks/results/<name>.json`` (a frontier file: its table, or
     ``spreads``): every row; with ``select``
     ``LABEL,LABEL``, those rows in that order (a label not in the file is an error); with
-    ``FIELD=VALUE``, the rows whose field has that value."""
+    ``FIELD=VALUE``, the rows whose field has that value; ``NAME+NAME`` (seeds files of two
+    benchmarks): their rows side by side."""
+    if "+" in name:  # seeds files of several benchmarks, side by side
+        return seeds_pair_table(name.split("+"), select)
     path = RESULTS / f"{name}.json"
     if path.is_file() and "tables" in (saved := json.loads(path.read_text())):
         return frontier_table(saved, select)

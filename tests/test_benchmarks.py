@@ -149,3 +149,19 @@ def test_smoke_times_merge_by_method_and_keep_each_rows_provenance(monkeypatch):
                                                                                 "commit")}}
     assert rows["share"]["command"] == "own" and rows["share"]["commit"] == "b"
     assert smoke.merged(None, new) == new
+
+
+def test_two_benchmarks_seeds_render_side_by_side_and_a_missing_row_is_a_dash():
+    name = "seeds_wordnet45_quick+seeds_debian30_quick"
+    lines = driver.table(name, "inflora,frozen-ncm/analytic").splitlines()
+    assert lines[0].startswith("| configuration | head | wordnet45 validation |")
+    assert "debian30 lowest retention |" in lines[0] and len(lines) == 4
+    wordnet = {r["label"]: r for r in driver.load_rows("seeds_wordnet45_quick.json")}
+    assert f"| {wordnet['inflora']['mean']['final_accuracy']:.3f} ± " in lines[2]
+    assert "| 1.000 |" in lines[3] and "± 0.000" not in lines[3]  # seed-free: no spread
+    try:
+        driver.table(name, "no-such-entry")
+    except ValueError as e:
+        assert "no-such-entry" in str(e)
+    else:
+        raise AssertionError("an unknown label must be an error")
