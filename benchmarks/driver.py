@@ -40,6 +40,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "load_time.py": ("load_time.json",),
     "peer.py": ("peer_*.json",),
     "seeds.py": ("seeds_*.json",),
+    "rule_after.py": ("rule_after_*.json",),
     "feature_layers.py": ("feature_layers_*.json",),
     "lambda_rule.py": ("lambda_rule_*.json",),
     "lmfar_frontier.py": ("frontier_lmfar*.json",),
@@ -455,6 +456,12 @@ def table(name: str, select: str | None = None) -> str:
         raise ValueError(f"results marker '{name} {select}' selects no row")
     if "checkpoint_bytes" in rows[0]:
         return cost_table(rows)
+    if "rule" in rows[0]:  # rule_after.py: finished runs under each rule for lambda
+        return "\n".join(["| configuration | rule | lambda at the end, per seed | final accuracy "
+                          "(validation) | (test) |", "|---|---|---|---|---|"] + [
+            f"| `{r['entry']}` | {r['rule']} | {' '.join(f'{x:g}' for x in r['lambdas'])} | "
+            f"{_pm(r, 'validation_final_accuracy')} | {_pm(r, 'final_accuracy')} |"
+            for r in rows])
     if "mean" in rows[0] and "std" in rows[0]:
         return seeds_table(rows)
     if "heldout_accuracy" in rows[0]:  # feature_layers.py: K by held-out items

@@ -2,6 +2,7 @@
 invariants of issue 12 on a tiny BERT and on synthetic features."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from retain.methods.baselines import SeqLoRA
 from retain.methods.heads import REGISTRY as HEAD_REGISTRY
 from retain.methods.heads import AlignedHead, AnalyticHead, StatisticsHead
 from retain.methods.heads.aligned import AlignedConfig
-from retain.methods.heads.analytic import AnalyticConfig
+from retain.methods.heads.analytic import AnalyticConfig, picked
 from tests.conftest import check_exact_resume, torchrun
 
 
@@ -141,6 +142,11 @@ def test_pooled_picks_lambda_on_every_tasks_held_out_items_without_keeping_them(
     assert pooled.ridge == max(votes, key=votes.get)
     assert single.ridge != pooled.ridge  # the last task alone picks another value here
     assert fit("pooled", resume_after=1).ridge == pooled.ridge
+    # either rule's stored scores give the other's pick
+    assert picked(single.choices, "pooled") == pooled.ridge
+    assert picked(pooled.choices, "accuracy") == single.ridge
+    with pytest.raises(RetainError, match="cannot give rule mse"):
+        picked(single.choices, "mse")
     assert torch.equal(pooled.solution(), fit("pooled", resume_after=1).solution())
     # weighted by items: an earlier task of 1000 held-out items outvotes one of 20 (an
     # unweighted mean of the two tasks' scores would pick 1.0)
@@ -350,3 +356,33 @@ def test_the_analytic_heads_classifier_learns_fast_by_default(tiny_config):
     assert tiny_config(method="inflora", head="task-heads").resolved().head_lr == 5e-4  # = lr
     assert tiny_config(method="plate", head_lr=1e-3).resolved().head_lr == 1e-3
     assert tiny_config(method="seq-lora").resolved().head == "growing"  # the naive reference
+
+
+def test_a_run_scored_at_another_rules_lambda_is_the_run_made_with_that_rule(tiny_config):
+    """The head's solution never feeds back into training: InfLoRA runs made with
+    ``select='accuracy'`` and with ``'pooled'``, their last checkpoints' heads solved at any one
+    lambda, score the same on the test and validation splits; so the first, solved at the
+    lambda ``pooled`` picks from its stored scores, is the second run (what
+    ``benchmarks/rule_after.py`` relies on)."""
+    import retain
+    from retain.engine import prepared_engine
+
+    engines, runs = {}, {}
+    for rule in ("accuracy", "pooled"):
+        config = tiny_config(method="inflora", validation=0.25, out=str(tiny_config().out) + rule,
+                             head_options={"projection": 64, "select": rule, "holdout": 2,
+                                           "lambdas": [1e-4, 1e-2, 1.0, 100.0]})
+        runs[rule] = retain.run(config, progress=False)
+        engines[rule] = prepared_engine(config, Path(config.out) / "checkpoint")
+
+    def scored(engine, lam):
+        engine.method.head.ridge, engine.method.head._solution = lam, None
+        return (engine.evaluate(engine.stream.tasks)["matrix"],
+                engine.validate(engine.stream.tasks))
+
+    by_lambda = {lam: scored(engines["accuracy"], lam) for lam in (1e-4, 1e-2, 1.0, 100.0)}
+    assert len({str(v) for v in by_lambda.values()}) > 1  # lambda does decide the figures
+    assert all(scored(engines["pooled"], lam) == v for lam, v in by_lambda.items())
+    pick = picked(engines["accuracy"].method.head.choices, "pooled")
+    assert by_lambda[pick] == (runs["pooled"]["matrix"][-1],
+                               runs["pooled"]["validation_matrix"][-1])

@@ -29,16 +29,17 @@ from retain.run_folder import keep_test, read_log, trim_log, write_log
 from retain.sessions import check_learn_kind, earlier_sessions, learnt_stream, session_seconds
 
 
-def prepared_engine(config: RunConfig) -> Engine:
+def prepared_engine(config: RunConfig, checkpoint_dir: Path | None = None) -> Engine:
     """The per-task loop of ``config`` set up without a run folder: the config resolved, its
     accelerator, the untouched backbone, the stream, the method set up and on its device (for
-    benchmarks and tools that time or step the loop themselves)."""
+    benchmarks and tools that time or step the loop themselves); with ``checkpoint_dir`` (a
+    finished run's ``checkpoint``, ``config`` its own), the method as that checkpoint left it."""
     plan = config.plan()
     accelerator = _accelerator(plan.config)
     backbone = _backbone(plan)
     stream = plan.build_stream(backbone)
-    method = plan.build_method()
-    method.setup(backbone, stream)
+    saved = checkpoint.read_state(checkpoint_dir) if checkpoint_dir else None
+    method = rebuild(plan, backbone, stream, checkpoint_dir, saved)
     method.to(accelerator.device)
     return Engine(plan.config, stream, backbone, method, accelerator, progress=False)
 

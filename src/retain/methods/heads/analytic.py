@@ -124,14 +124,7 @@ class AnalyticHead(StatisticsHead):
         rest_gram += self.gram  # the old statistics plus the rest of the task
         scores, held = self._scores(rest_gram, rest_targets.add_(self.targets), held_h, held_y)
         choice = {"task": task.index, self.config.select: scores, "held": held}
-        if self.config.select == "pooled":  # every task's scores, weighted by its items
-            done = [*(c for c in self.choices if "pooled" in c), choice]  # (scored so)
-            total = sum(c["held"] for c in done) or 1.0
-            pooled = {lam: sum(c["held"] * c["pooled"][lam] for c in done) / total
-                      for lam in scores}
-            pick = max(pooled, key=pooled.get)
-        else:
-            pick = (max if self.config.select == "accuracy" else min)(scores, key=scores.get)
+        pick = picked([*self.choices, choice], self.config.select)
         gram = rest_gram.add_(held_gram)  # made exactly symmetric, as a checkpoint restores it
         self.gram.copy_(gram.triu()).add_(gram.triu_(1).T)
         self.targets.copy_(rest_targets.add_(held_targets))
@@ -188,6 +181,27 @@ class AnalyticHead(StatisticsHead):
                          if isinstance(value, dict) else value for k, value in c.items()}
                         for c in state["choices"]]
         self._solution = None  # solved again from the loaded G and Q
+
+
+def picked(choices: list[dict[str, Any]], select: str) -> float:
+    """The lambda that rule ``select`` picks after the last of ``choices`` (each task's held-out
+    scores as the head stores them, the last task's last): ``accuracy`` the best of the last
+    task's, ``mse`` the lowest squared error, ``pooled`` the best accuracy over every task's
+    scores weighted by its held-out items. ``accuracy`` and ``pooled`` store the same numbers
+    (held-out accuracy per lambda), so either rule's history serves the other: the final lambda
+    a run would have ended with under another rule, its backbone being the same (the head's
+    solution never feeds back into training), with ``mse`` only from an ``mse`` history."""
+    def scores(c: dict[str, Any]) -> dict[float, float] | None:
+        return c.get("mse") if select == "mse" else c.get("accuracy", c.get("pooled"))
+
+    last = scores(choices[-1])
+    if last is None:
+        raise RetainError(f"analytic head: this run's held-out scores cannot give rule {select}")
+    if select == "pooled":
+        done = [c for c in choices if scores(c) is not None]
+        total = sum(c["held"] for c in done) or 1.0
+        last = {lam: sum(c["held"] * scores(c)[lam] for c in done) / total for lam in last}
+    return (min if select == "mse" else max)(last, key=last.get)
 
 
 CHUNK = 1024  # feature rows per product when a task's statistics are summed
