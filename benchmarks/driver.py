@@ -384,8 +384,15 @@ def _pm(row: dict[str, Any], key: str) -> str:
     mean, std = row["mean"].get(key), row["std"].get(key)
     if mean is None or mean != mean:  # absent or NaN
         return "-"
-    # no spread: one seed, or a seed-free run standing for every seed (exactly 0)
-    return f"{mean:.3f}" + ("" if std is None or std != std or std == 0 else f" ± {std:.3f}")
+    # no spread: one seed, or a seed-free run standing for every seed
+    spread = not (std is None or std != std or row.get("seed_free"))
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if spread else "")
+
+
+def _seeds_rows(name: str) -> list[dict[str, Any]]:
+    """A seeds file's rows, those of its seed-free methods (one run for every seed) marked."""
+    free = set(load(name).get("seed_free", ()))
+    return [{**r, "seed_free": r.get("method") in free} for r in load_rows(name)]
 
 
 def seeds_table(rows: list[dict[str, Any]]) -> str:
@@ -395,7 +402,8 @@ def seeds_table(rows: list[dict[str, Any]]) -> str:
            "lowest retention ratio | forgetting | wall per run |", "|" + "---|" * 8]
     for r in rows:
         walls = r["wall_seconds"]
-        out.append(f"| `{r['label']}` | {r['head']} | {len(r['seeds'])} | "
+        seeds = "seed-free" if r.get("seed_free") else len(r["seeds"])
+        out.append(f"| `{r['label']}` | {r['head']} | {seeds} | "
                    f"{_pm(r, 'final_accuracy')} | {_pm(r, 'validation_final_accuracy')} | "
                    f"{_pm(r, 'retention_min')} | {_pm(r, 'forgetting')} | "
                    f"{sum(walls) / len(walls) / 60:.1f} min |")
@@ -407,7 +415,7 @@ def seeds_pair_table(names: list[str], select: str | None) -> str:
     ``select`` labels in that order, or every label of the first file then the others'): each
     benchmark's validation and test final accuracy and lowest retention ratio, mean ± spread
     over its seeds ("-" where a benchmark has no such row)."""
-    files = [{r["label"]: r for r in load_rows(f"{n}.json")} for n in names]
+    files = [{r["label"]: r for r in _seeds_rows(f"{n}.json")} for n in names]
     if not all(files):
         raise ValueError(f"results marker names {names}: a file has no rows")
     labels = select.split(",") if select else list(dict.fromkeys(x for f in files for x in f))
@@ -463,7 +471,8 @@ def table(name: str, select: str | None = None) -> str:
             f"{_pm(r, 'validation_final_accuracy')} | {_pm(r, 'final_accuracy')} |"
             for r in rows])
     if "mean" in rows[0] and "std" in rows[0]:
-        return seeds_table(rows)
+        free = {r["label"] for r in _seeds_rows(f"{name}.json") if r["seed_free"]}
+        return seeds_table([{**r, "seed_free": r["label"] in free} for r in rows])
     if "heldout_accuracy" in rows[0]:  # feature_layers.py: K by held-out items
         return "\n".join(["| K (last hidden states) | lambda | held-out accuracy | "
                           "test final accuracy |", "|---|---|---|---|"] + [

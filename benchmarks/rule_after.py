@@ -13,7 +13,8 @@ need every task's checkpoint and is not given). Each finished run of ``seeds.py`
 (``runs/seeds/<benchmark>/<profile>/runs/<entry>/seed<S>/``, its entry's config) is rebuilt
 from its checkpoint, its head solved at each rule's lambda and scored on the test and
 validation splits; the run's own rule must give its own final figures back (checked, else the
-script stops). Rows, per entry and rule: the lambdas and the mean ± spread over the seeds found,
+script stops; entries done before it are saved). Runs made with ``mse``, or with another head,
+are left out. Rows, per entry and rule: the lambdas and the mean ± spread over the seeds found,
 to ``benchmarks/results/rule_after_<benchmark>_<profile>.json`` (merged by label). A frozen
 backbone's rows can be held against a run made with the rule itself (``seeds.py``'s
 ``-pooled`` entries); ``tests/test_statistics_heads.py`` does so for a trained one.
@@ -68,7 +69,9 @@ def main() -> None:
     args = p.parse_args()
     base = Path(f"runs/seeds/{args.benchmark}/{args.profile}/runs")
     labels = args.only.split(",") if args.only else list(ENTRIES)
-    rows = []
+    unknown = [x for x in labels if x not in ENTRIES]
+    if unknown:
+        p.error(f"unknown entries {unknown}; known: {', '.join(ENTRIES)}")
     for label in labels:
         fields = ENTRIES[label]
         found = sorted((base / label.replace("/", "--").replace(":", "--")).glob(
@@ -76,14 +79,15 @@ def main() -> None:
         seeds, per_rule = [], {rule: [] for rule in RULES}
         for results_file in found:
             results = json.loads(results_file.read_text())
-            if results["config"]["head"] != "analytic":
-                break  # the entry's runs share their head
+            own_rule = results["config"]["head_options"].get("select", "accuracy")
+            if results["config"]["head"] != "analytic" or own_rule not in RULES:
+                break  # the entry's runs share their head and rule
             seed = results["config"]["seed"]
             config = RunConfig(benchmark=args.benchmark, profile=args.profile,
                                validation=results["config"]["validation"], seed=seed,
                                out=str(results_file.parent), **fields)
             got = finals(results_file.parent, config)
-            own = got[results["config"]["head_options"].get("select", "accuracy")]
+            own = got[own_rule]
             for key in ("final_accuracy", "validation_final_accuracy"):
                 stored = (results["metrics"] if key == "final_accuracy"
                           else results["validation_metrics"])["final_accuracy"]
@@ -96,6 +100,7 @@ def main() -> None:
             print(label, seed, {r: (g["lambda"], round(g["final_accuracy"], 4),
                                     round(g["validation_final_accuracy"], 4))
                                 for r, g in got.items()}, flush=True)
+        rows = []
         for rule, runs in per_rule.items():
             if not runs:
                 continue
@@ -105,8 +110,9 @@ def main() -> None:
                          "mean": {k: statistics.fmean(r[k] for r in runs) for k in keys},
                          "std": {k: statistics.stdev(r[k] for r in runs) if len(runs) > 1
                                  else math.nan for k in keys}})
-    save_table(f"rule_after_{args.benchmark}_{args.profile}.json", rows,
-               benchmark=args.benchmark, profile=args.profile)
+        if rows:  # each entry as it is done
+            save_table(f"rule_after_{args.benchmark}_{args.profile}.json", rows,
+                       benchmark=args.benchmark, profile=args.profile)
 
 
 if __name__ == "__main__":

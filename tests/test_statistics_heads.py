@@ -147,6 +147,9 @@ def test_pooled_picks_lambda_on_every_tasks_held_out_items_without_keeping_them(
     assert picked(pooled.choices, "accuracy") == single.ridge
     with pytest.raises(RetainError, match="cannot give rule mse"):
         picked(single.choices, "mse")
+    # a run that turned to pooled at its last task pools that task's scores alone
+    last = pooled.choices[2]["pooled"]
+    assert picked([*single.choices[:2], pooled.choices[2]], "pooled") == max(last, key=last.get)
     assert torch.equal(pooled.solution(), fit("pooled", resume_after=1).solution())
     # weighted by items: an earlier task of 1000 held-out items outvotes one of 20 (an
     # unweighted mean of the two tasks' scores would pick 1.0)
@@ -370,8 +373,8 @@ def test_a_run_scored_at_another_rules_lambda_is_the_run_made_with_that_rule(tin
     engines, runs = {}, {}
     for rule in ("accuracy", "pooled"):
         config = tiny_config(method="inflora", validation=0.25, out=str(tiny_config().out) + rule,
-                             head_options={"projection": 64, "select": rule, "holdout": 2,
-                                           "lambdas": [1e-4, 1e-2, 1.0, 100.0]})
+                             seed=1, head_options={"projection": 64, "select": rule, "holdout": 2,
+                                                   "lambdas": [1.0, 10.0, 100.0]})
         runs[rule] = retain.run(config, progress=False)
         engines[rule] = prepared_engine(config, Path(config.out) / "checkpoint")
 
@@ -380,9 +383,16 @@ def test_a_run_scored_at_another_rules_lambda_is_the_run_made_with_that_rule(tin
         return (engine.evaluate(engine.stream.tasks)["matrix"],
                 engine.validate(engine.stream.tasks))
 
-    by_lambda = {lam: scored(engines["accuracy"], lam) for lam in (1e-4, 1e-2, 1.0, 100.0)}
-    assert len({str(v) for v in by_lambda.values()}) > 1  # lambda does decide the figures
+    heads = {rule: engine.method.head for rule, engine in engines.items()}
+    pick = picked(heads["accuracy"].choices, "pooled")
+    assert pick == heads["pooled"].ridge != heads["accuracy"].ridge  # the rules differ here
+    by_lambda = {lam: scored(engines["accuracy"], lam) for lam in (1.0, 10.0, 100.0)}
+    assert by_lambda[1.0] != by_lambda[100.0]  # lambda does decide the figures
     assert all(scored(engines["pooled"], lam) == v for lam, v in by_lambda.items())
-    pick = picked(engines["accuracy"].method.head.choices, "pooled")
     assert by_lambda[pick] == (runs["pooled"]["matrix"][-1],
                                runs["pooled"]["validation_matrix"][-1])
+    other = tiny_config(method="inflora", validation=0.25, out=runs["pooled"]["config"]["out"],
+                        seed=2, head_options={"projection": 64, "select": "pooled", "holdout": 2,
+                                              "lambdas": [1.0, 10.0, 100.0]})
+    with pytest.raises(RetainError, match=r"another config \(class_order_seed, seed differ\)"):
+        prepared_engine(other, Path(other.out) / "checkpoint")

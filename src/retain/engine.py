@@ -35,10 +35,22 @@ def prepared_engine(config: RunConfig, checkpoint_dir: Path | None = None) -> En
     benchmarks and tools that time or step the loop themselves); with ``checkpoint_dir`` (a
     finished run's ``checkpoint``, ``config`` its own), the method as that checkpoint left it."""
     plan = config.plan()
+    saved = None
+    if checkpoint_dir is not None:
+        saved = checkpoint.read_state(checkpoint_dir)
+        problem = ("holds no checkpoint" if saved is None else
+                   "holds a run of later sessions" if "sessions" in saved else
+                   "holds an unfinished run" if saved["tasks_done"] < len(saved["stream"]["tasks"])
+                   else None)
+        diff = [] if problem else _config_diff(plan.config, saved["config"])
+        if diff:
+            problem = f"was made with another config ({', '.join(diff)} differ)"
+        if problem:
+            raise RetainError(f"{checkpoint_dir} {problem}: give a finished one-session run's "
+                              "checkpoint and its own config")
     accelerator = _accelerator(plan.config)
     backbone = _backbone(plan)
     stream = plan.build_stream(backbone)
-    saved = checkpoint.read_state(checkpoint_dir) if checkpoint_dir else None
     method = rebuild(plan, backbone, stream, checkpoint_dir, saved)
     method.to(accelerator.device)
     return Engine(plan.config, stream, backbone, method, accelerator, progress=False)

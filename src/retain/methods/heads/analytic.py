@@ -186,22 +186,28 @@ class AnalyticHead(StatisticsHead):
 def picked(choices: list[dict[str, Any]], select: str) -> float:
     """The lambda that rule ``select`` picks after the last of ``choices`` (each task's held-out
     scores as the head stores them, the last task's last): ``accuracy`` the best of the last
-    task's, ``mse`` the lowest squared error, ``pooled`` the best accuracy over every task's
-    scores weighted by its held-out items. ``accuracy`` and ``pooled`` store the same numbers
-    (held-out accuracy per lambda), so either rule's history serves the other: the final lambda
-    a run would have ended with under another rule, its backbone being the same (the head's
-    solution never feeds back into training), with ``mse`` only from an ``mse`` history."""
-    def scores(c: dict[str, Any]) -> dict[float, float] | None:
-        return c.get("mse") if select == "mse" else c.get("accuracy", c.get("pooled"))
-
-    last = scores(choices[-1])
-    if last is None:
-        raise RetainError(f"analytic head: this run's held-out scores cannot give rule {select}")
+    task's, ``mse`` the lowest squared error, ``pooled`` the best accuracy over the scores of
+    every task stored as the last one's were (a run's tasks under ``pooled``; under
+    ``accuracy``, to see where such a run would have ended), weighted by held-out items.
+    ``accuracy`` and ``pooled`` store the same numbers (held-out accuracy per lambda), so either
+    rule's history serves the other: the final lambda a run would have ended with under the
+    other rule, its backbone being the same (the head's solution never feeds back into
+    training); ``mse`` only from an ``mse`` history."""
+    last = choices[-1]
+    key = "mse" if select == "mse" else "pooled" if "pooled" in last else "accuracy"
+    if key not in last:
+        raise RetainError(f"analytic head: the stored held-out scores cannot give rule "
+                          f"{select} (mse needs a run made with mse; accuracy and pooled, a run "
+                          "made with either)")
+    scores = last[key]
     if select == "pooled":
-        done = [c for c in choices if scores(c) is not None]
+        done = [c for c in choices if key in c]
+        if any("held" not in c for c in done):
+            raise RetainError("analytic head: a task's scores were stored without their count "
+                              "of held-out items (an older run): rule pooled cannot weigh them")
         total = sum(c["held"] for c in done) or 1.0
-        last = {lam: sum(c["held"] * scores(c)[lam] for c in done) / total for lam in last}
-    return (min if select == "mse" else max)(last, key=last.get)
+        scores = {lam: sum(c["held"] * c[key][lam] for c in done) / total for lam in scores}
+    return (min if select == "mse" else max)(scores, key=scores.get)
 
 
 CHUNK = 1024  # feature rows per product when a task's statistics are summed
