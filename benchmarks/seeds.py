@@ -51,6 +51,9 @@ ENTRIES: dict[str, dict] = {
     # the analytic head's pooled rule for lambda with each seed method that uses the head
     **{f"{m}/pooled": {"method": m, "head_options": {"select": "pooled"}}
        for m in ("inflora", "plate", "share", "grow")},
+    # NTK-CL with the one setting that beat the frozen backbone on wordnet45 (methods/ntk-cl.md)
+    "ntk-cl/analytic-wreg0.1": {"method": "ntk-cl", "head": "analytic",
+                                "method_options": {"w_reg": 0.1}},
     # towards 0.70 (issue 40): InfLoRA's adapted features read as LayUP reads them
     "inflora/layers4-pooled": {"method": "inflora", "head": "analytic", "feature_layers": 4,
                                "head_options": {"select": "pooled"}},
