@@ -101,7 +101,7 @@ def test_stored_numbers_do_not_grow_with_the_tasks(tiny_config, monkeypatch):
         shapes.append({k: tuple(v.shape) for k, v in self.stored_tensors().items()})
 
     monkeypatch.setattr(NTKCL, "end_task", record)
-    res, method = train_stream(tiny_config(method="ntk-cl"), progress=False)
+    res, method = train_stream(tiny_config(method="ntk-cl", head="prototypes"), progress=False)
     assert shapes[0] == shapes[1] == shapes[2]
     modules = 2 * sum(p.numel() for p in method.current.parameters()) + sum(
         p.numel() for p in method.fusion.parameters())
@@ -243,7 +243,7 @@ def _ce(method, views, labels):
 
 @pytest.mark.parametrize("official", [False, True])
 def test_loss_is_the_three_cross_entropies_plus_the_weighted_terms(official):
-    """``loss()`` equals ``CE(f_c) + CE(f_p) + CE(f_m) + 0.2 nce + 1e-4 orth + 1e-3 pull``, each
+    """``loss()`` equals ``CE(f_c) + CE(f_p) + CE(f_m) + 0.2 nce + 1e-4 orth + w_reg pull``, each
     term computed here on its own (the documented weights, the intended or the authors' forms),
     in value and in gradient."""
     method, batch, old, start = _second_task(official)
@@ -263,7 +263,7 @@ def test_loss_is_the_three_cross_entropies_plus_the_weighted_terms(official):
         nce = losses.contrast(fm, labels, old, old_labels, 0.1)
         orth = losses.orthogonality([fc, fp, fm], losses.prototype_basis(old, 40))
         pull = losses.pull(trainable, start)
-    terms = {"nce": 0.2 * nce, "orth": 1e-4 * orth, "pull": 1e-3 * pull}
+    terms = {"nce": 0.2 * nce, "orth": 1e-4 * orth, "pull": method.config.w_reg * pull}
     expected = _ce(method, (fc, fp, fm), labels) + sum(terms.values())
     total = method.loss(batch)
     tol = 1e-9 * abs(float(expected.detach()))
@@ -297,7 +297,7 @@ def test_official_first_task_adds_their_terms_on_the_first_task_only():
     theirs, _ = first_task(official_first_task=True)
     labels = batch["labels"]
     fc, fp, fm = plain.views(batch)
-    base = _ce(plain, (fc, fp, fm), labels) + 1e-3 * losses.pull(
+    base = _ce(plain, (fc, fp, fm), labels) + plain.config.w_reg * losses.pull(
         plain.trainable(), plain.start, weights_only=True)
     assert abs(float((plain.loss(batch) - base).detach())) < 1e-9
     none = torch.zeros(0, 64, dtype=fm.dtype)
@@ -321,8 +321,10 @@ def test_inference_halves_scores_each_half_with_its_weight(tiny_config, tmp_path
     each class mean, as the authors' code does; training is the same bit for bit."""
     from retain.errors import RetainError
 
-    _, whole = train_stream(tiny_config(method="ntk-cl", lr=1e-2), progress=False)
-    _, halves = train_stream(tiny_config(method="ntk-cl", lr=1e-2, out=str(tmp_path / "halves"),
+    _, whole = train_stream(tiny_config(method="ntk-cl", head="prototypes", lr=1e-2),
+                            progress=False)
+    _, halves = train_stream(tiny_config(method="ntk-cl", head="prototypes", lr=1e-2,
+                                         out=str(tmp_path / "halves"),
                                          method_options={"inference": "halves"}), progress=False)
     a, b = whole.stored_tensors(), halves.stored_tensors()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -140,9 +140,12 @@ METHODS: dict[str, MethodInfo] = {
                             "warm-up, scale 1 (alpha = p); k 32 and p 8 as retain's",
                             {"lr": 4e-3, "weight_decay": 0.1, "warmup_ratio": 0.06,
                              "method_options": {"alpha": 8.0}})}),
+    # the analytic head and w_reg 0.1: on the held-out items of both benchmarks the paper's
+    # prototypes and w_reg 1e-3 (--preset paper) collapse (docs/benchmarks.md, "Three seeds")
     "ntk-cl": MethodInfo("retain.methods.ntk_cl", "NTK-CL: parallel adapters and prompt "
                          "generators beside a frozen encoder, averaged copies, three feature "
-                         "views, prototype inference", "prototypes", (CLASSIFICATION.name,),
+                         "views (the paper's prototype inference: --preset paper)", "analytic",
+                         (CLASSIFICATION.name,),
                          "its views, prototypes and contrastive terms need class labels",
                          default_lr=3e-4,  # 1e-3 let the old prototypes go stale (ntk-cl.md)
                          own_features="fuses its own two views of the last hidden state",

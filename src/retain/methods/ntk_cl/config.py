@@ -27,8 +27,9 @@ class NTKCLOptions(MethodConfig):
         "help": "weight of the contrastive term against old-class prototypes"})
     w_orth: float = field(default=1e-4, metadata={
         "help": "weight of the orthogonality term against the span of old prototypes"})
-    w_reg: float = field(default=1e-3, metadata={
-        "help": "weight of the L2 pull towards the parameters the task started from"})
+    w_reg: float = field(default=0.1, metadata={
+        "help": "weight of the L2 pull towards the parameters the task started from (the "
+                "paper's 1e-3 let the old classes' statistics go stale: --preset paper)"})
     temperature: float = field(default=0.1, metadata={
         "help": "temperature of the contrastive term"})
     orth_rank: int = field(default=40, metadata={
