@@ -61,15 +61,16 @@ def grid() -> dict[str, dict]:
     # the backbone at half its learning rate, the classifier fast (run on the CPU)
     g["inflora/analytic-lr0.00025-head-lr0.05"] = {"method": "inflora", "head": "analytic",
                                                    "lr": 2.5e-4, "head_lr": 5e-2}
+    paper = {"w_reg": 1e-3}  # NTK-CL's rows: the paper's pull (its default until issue 40)
     for head in STAT_HEADS:  # NTK-CL: the intended loss forms, then the authors' code's
-        g[f"ntk-cl/{head}"] = {"method": "ntk-cl", "head": head}
+        g[f"ntk-cl/{head}"] = {"method": "ntk-cl", "head": head, "method_options": paper}
         g[f"ntk-cl/{head}-official"] = {"method": "ntk-cl", "head": head,
-                                        "method_options": {"official_losses": True}}
+                                        "method_options": {**paper, "official_losses": True}}
     g["ntk-cl/prototypes-head-lr0.05"] = {"method": "ntk-cl", "head": "prototypes",
-                                          "head_lr": 5e-2}
+                                          "head_lr": 5e-2, "method_options": paper}
     for head in ("prototypes", "analytic"):  # the fusion a plain mean, the classifier fast
         g[f"ntk-cl/{head}-mean"] = {"method": "ntk-cl", "head": head, "head_lr": 5e-2,
-                                    "method_options": {"fusion": "mean"}}
+                                    "method_options": {**paper, "fusion": "mean"}}
     for head in ALL_HEADS:  # growth: every block's MLP, then a third chosen by gradient
         g[f"grow/{head}"] = {"method": "grow", "head": head}
     g["grow/analytic-gradient-third"] = {"method": "grow", "head": "analytic",
@@ -79,7 +80,8 @@ def grid() -> dict[str, dict]:
             g[f"ntk-cl/{head}-wreg{w:g}"] = {"method": "ntk-cl", "head": head,
                                              "method_options": {"w_reg": w}}
     g["ntk-cl/prototypes-bypassed"] = {"method": "ntk-cl", "head": "prototypes",
-                                       "method_options": {"retention_view": "bypassed"}}
+                                       "method_options": {**paper,
+                                                          "retention_view": "bypassed"}}
     return g
 
 

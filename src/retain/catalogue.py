@@ -158,9 +158,10 @@ METHODS: dict[str, MethodInfo] = {
                              "authors": Preset(
                                  "the authors' code (Programmergg/NTK-CL): their loss forms and "
                                  "first task, halves inference, the CLS feature, a cosine "
-                                 "schedule (their SGD rate does not carry to AdamW)",
+                                 "schedule (their SGD rate does not carry to AdamW), the "
+                                 "paper's w_reg 1e-3",
                                  {"head": "prototypes", "pooling": "cls", "scheduler": "cosine",
-                                  "method_options": {"official_losses": True,
+                                  "method_options": {"w_reg": 1e-3, "official_losses": True,
                                                      "official_first_task": True,
                                                      "inference": "halves"}})}),
     "grow": MethodInfo("retain.methods.grow", "function-preserving growth: widen chosen MLPs by "

@@ -1,6 +1,6 @@
 """NTK-CL for a stream of tasks (Liu et al., 2024): two module families beside a frozen
 encoder, each with an averaged copy; three feature views per sample, one cross-entropy each;
-prototype inference over the fused view.
+the head over the fused view (the paper's prototype inference: ``--preset paper``).
 
 Per training step (four passes through the encoder, the two averaged ones without gradients):
 
@@ -13,8 +13,9 @@ Per training step (four passes through the encoder, the two averaged ones withou
   + w_reg ||theta - theta_start||^2``.
 
 After task ``t`` (from 0) the averaged modules become the running mean of the end-of-task
-snapshots, ``avg <- t/(t+1) avg + 1/(t+1) current``; then the head (default: prototypes, a
-cosine classifier over per-class mean ``f_m``) reads the task. Stored: both module sets, the
+snapshots, ``avg <- t/(t+1) avg + 1/(t+1) current``; then the head (default: analytic, a ridge
+regression on ``f_m``; the paper's prototypes: a cosine classifier over per-class mean ``f_m``)
+reads the task. Stored: both module sets, the
 fusion and the class statistics, the same size after every task.
 """
 
