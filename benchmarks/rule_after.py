@@ -48,7 +48,7 @@ def finals(folder: Path, config: RunConfig, rules=RULES) -> dict[str, dict]:
         raise SystemExit(f"{folder}: its head is not the analytic head")
     out = {}
     for rule in rules:
-        head.ridge, head._solution = picked(head.choices, rule), None
+        head.resolve(picked(head.choices, rule))
         test = engine.evaluate(tasks)["matrix"]
         out[rule] = {"lambda": head.ridge, "final_accuracy": _final(test),
                      "validation_final_accuracy": _final(engine.validate(tasks))}

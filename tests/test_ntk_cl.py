@@ -371,3 +371,19 @@ def test_the_first_half_of_each_view_comes_from_the_averaged_modules():
             assert torch.allclose(view[:, :d], averaged, atol=1e-6)
             assert torch.allclose(view[:, d:], current, atol=1e-6)
         assert torch.equal(fm, method.fusion(fc, fp))
+
+
+def test_inference_halves_without_prototypes_is_refused_when_planned(tiny_config, monkeypatch):
+    """``inference=halves`` reads the prototypes head's class means: any other head is refused
+    while the run is planned, before a backbone loads."""
+    import retain.backbones
+    from retain.errors import RetainError
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the backbone loaded before the check")
+
+    monkeypatch.setattr(retain.backbones, "load_backbone", no_load)
+    with pytest.raises(RetainError, match="inference=halves.*'analytic' head"):
+        tiny_config(method="ntk-cl", head="analytic",
+                    method_options={"inference": "halves"}).plan()
+    tiny_config(method="ntk-cl", head="prototypes", method_options={"inference": "halves"}).plan()

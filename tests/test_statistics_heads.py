@@ -379,7 +379,7 @@ def test_a_run_scored_at_another_rules_lambda_is_the_run_made_with_that_rule(tin
         engines[rule] = prepared_engine(config, Path(config.out) / "checkpoint")
 
     def scored(engine, lam):
-        engine.method.head.ridge, engine.method.head._solution = lam, None
+        engine.method.head.resolve(lam)
         return (engine.evaluate(engine.stream.tasks)["matrix"],
                 engine.validate(engine.stream.tasks))
 

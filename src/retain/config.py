@@ -177,6 +177,7 @@ class RunConfig:
         scenario = kind.scenario(self.scenario)
         method_config = cls.config_class.from_options(
             {**cls.info.options(kind), **self.method_options}, cls.name)
+        method_config.check_head(head)
         if self.weight_decay and cls.info.no_weight_decay:
             raise RetainError(f"{cls.name} takes no weight decay ({cls.info.no_weight_decay}): "
                               "drop --weight-decay")

@@ -75,6 +75,10 @@ Batches = Callable[[], Iterable[Batch]]
 class MethodConfig(Options):
     """Base of every method's config: a dataclass whose fields carry ``metadata['help']``."""
 
+    def check_head(self, head: str) -> None:
+        """Refuse options that the run's head (its resolved name) cannot serve; called when
+        the run is planned, before any model loads."""
+
 
 HOOKS = ("config_class", "prepare", "begin_task", "trainable_parameters", "loss", "end_task",
          "features", "predict", "represent", "state", "load_state", "model_tensors",

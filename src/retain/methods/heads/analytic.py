@@ -155,6 +155,13 @@ class AnalyticHead(StatisticsHead):
             held = float(total[1]) / width
         return out, held
 
+    def resolve(self, lam: float) -> None:
+        """Solve W again at ``lam`` from the stored G and Q (what another rule for lambda would
+        have given the same statistics); the held-out scores stay as stored."""
+        if lam <= 0:
+            raise RetainError(f"analytic head: lambda must be positive, got {lam}")
+        self.ridge, self._solution = float(lam), None
+
     def solution(self) -> torch.Tensor:
         if self._solution is None or self._solution.device != self.gram.device:
             self._solution = cholesky_ridge(self.gram, self.targets, self.ridge or 1.0)

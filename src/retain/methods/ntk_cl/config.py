@@ -76,3 +76,8 @@ class NTKCLOptions(MethodConfig):
         if self.retention_view not in ("modules", "bypassed"):
             raise RetainError(f"ntk-cl retention_view must be 'modules' or 'bypassed', got "
                               f"'{self.retention_view}'")
+
+    def check_head(self, head: str) -> None:
+        if self.inference == "halves" and head != "prototypes":
+            raise RetainError(f"ntk-cl inference=halves scores the prototypes head's class means, "
+                              f"not the '{head}' head: use --head prototypes or inference=whole")

@@ -88,10 +88,6 @@ class NTKCL(ContinualMethod):
         self.handles = inject(model, self.switch)
         self.start: dict[str, torch.Tensor] = {}
         self.feature_width = 2 * backbone.hidden_size  # the two halves, fused
-        if self.config.inference == "halves" and self.run_head.name != "prototypes":
-            raise RetainError(f"ntk-cl inference=halves scores the prototypes head's class means, "
-                              f"not the '{self.run_head.name}' head: use --head prototypes or "
-                              "inference=whole")
         # old-class prototypes of f_m for the contrastive and orthogonality terms: the head's own
         # when it keeps them (the prototypes head), else a copy of that statistic kept here
         self.anchors = None if self.run_head.name == "prototypes" else Prototypes(
