@@ -3,6 +3,7 @@
 
     python benchmarks/rule_after.py --benchmark debian30            # every analytic-head entry
     python benchmarks/rule_after.py --benchmark wordnet45 --only inflora,share
+    python benchmarks/rule_after.py --benchmark debian30 --only inflora --lambdas 1e5,1e6
 
 The head's solution never feeds back into training (a task-local classifier gives the loss), so
 a run's backbone, its statistics ``G`` and ``Q`` and each task's held-out score of every lambda
@@ -14,7 +15,9 @@ need every task's checkpoint and is not given). Each finished run of ``seeds.py`
 from its checkpoint, its head solved at each rule's lambda and scored on the test and
 validation splits; the run's own rule must give its own final figures back (checked, else the
 script stops; entries done before it are saved). Runs made with ``mse``, or with another head,
-are left out. Rows, per entry and rule: the lambdas and the mean ± spread over the seeds found,
+are left out. ``--lambdas`` adds, per entry, the same figures with the head solved at each
+given lambda (values beyond the grid: whether the grid stops short; the validation split says,
+the rules cannot). Rows, per entry and rule: the lambdas and the mean ± spread over the seeds found,
 to ``benchmarks/results/rule_after_<benchmark>_<profile>.json`` (merged by label). A frozen
 backbone's rows can be held against a run made with the rule itself (``seeds.py``'s
 ``-pooled`` entries); ``tests/test_statistics_heads.py`` does so for a trained one.
@@ -39,19 +42,22 @@ from retain.metrics import final_score
 RULES = ("accuracy", "pooled")
 
 
-def finals(folder: Path, config: RunConfig, rules=RULES) -> dict[str, dict]:
+def finals(folder: Path, config: RunConfig, rules=RULES, fixed=()) -> dict[str, dict]:
     """Per rule: the lambda it picks from the run's stored scores and the final test and
-    validation accuracy of the run's last checkpoint with the head solved at it."""
+    validation accuracy of the run's last checkpoint with the head solved at it; per lambda of
+    ``fixed`` (key ``lambda=X``), the same with the head solved at that lambda (values beyond
+    the grid, which no rule could pick: where the validation split says the grid should go)."""
     engine = prepared_engine(config, folder / "checkpoint")
     head, tasks = engine.method.head, engine.stream.tasks
     if not isinstance(head, AnalyticHead):
         raise SystemExit(f"{folder}: its head is not the analytic head")
     out = {}
-    for rule in rules:
-        head.resolve(picked(head.choices, rule))
+    for key, lam in [*((rule, picked(head.choices, rule)) for rule in rules),
+                     *((f"lambda={lam:g}", lam) for lam in fixed)]:
+        head.resolve(lam)
         test = engine.evaluate(tasks)["matrix"]
-        out[rule] = {"lambda": head.ridge, "final_accuracy": _final(test),
-                     "validation_final_accuracy": _final(engine.validate(tasks))}
+        out[key] = {"lambda": head.ridge, "final_accuracy": _final(test),
+                    "validation_final_accuracy": _final(engine.validate(tasks))}
     return out
 
 
@@ -66,7 +72,11 @@ def main() -> None:
     p.add_argument("--profile", default="quick")
     p.add_argument("--only", help="comma-separated entries of seeds.py (default: every "
                                   "analytic-head entry with a finished run)")
+    p.add_argument("--lambdas", default="",
+                   help="comma-separated lambdas to solve each run's final head at as well, "
+                        "whatever the rules pick (rows 'ENTRY [lambda=X]')")
     args = p.parse_args()
+    fixed = [float(x) for x in args.lambdas.split(",") if x]
     base = Path(f"runs/seeds/{args.benchmark}/{args.profile}/runs")
     labels = args.only.split(",") if args.only else list(ENTRIES)
     unknown = [x for x in labels if x not in ENTRIES]
@@ -76,7 +86,7 @@ def main() -> None:
         fields = ENTRIES[label]
         found = sorted((base / label.replace("/", "--").replace(":", "--")).glob(
             "seed*/results.json"))
-        seeds, per_rule = [], {rule: [] for rule in RULES}
+        seeds, per_rule = [], {key: [] for key in [*RULES, *(f"lambda={x:g}" for x in fixed)]}
         for results_file in found:
             results = json.loads(results_file.read_text())
             own_rule = results["config"]["head_options"].get("select", "accuracy")
@@ -86,7 +96,7 @@ def main() -> None:
             config = RunConfig(benchmark=args.benchmark, profile=args.profile,
                                validation=results["config"]["validation"], seed=seed,
                                out=str(results_file.parent), **fields)
-            got = finals(results_file.parent, config)
+            got = finals(results_file.parent, config, fixed=fixed)
             own = got[own_rule]
             for key in ("final_accuracy", "validation_final_accuracy"):
                 stored = (results["metrics"] if key == "final_accuracy"
@@ -95,8 +105,8 @@ def main() -> None:
                     raise SystemExit(f"{results_file}: its own rule gives {key} {own[key]}, "
                                      f"the run {stored}: the rebuild is not the run")
             seeds.append(seed)
-            for rule in RULES:
-                per_rule[rule].append(got[rule])
+            for key, value in got.items():
+                per_rule[key].append(value)
             print(label, seed, {r: (g["lambda"], round(g["final_accuracy"], 4),
                                     round(g["validation_final_accuracy"], 4))
                                 for r, g in got.items()}, flush=True)
