@@ -77,6 +77,8 @@ def main() -> None:
                         "whatever the rules pick (rows 'ENTRY [lambda=X]')")
     args = p.parse_args()
     fixed = [float(x) for x in args.lambdas.split(",") if x]
+    if any(not (math.isfinite(x) and x > 0) for x in fixed):
+        p.error(f"--lambdas must be positive numbers, got {args.lambdas}")
     base = Path(f"runs/seeds/{args.benchmark}/{args.profile}/runs")
     labels = args.only.split(",") if args.only else list(ENTRIES)
     unknown = [x for x in labels if x not in ENTRIES]

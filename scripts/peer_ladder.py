@@ -14,7 +14,9 @@ afresh (its own AdamW), the order reversed every other round:
 
 Printed after each round: the median step of each so far, and of L0-L2 the median forward,
 backward and optimiser step (the optimiser's zero_grad and the loss's read included).
-Nothing is saved; run nothing beside it.
+On the CPU only: nothing synchronises a GPU between the timers, so there the split into
+forward, backward and optimiser step would be meaningless. Nothing is saved; run nothing
+beside it.
 """
 
 import statistics

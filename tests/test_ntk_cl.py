@@ -387,3 +387,13 @@ def test_inference_halves_without_prototypes_is_refused_when_planned(tiny_config
         tiny_config(method="ntk-cl", head="analytic",
                     method_options={"inference": "halves"}).plan()
     tiny_config(method="ntk-cl", head="prototypes", method_options={"inference": "halves"}).plan()
+
+
+def test_inference_halves_without_prototypes_is_refused_when_built_directly():
+    """The same refusal for a method built without a planned run (``setup`` checks too)."""
+    from retain.errors import RetainError
+
+    head = RunHead("analytic", REGISTRY["analytic"], {"projection": 8}, 3e-4)
+    method = NTKCL(NTKCLOptions.from_options({"inference": "halves"}), head)
+    with pytest.raises(RetainError, match="inference=halves.*'analytic' head"):
+        method.setup(load_backbone("tiny-bert"), _Stream())

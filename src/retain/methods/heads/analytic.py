@@ -22,6 +22,7 @@ collapsed (InfLoRA on wordnet45 quick, task 2, lambda 0.01: 0.171 against 0.867)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,8 +159,8 @@ class AnalyticHead(StatisticsHead):
     def resolve(self, lam: float) -> None:
         """Solve W again at ``lam`` from the stored G and Q (what another rule for lambda would
         have given the same statistics); the held-out scores stay as stored."""
-        if lam <= 0:
-            raise RetainError(f"analytic head: lambda must be positive, got {lam}")
+        if not (math.isfinite(lam) and lam > 0):
+            raise RetainError(f"analytic head: lambda must be a positive number, got {lam}")
         self.ridge, self._solution = float(lam), None
 
     def solution(self) -> torch.Tensor:

@@ -88,6 +88,7 @@ class NTKCL(ContinualMethod):
         self.handles = inject(model, self.switch)
         self.start: dict[str, torch.Tensor] = {}
         self.feature_width = 2 * backbone.hidden_size  # the two halves, fused
+        self.config.check_head(self.run_head.name)  # planned runs were refused already
         # old-class prototypes of f_m for the contrastive and orthogonality terms: the head's own
         # when it keeps them (the prototypes head), else a copy of that statistic kept here
         self.anchors = None if self.run_head.name == "prototypes" else Prototypes(
