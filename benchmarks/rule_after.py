@@ -31,7 +31,7 @@ import math
 import statistics
 from pathlib import Path
 
-from driver import save_table
+from driver import load_rows, save_table
 from seeds import ENTRIES
 
 from retain import RunConfig
@@ -122,9 +122,23 @@ def main() -> None:
                          "mean": {k: statistics.fmean(r[k] for r in runs) for k in keys},
                          "std": {k: statistics.stdev(r[k] for r in runs) if len(runs) > 1
                                  else math.nan for k in keys}})
-        if rows:  # each entry as it is done
-            save_table(f"rule_after_{args.benchmark}_{args.profile}.json", rows,
+        if rows:  # each entry as it is done, the table in entry order, then rule order
+            name = f"rule_after_{args.benchmark}_{args.profile}.json"
+            save_table(name, rows, order=_order([*load_rows(name), *rows]),
                        benchmark=args.benchmark, profile=args.profile)
+
+
+def _order(rows: list[dict]) -> list[str]:
+    """The rows' labels by seeds.py's entry order, then the rules, then lambdas by value."""
+    entries = {e: i for i, e in enumerate(ENTRIES)}
+
+    def key(row: dict) -> tuple:
+        rule = row["rule"]
+        fixed = rule.startswith("lambda=")
+        return (entries.get(row["entry"], len(entries)), fixed,
+                float(rule.split("=", 1)[1]) if fixed else RULES.index(rule))
+
+    return [r["label"] for r in sorted(rows, key=key)]
 
 
 if __name__ == "__main__":

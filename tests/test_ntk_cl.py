@@ -397,3 +397,16 @@ def test_inference_halves_without_prototypes_is_refused_when_built_directly():
     method = NTKCL(NTKCLOptions.from_options({"inference": "halves"}), head)
     with pytest.raises(RetainError, match="inference=halves.*'analytic' head"):
         method.setup(load_backbone("tiny-bert"), _Stream())
+
+
+def test_compare_refuses_a_planned_problem_before_any_run(tiny_config, tmp_path):
+    """``retain compare`` plans every entry before its first run: the halves refusal of the
+    second entry (the authors' preset, halves inference, under ``--head analytic``) comes
+    before the first entry runs."""
+    import retain
+    from retain.errors import RetainError
+
+    config = tiny_config(head="analytic", out=str(tmp_path / "c"))
+    with pytest.raises(RetainError, match="inference=halves.*'analytic' head"):
+        retain.compare(config, ["frozen-ncm", "ntk-cl:authors"], progress=False)
+    assert not (tmp_path / "c" / "runs" / "frozen-ncm").exists()

@@ -98,7 +98,7 @@ def compare(config: RunConfig, methods: list[str], seeds: list[int], progress: b
                                    **fields)
 
     for name in methods:  # every entry's config refused before the first run, not after
-        configured(name, out=str(Path(config.out) / "runs")).check()
+        configured(name, out=str(Path(config.out) / "runs")).plan()
     out = Path(config.out)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     jobs = [(m, s) for m in methods for s in seeds]
