@@ -48,7 +48,8 @@ ENTRIES: dict[str, dict] = {
     "share": {"method": "share"},
     # the paper's settings, retain's defaults until issue 40 (its runs were made so)
     "ntk-cl": {"method": "ntk-cl", "head": "prototypes", "method_options": {"w_reg": 1e-3}},
-    "grow": {"method": "grow"},
+    # every block grown: retain's classification default until issue 40 (its runs were made so)
+    "grow": {"method": "grow", "method_options": {"select": "all"}},
     # the analytic head's pooled rule for lambda with each seed method that uses the head
     **{f"{m}/pooled": {"method": m, "head_options": {"select": "pooled"}}
        for m in ("inflora", "plate", "share", "grow")},

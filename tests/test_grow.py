@@ -114,7 +114,10 @@ def test_smollm2_with_every_mlp_grown_keeps_its_logits_in_float32():
 
 
 def _grow_config(tiny_config, **kw):
-    return tiny_config(method="grow", **kw)
+    """Every block grown (classification's default grows a third of them) unless the test
+    says otherwise."""
+    options = {"select": "all", **kw.pop("method_options", {})}
+    return tiny_config(method="grow", method_options=options, **kw)
 
 
 def watch_what_trains(monkeypatch) -> list:
@@ -264,3 +267,16 @@ def test_g_train_trains_and_stores_the_named_modules(tiny_config):
     copies = 3 * 2 * (64 * 32 + 64 + 32 * 64)
     assert sum(v.numel() for k, v in stored.items() if k.startswith("model.")) == (
         attention + copies)
+
+
+def test_classification_grows_a_third_of_the_blocks_by_default_language_every_block():
+    """The classification default is the paper's third of the blocks, evenly spaced (chosen on
+    both benchmarks' validation splits); language modelling keeps every block."""
+    from retain import RunConfig
+
+    text = RunConfig(method="grow", benchmark="wordnet45").resolved().method_options
+    assert (text["select"], text["fraction"], text["factor"]) == ("spread", 1 / 3, 2)
+    assert RunConfig(method="grow", benchmark="lmfar").resolved().method_options[
+        "select"] == "all"
+    mine = RunConfig(method="grow", benchmark="debian30", method_options={"select": "all"})
+    assert mine.resolved().method_options["select"] == "all"  # the user's value wins
