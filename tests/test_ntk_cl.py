@@ -75,6 +75,31 @@ def test_padding_tokens_change_nothing():
             assert torch.allclose(a, b, atol=1e-5), (family, (a - b).abs().max())
 
 
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-vit"])
+def test_passes_stacked_in_one_forward_equal_one_forward_each(name):
+    """Several passes over a batch run as one forward over the batch stacked (each slice with
+    its own modules and family): each slice's output is its own pass's, with every module
+    acting, the two copies apart and a padded text batch; evaluation's views (the four passes
+    in one forward) equal training's (two forwards of two)."""
+    method = _method(name)
+    batch = ({"pixel_values": torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+             if name == "tiny-vit" else _text_batch(method))
+    _perturb(method.averaged, seed=1)
+    _perturb(method.current, seed=2)
+    method.tasks_done += 1
+    segments = [(None, ""), (method.current, "prompt"), (method.averaged, "adapter"),
+                (method.current, "adapter"), (method.averaged, "prompt")]
+    with torch.no_grad():
+        stacked = method.passes(batch, segments)
+        for (blocks, family), got in zip(segments, stacked, strict=True):
+            alone = method.pooled(batch, blocks, family)
+            assert torch.allclose(got, alone, atol=1e-5), (family, (got - alone).abs().max())
+        evaluated = method.views(batch)
+    trained = method.views(batch)
+    for a, b in zip(evaluated, trained, strict=True):
+        assert torch.allclose(a, b.detach(), atol=1e-5)
+
+
 def test_averaged_modules_are_the_mean_of_the_end_of_task_snapshots(tiny_config, monkeypatch):
     snapshots = []
     average = NTKCL.average

@@ -2,7 +2,8 @@
 encoder, each with an averaged copy; three feature views per sample, one cross-entropy each;
 the head over the fused view (the paper's prototype inference: ``--preset paper``).
 
-Per training step (four passes through the encoder, the two averaged ones without gradients):
+Per training step (four passes through the encoder, the two averaged ones without gradients,
+run as two forwards over the batch stacked twice):
 
 - ``f_c = [f(averaged adapters) | f(current adapters)]`` (width ``2d``),
 - ``f_p = [f(averaged prompts) | f(current prompts)]``,
@@ -108,24 +109,41 @@ class NTKCL(ContinualMethod):
 
     # --- the passes ----------------------------------------------------------------------------
     def pooled(self, batch: Batch, blocks: Blocks | None, family: str = "") -> torch.Tensor:
-        self.switch.blocks, self.switch.family = blocks, family
-        self.switch.mask = batch.get("attention_mask")
+        return self.passes(batch, [(blocks, family)])[0]
+
+    def passes(self, batch: Batch, segments: list[tuple[Blocks | None, str]]
+               ) -> list[torch.Tensor]:
+        """The pooled output of each ``(blocks, family)`` pass over ``batch``, all in one
+        forward over the batch stacked once per pass (fewer, larger products than one
+        forward per pass; each row attends only within itself, so the passes stay apart)."""
+        n = len(segments)
+        stacked = batch if n == 1 else {
+            k: v.repeat(n, *(1,) * (v.dim() - 1)) for k, v in self.backbone.inputs(batch).items()}
+        self.switch.segments, self.switch.mask = segments, stacked.get("attention_mask")
         try:
-            return self.backbone.pooled(batch, self.model)
+            return list(self.backbone.pooled(stacked, self.model).chunk(n))
         finally:
-            self.switch.blocks, self.switch.mask = None, None
+            self.switch.segments, self.switch.mask = [], None
             self.switch.stash.clear()
 
     def views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(f_c, f_p, f_m)``; the averaged modules' passes carry no gradient."""
-        with torch.no_grad():
-            if int(self.tasks_done) == 0:  # averaged modules still inert: the encoder alone
-                ac = ap = self.pooled(batch, None)
-            else:
-                ac = self.pooled(batch, self.averaged, "adapter")
-                ap = self.pooled(batch, self.averaged, "prompt")
-        fc = torch.cat([ac, self.pooled(batch, self.current, "adapter")], -1)
-        fp = torch.cat([ap, self.pooled(batch, self.current, "prompt")], -1)
+        """``(f_c, f_p, f_m)``; the averaged modules' passes carry no gradient. Without a
+        gradient anywhere (evaluation, statistics) the four passes share one forward; in
+        training, the two averaged ones share one and the two current ones another."""
+        current = [(self.current, "adapter"), (self.current, "prompt")]
+        # before the first task ends the averaged modules are inert: the encoder alone
+        averaged = ([(None, "")] if int(self.tasks_done) == 0 else
+                    [(self.averaged, "adapter"), (self.averaged, "prompt")])
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                old = self.passes(batch, averaged)
+            new = self.passes(batch, current)
+        else:
+            *old, cc, cp = self.passes(batch, averaged + current)
+            new = [cc, cp]
+        ac, ap = old * 2 if len(old) == 1 else old
+        fc = torch.cat([ac, new[0]], -1)
+        fp = torch.cat([ap, new[1]], -1)
         return fc, fp, self.fusion(fc, fp)
 
     def features(self, batch: Batch) -> torch.Tensor:
@@ -146,8 +164,8 @@ class NTKCL(ContinualMethod):
     def represent(self, batch: Batch) -> torch.Tensor:
         if self.config.retention_view == "bypassed":
             return self.pooled(batch, None)
-        passes = [self.pooled(batch, blocks, family) for blocks in (self.averaged, self.current)
-                  for family in ("adapter", "prompt")]
+        passes = self.passes(batch, [(blocks, family) for blocks in (self.averaged, self.current)
+                                     for family in ("adapter", "prompt")])
         return torch.stack(passes).mean(0)
 
     # --- the lifecycle -------------------------------------------------------------------------

@@ -16,7 +16,9 @@ bias learns). Gating the prompts' attention keeps the encoder's output unchanged
 and lets the map learn.
 
 ``Blocks`` holds one ``(Adapter, PromptGenerator)`` pair per encoder block; ``inject`` registers
-the hooks once and a ``Switch`` says which ``Blocks`` and which family act in a forward pass.
+the hooks once and a ``Switch`` says which ``Blocks`` and which family act in a forward pass, on
+which slice of its rows: several passes over one batch run as one forward over the batch
+stacked that many times.
 """
 
 from __future__ import annotations
@@ -104,13 +106,34 @@ class Blocks(nn.Module):
 
 @dataclass
 class Switch:
-    """Which modules act in the next forward pass: ``blocks`` (None: the encoder alone) and
-    ``family`` ('adapter' or 'prompt'); ``mask`` is the batch's attention mask."""
+    """Which modules act in the next forward pass: ``segments``, one ``(blocks, family)`` per
+    equal slice of the batch's rows, in order (``blocks`` None: the encoder alone on that
+    slice; ``family`` 'adapter' or 'prompt'), so that several passes share one forward;
+    ``mask`` is the (stacked) batch's attention mask."""
 
-    blocks: Blocks | None = None
-    family: str = ""
+    segments: list[tuple[Blocks | None, str]] = field(default_factory=list)
     mask: torch.Tensor | None = None
     stash: dict = field(default_factory=dict)  # per pass: MLP inputs, queries, prompts
+
+    def acting(self, family: str) -> bool:
+        return any(blocks is not None and f == family for blocks, f in self.segments)
+
+    def slices(self, rows: int, family: str):
+        """``(j, rows of segment j, its blocks)`` for the segments where ``family`` acts."""
+        size = rows // len(self.segments)
+        return [(j, slice(j * size, (j + 1) * size), blocks)
+                for j, (blocks, f) in enumerate(self.segments)
+                if blocks is not None and f == family]
+
+    def add(self, h: torch.Tensor, family: str, delta) -> torch.Tensor:
+        """``h`` with ``delta(j, rows, blocks)`` added to each acting segment's rows."""
+        if len(self.segments) == 1:
+            (j, rows, blocks), = self.slices(h.shape[0], family)
+            return h + delta(j, rows, blocks)
+        size, acting = h.shape[0] // len(self.segments), {
+            j: (rows, blocks) for j, rows, blocks in self.slices(h.shape[0], family)}
+        return torch.cat([h[j * size:(j + 1) * size] + delta(j, *acting[j]) if j in acting
+                          else h[j * size:(j + 1) * size] for j in range(len(self.segments))])
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -150,27 +173,26 @@ def inject(model: nn.Module, switch: Switch) -> list:
         roles = {r: _role(layer, r) for r in ROLES}
 
         def on_query(module, args, out, i=i, roles=roles):
-            if switch.blocks is None or switch.family != "prompt":
-                return None
-            gen = switch.blocks.prompts[i]
-            prompts = gen.generate(args[0], switch.mask)
-            switch.stash[i] = (out, roles["key"](prompts), roles["value"](prompts))
-            return None
+            for j, rows, blocks in switch.slices(out.shape[0], "prompt"):
+                mask = None if switch.mask is None else switch.mask[rows]
+                prompts = blocks.prompts[i].generate(args[0][rows], mask)
+                switch.stash[i, j] = (out[rows], roles["key"](prompts), roles["value"](prompts))
 
         def before_attn_out(module, args, i=i):
-            if switch.blocks is None or switch.family != "prompt":
+            if not switch.acting("prompt"):
                 return None
-            q, k, v = switch.stash.pop(i)
-            return (args[0] + switch.blocks.prompts[i].attend(q, k, v),) + args[1:]
+            return (switch.add(args[0], "prompt", lambda j, rows, blocks: blocks.prompts[i]
+                               .attend(*switch.stash.pop((i, j)))),) + args[1:]
 
         def before_mlp(module, args, i=i):
-            if switch.blocks is not None and switch.family == "adapter":
+            if switch.acting("adapter"):
                 switch.stash[i] = args[0]
 
         def after_mlp(module, args, out, i=i):
-            if switch.blocks is None or switch.family != "adapter":
+            if not switch.acting("adapter"):
                 return None
-            return out + switch.blocks.adapters[i](switch.stash.pop(i))
+            x = switch.stash.pop(i)
+            return switch.add(out, "adapter", lambda j, rows, blocks: blocks.adapters[i](x[rows]))
 
         handles += [roles["query"].register_forward_hook(on_query),
                     roles["attn_out"].register_forward_pre_hook(before_attn_out),
