@@ -71,8 +71,9 @@ def grid() -> dict[str, dict]:
     for head in ("prototypes", "analytic"):  # the fusion a plain mean, the classifier fast
         g[f"ntk-cl/{head}-mean"] = {"method": "ntk-cl", "head": head, "head_lr": 5e-2,
                                     "method_options": {**paper, "fusion": "mean"}}
+    every = {"select": "all"}  # growth's classification default until issue 40
     for head in ALL_HEADS:  # growth: every block's MLP, then a third chosen by gradient
-        g[f"grow/{head}"] = {"method": "grow", "head": head}
+        g[f"grow/{head}"] = {"method": "grow", "head": head, "method_options": every}
     g["grow/analytic-gradient-third"] = {"method": "grow", "head": "analytic",
                                          "method_options": {"select": "gradient"}}
     for w in (0.1, 1.0):  # a stronger pull towards where each task started

@@ -52,7 +52,9 @@ ENTRIES: dict[str, dict] = {
     "grow": {"method": "grow", "method_options": {"select": "all"}},
     # the analytic head's pooled rule for lambda with each seed method that uses the head
     **{f"{m}/pooled": {"method": m, "head_options": {"select": "pooled"}}
-       for m in ("inflora", "plate", "share", "grow")},
+       for m in ("inflora", "plate", "share")},
+    "grow/pooled": {"method": "grow", "head_options": {"select": "pooled"},
+                    "method_options": {"select": "all"}},  # beside "grow": every block
     # NTK-CL with the one setting that beat the frozen backbone on wordnet45 (methods/ntk-cl.md)
     "ntk-cl/analytic-wreg0.1": {"method": "ntk-cl", "head": "analytic",
                                 "method_options": {"w_reg": 0.1}},

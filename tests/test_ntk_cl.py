@@ -95,6 +95,9 @@ def test_passes_stacked_in_one_forward_equal_one_forward_each(name):
             alone = method.pooled(batch, blocks, family)
             assert torch.allclose(got, alone, atol=1e-5), (family, (got - alone).abs().max())
         evaluated = method.views(batch)
+        # outside a pass the hooks stand aside: the encoder alone
+        assert torch.equal(method.backbone.pooled(batch, method.model),
+                           method.pooled(batch, None))
     trained = method.views(batch)
     for a, b in zip(evaluated, trained, strict=True):
         assert torch.allclose(a, b.detach(), atol=1e-5)

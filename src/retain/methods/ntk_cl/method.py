@@ -3,7 +3,8 @@ encoder, each with an averaged copy; three feature views per sample, one cross-e
 the head over the fused view (the paper's prototype inference: ``--preset paper``).
 
 Per training step (four passes through the encoder, the two averaged ones without gradients,
-run as two forwards over the batch stacked twice):
+run as two forwards over the batch stacked twice; on the first task the averaged pair is the
+encoder alone, one pass):
 
 - ``f_c = [f(averaged adapters) | f(current adapters)]`` (width ``2d``),
 - ``f_p = [f(averaged prompts) | f(current prompts)]``,

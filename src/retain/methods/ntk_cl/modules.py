@@ -119,7 +119,10 @@ class Switch:
         return any(blocks is not None and f == family for blocks, f in self.segments)
 
     def slices(self, rows: int, family: str):
-        """``(j, rows of segment j, its blocks)`` for the segments where ``family`` acts."""
+        """``(j, rows of segment j, its blocks)`` for the segments where ``family`` acts (none
+        outside a pass: the encoder alone)."""
+        if not self.segments:
+            return []
         size = rows // len(self.segments)
         return [(j, slice(j * size, (j + 1) * size), blocks)
                 for j, (blocks, f) in enumerate(self.segments)
