@@ -122,6 +122,10 @@ def test_list_is_light_and_shows_options(capsys):
     assert main(["list", "plate"]) == 0
     out = capsys.readouterr().out
     assert "r=8: trainable output neurons" in out and "default --lr: 0.0005" in out
+    assert "(language modelling: 0.003)" in out
+    assert "defaults on language modelling streams: selection=official" in out
+    assert main(["list", "grow"]) == 0  # each kind's own defaults, named by the kind
+    assert "defaults on classification streams: select=spread" in capsys.readouterr().out
     assert main(["list", "analytic"]) == 0
     assert "projection=5000" in capsys.readouterr().out
     proc = subprocess.run([sys.executable, "-m", "retain", "--version"], capture_output=True,

@@ -35,6 +35,7 @@ class Kind:
     """One task kind. Subclasses set the fields and implement the hooks below."""
 
     name: str = ""
+    label: str = ""  # how help texts name a stream of this kind ("language modelling")
     score: str = ""  # the matrix's name
     higher_is_better: bool = True
     profiles: dict[str, Profile] = {}  # for the user's files of this kind
@@ -153,6 +154,7 @@ class Kind:
 
 class Classification(Kind):
     name = "classification"
+    label = "classification"
     score = "accuracy"
     higher_is_better = True
     retention_key = "retention_min"
@@ -277,6 +279,7 @@ class Classification(Kind):
 
 class LanguageModelling(Kind):
     name = "lm"
+    label = "language modelling"
     score = "perplexity"
     higher_is_better = False
     retention_key = "retention_worst_perplexity"
