@@ -311,12 +311,12 @@ def describe(name: str) -> list[str]:
 
         cls = get_method_class(name)
         info = cls.info
-        rates = "".join(f" ({KINDS[k].label or k}: {lr:g})" for k, lr in info.kind_lr.items())
+        rates = "".join(f" ({KINDS[k].label}: {lr:g})" for k, lr in info.kind_lr.items())
         lines = [f"{name}: {info.description}",
                  f"default head: {info.default_head}; default --lr: {info.default_lr:g}{rates}; "
                  f"serves: {', '.join(info.kinds)}", "options (--set KEY=VALUE):"]
         for kind, options in info.kind_options.items():
-            lines.insert(-1, f"defaults on {KINDS[kind].label or kind} streams: " + ", ".join(
+            lines.insert(-1, f"defaults on {KINDS[kind].label} streams: " + ", ".join(
                 f"{k}={option_text(v)}" for k, v in options.items()))
         described = cls.config_class.describe() or ["none"]
         presets = [f"preset {key} (--preset {key}): " + ", ".join(

@@ -35,13 +35,17 @@ class Kind:
     """One task kind. Subclasses set the fields and implement the hooks below."""
 
     name: str = ""
-    label: str = ""  # how help texts name a stream of this kind ("language modelling")
     score: str = ""  # the matrix's name
     higher_is_better: bool = True
     profiles: dict[str, Profile] = {}  # for the user's files of this kind
     columns: str = ""  # what a data file holds, for help texts
     # the summary row's headline retention figure (a key of retain.summary.COLUMNS)
     retention_key: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages and help texts name a stream of this kind."""
+        return self.name
 
     @property
     def direction(self) -> str:
@@ -154,7 +158,6 @@ class Kind:
 
 class Classification(Kind):
     name = "classification"
-    label = "classification"
     score = "accuracy"
     higher_is_better = True
     retention_key = "retention_min"
@@ -279,15 +282,16 @@ class Classification(Kind):
 
 class LanguageModelling(Kind):
     name = "lm"
-    label = "language modelling"
     score = "perplexity"
     higher_is_better = False
     retention_key = "retention_worst_perplexity"
     profiles = LM_PROFILES
     columns = "'text' and 'task' columns"
 
+    label = "language modelling"  # over Kind.label
+
     def title(self, scenario: str) -> str:
-        return "language modelling"
+        return self.label
 
     def scenario(self, requested: str) -> str:
         return "lm"
@@ -305,9 +309,9 @@ class LanguageModelling(Kind):
         head = config.head
         if head not in (None, "none") or config.head_options:
             drop = f"--head {head}" if head not in (None, "none") else "--head-set"
-            raise RetainError(f"{self.title('')} streams have no head; drop {drop}")
+            raise RetainError(f"{self.label} streams have no head; drop {drop}")
         if (config.feature_layers or 1) > 1:
-            raise RetainError(f"--feature-layers chooses what a head reads; {self.title('')} "
+            raise RetainError(f"--feature-layers chooses what a head reads; {self.label} "
                               "streams have no head: drop it")
         if config.validation:
             raise RetainError("--validation carves labelled items per class: for a "
@@ -316,7 +320,7 @@ class LanguageModelling(Kind):
     def check_task_option(self, task: int | None) -> None:
         if task is not None:
             raise RetainError(f"--task applies to classification runs only: leave it out for a "
-                              f"{self.title('')} run")
+                              f"{self.label} run")
 
     def check_session_file(self, data: str, columns: set[str], is_folder: bool, run: str
                            ) -> None:

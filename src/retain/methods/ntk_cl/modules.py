@@ -115,28 +115,25 @@ class Switch:
     mask: torch.Tensor | None = None
     stash: dict = field(default_factory=dict)  # per pass: MLP inputs, queries, prompts
 
-    def acting(self, family: str) -> bool:
-        return any(blocks is not None and f == family for blocks, f in self.segments)
-
-    def slices(self, rows: int, family: str):
-        """``(j, rows of segment j, its blocks)`` for the segments where ``family`` acts (none
-        outside a pass: the encoder alone)."""
-        if not self.segments:
-            return []
-        size = rows // len(self.segments)
-        return [(j, slice(j * size, (j + 1) * size), blocks)
-                for j, (blocks, f) in enumerate(self.segments)
+    def acting(self, family: str) -> list[tuple[int, Blocks]]:
+        """``(j, blocks)`` of the segments where ``family`` acts (none outside a pass: the
+        encoder alone)."""
+        return [(j, blocks) for j, (blocks, f) in enumerate(self.segments)
                 if blocks is not None and f == family]
 
+    def rows(self, n: int, j: int) -> slice:
+        """Segment ``j``'s rows of a stacked batch of ``n`` rows."""
+        size = n // len(self.segments)
+        return slice(j * size, (j + 1) * size)
+
     def add(self, h: torch.Tensor, family: str, delta) -> torch.Tensor:
-        """``h`` with ``delta(j, rows, blocks)`` added to each acting segment's rows."""
-        if len(self.segments) == 1:
-            (j, rows, blocks), = self.slices(h.shape[0], family)
-            return h + delta(j, rows, blocks)
-        size, acting = h.shape[0] // len(self.segments), {
-            j: (rows, blocks) for j, rows, blocks in self.slices(h.shape[0], family)}
-        return torch.cat([h[j * size:(j + 1) * size] + delta(j, *acting[j]) if j in acting
-                          else h[j * size:(j + 1) * size] for j in range(len(self.segments))])
+        """``h`` with ``delta(j, rows, blocks)`` added to the rows of each segment where
+        ``family`` acts."""
+        acting, parts = dict(self.acting(family)), []
+        for j in range(len(self.segments)):
+            rows = self.rows(len(h), j)
+            parts.append(h[rows] + delta(j, rows, acting[j]) if j in acting else h[rows])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -176,7 +173,8 @@ def inject(model: nn.Module, switch: Switch) -> list:
         roles = {r: _role(layer, r) for r in ROLES}
 
         def on_query(module, args, out, i=i, roles=roles):
-            for j, rows, blocks in switch.slices(out.shape[0], "prompt"):
+            for j, blocks in switch.acting("prompt"):
+                rows = switch.rows(len(out), j)
                 mask = None if switch.mask is None else switch.mask[rows]
                 prompts = blocks.prompts[i].generate(args[0][rows], mask)
                 switch.stash[i, j] = (out[rows], roles["key"](prompts), roles["value"](prompts))
