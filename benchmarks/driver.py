@@ -473,11 +473,11 @@ def table(name: str, select: str | None = None) -> str:
     if "mean" in rows[0] and "std" in rows[0]:
         free = {r["label"] for r in _seeds_rows(f"{name}.json") if r["seed_free"]}
         return seeds_table([{**r, "seed_free": r["label"] in free} for r in rows])
-    if "heldout_accuracy" in rows[0]:  # feature_layers.py: K by held-out items
-        return "\n".join(["| K (last hidden states) | lambda | held-out accuracy | "
-                          "test final accuracy |", "|---|---|---|---|"] + [
-            f"| {r['k']} | {r['lambda']:g} | {r['heldout_accuracy']:.3f} | "
-            f"{r['test_final_accuracy']:.3f} |" for r in rows])
+    if "heldout_accuracy" in rows[0]:  # feature_layers.py: K (and M) by held-out items
+        return "\n".join(["| K (last hidden states) | projection width M | lambda | held-out "
+                          "accuracy | test final accuracy |", "|---|---|---|---|---|"] + [
+            f"| {r['k']} | {r.get('projection', 5000)} | {r['lambda']:g} | "
+            f"{r['heldout_accuracy']:.3f} | {r['test_final_accuracy']:.3f} |" for r in rows])
     if "picks" in rows[0]:  # lambda_rule.py: the analytic head's rule for lambda
         return "\n".join(["| K | rule | lambda after each task | final accuracy (validation) | "
                           "(test) |", "|---|---|---|---|---|"] + [

@@ -61,6 +61,13 @@ ENTRIES: dict[str, dict] = {
     # towards 0.70 (issue 40): InfLoRA's adapted features read as LayUP reads them
     "inflora/layers4-pooled": {"method": "inflora", "head": "analytic", "feature_layers": 4,
                                "head_options": {"select": "pooled"}},
+    # towards 0.70: a wider projection (M = 10000, RanPAC's own; benchmarks/feature_layers.py
+    # --widths measures what M = 5000 leaves of the frozen features' accuracy)
+    **{f"{label}-M10000": {**ENTRY, "head_options": {"select": "pooled", "projection": 10000}}
+       for label, ENTRY in (("frozen-ncm/analytic-layers4-pooled",
+                             {"method": "frozen-ncm", "head": "analytic", "feature_layers": 4}),
+                            ("first-session:layup/pooled",
+                             {"method": "first-session", "preset": "layup"}))},
     # each seed method's named presets (retain list METHOD): default against preset
     **{f"{m}:{preset}": {"method": m, "preset": preset}
        for m, preset in (("inflora", "paper"), ("plate", "authors"), ("share", "paper"),

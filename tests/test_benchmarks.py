@@ -165,3 +165,24 @@ def test_two_benchmarks_seeds_render_side_by_side_and_a_missing_row_is_a_dash():
         assert "no-such-entry" in str(e)
     else:
         raise AssertionError("an unknown label must be an error")
+
+
+def test_the_width_limit_is_what_a_wide_relu_projection_tends_to(monkeypatch):
+    """feature_layers.py's ``inf`` row: ReLU(x R) ReLU(y R)^T / M over M Gaussian columns
+    tends to the arc-cosine kernel as scaled there (a wrong constant or angle term fails)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("feature_layers", BENCH / "feature_layers.py")
+    layers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layers)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g,
+                                                                          dtype=torch.float64)
+    x[1] = -y[0]  # opposite directions: the kernel is 0 there
+    r = torch.randn(8, 400_000, generator=g, dtype=torch.float64)
+    wide = torch.relu(x @ r) @ torch.relu(y @ r).T / r.shape[1]
+    exact = layers.arc_cosine(x, y)
+    assert torch.allclose(wide, exact, atol=0.02 * exact.abs().max())
+    assert exact[1, 0].abs() < 1e-9 and torch.allclose(layers.arc_cosine(x, x).diagonal(),
+                                                       (x * x).sum(1) / 2)
