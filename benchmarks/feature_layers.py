@@ -7,7 +7,7 @@
 
 The benchmark's stream (quick profile, its class order) through the frozen backbone once, every
 hidden state pooled and L2-normalised (``Backbone.features`` with every layer); for each K the
-last K of them, the analytic head's random ReLU projection (M = 5000, seed 0) and a ridge
+last K of them, the analytic head's random ReLU projection (seed 0; width M, below) and a ridge
 regression on all training items of all tasks: on a frozen backbone that is the head after the
 last task (its statistics are sums over tasks), with one lambda for the stream instead of one
 per task. lambda and K are scored on every 5th training item (held out, the rest fitted); the
@@ -21,8 +21,9 @@ task's held-out items (see docs/heads.md for what that does to the gain).
 M -> infinity, where ridge on ``ReLU(f R)`` becomes kernel ridge regression with the first-order
 arc-cosine kernel (Cho and Saul, NeurIPS 2009: ``E[ReLU(w.x) ReLU(w.y)]`` over Gaussian ``w`` is
 ``|x| |y| (sin t + (pi - t) cos t) / (2 pi)``, t the angle between x and y), solved in its dual
-form over the training items. It needs every training item's features at once, so it is no
-continual head: it says how much of the frozen features' accuracy a finite M leaves out. Rows
+form over the training items, its lambda per unit of width (M = 5000's grid over 5000). It
+needs every training item's features at once, so it is no continual head: it says how much a
+finite M leaves out of what this head's random features tend to as M grows. Rows
 are merged by label into the saved file (``K=k`` for M = 5000, ``K=k M=m`` otherwise).
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from driver import RESULTS, load, load_rows, save_table
@@ -82,7 +84,7 @@ def arc_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nx * ny.T * (torch.sin(t) + (math.pi - t) * cos) / (2 * math.pi)
 
 
-def ridge(a: torch.Tensor, y: torch.Tensor, held: torch.Tensor, lambdas, fit, apply):
+def ridge(y: torch.Tensor, held: torch.Tensor, lambdas, fit, apply):
     """Each lambda's held-out accuracy (fitted on the rest), and the best lambda's solution
     refitted on every row: ``fit(rows, lam)`` solves, ``apply(solution, rows)`` scores."""
     scores = {lam: (apply(fit(~held, lam), held).argmax(1) == y[held].argmax(1))
@@ -91,7 +93,7 @@ def ridge(a: torch.Tensor, y: torch.Tensor, held: torch.Tensor, lambdas, fit, ap
     return lam, scores[lam], fit(torch.ones_like(held), lam)
 
 
-def score(data, k: int, width: int, projection: int | None = 5000) -> dict[str, float]:
+def score(data, k: int, width: int, projection: int | None = 5000) -> dict[str, Any]:
     """K hidden states through a ReLU projection of width ``projection`` (None: the limit) and
     ridge regression on every training item, lambda picked on every 5th."""
     (xtr, ytr, _), (xte, yte, tte) = data["train"], data["test"]
@@ -109,7 +111,7 @@ def score(data, k: int, width: int, projection: int | None = 5000) -> dict[str, 
         def apply(solution, rows):
             return arc_cosine(a[rows], a[solution[0]]) @ solution[1]
 
-        lam, heldout, (rows, dual) = ridge(a, y, held, lambdas, fit, apply)
+        lam, heldout, (rows, dual) = ridge(y, held, lambdas, fit, apply)
         pred = (arc_cosine(b, a[rows]) @ dual).argmax(1)
     else:
         rng = torch.Generator().manual_seed(0)
@@ -120,7 +122,7 @@ def score(data, k: int, width: int, projection: int | None = 5000) -> dict[str, 
         def fit(rows, lam):
             return torch.linalg.solve(a[rows].T @ a[rows] + lam * eye, a[rows].T @ y[rows])
 
-        lam, heldout, w = ridge(a, y, held, LAMBDAS, fit, lambda w, rows: a[rows] @ w)
+        lam, heldout, w = ridge(y, held, LAMBDAS, fit, lambda w, rows: a[rows] @ w)
         pred = (b @ w).argmax(1)
     per_task = [(pred[tte == t] == yte[tte == t]).double().mean().item()
                 for t in range(int(tte.max()) + 1)]

@@ -63,11 +63,12 @@ ENTRIES: dict[str, dict] = {
                                "head_options": {"select": "pooled"}},
     # towards 0.70: a wider projection (M = 10000, RanPAC's own; benchmarks/feature_layers.py
     # --widths measures what M = 5000 leaves of the frozen features' accuracy)
-    **{f"{label}-M10000": {**ENTRY, "head_options": {"select": "pooled", "projection": 10000}}
-       for label, ENTRY in (("frozen-ncm/analytic-layers4-pooled",
-                             {"method": "frozen-ncm", "head": "analytic", "feature_layers": 4}),
-                            ("first-session:layup/pooled",
-                             {"method": "first-session", "preset": "layup"}))},
+    "frozen-ncm/analytic-layers4-pooled-M10000": {
+        "method": "frozen-ncm", "head": "analytic", "feature_layers": 4,
+        "head_options": {"select": "pooled", "projection": 10000}},
+    "first-session:layup/pooled-M10000": {
+        "method": "first-session", "preset": "layup",
+        "head_options": {"select": "pooled", "projection": 10000}},
     # each seed method's named presets (retain list METHOD): default against preset
     **{f"{m}:{preset}": {"method": m, "preset": preset}
        for m, preset in (("inflora", "paper"), ("plate", "authors"), ("share", "paper"),
