@@ -476,7 +476,7 @@ def table(name: str, select: str | None = None) -> str:
     if "heldout_accuracy" in rows[0]:  # feature_layers.py: K (and M) by held-out items
         return "\n".join(["| K (last hidden states) | projection width M | lambda | held-out "
                           "accuracy | test final accuracy |", "|---|---|---|---|---|"] + [
-            f"| {r['k']} | {r.get('projection', 5000)} | {r['lambda']:g} | "
+            f"| {r['k']} | {r['projection']} | {r['lambda']:g} | "
             f"{r['heldout_accuracy']:.3f} | {r['test_final_accuracy']:.3f} |" for r in rows])
     if "picks" in rows[0]:  # lambda_rule.py: the analytic head's rule for lambda
         return "\n".join(["| K | rule | lambda after each task | final accuracy (validation) | "

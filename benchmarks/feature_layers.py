@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from driver import RESULTS, load, load_rows, save_table
+from driver import load_rows, save_table
 
 from retain import RunConfig
 from retain.backbones import load_backbone
@@ -147,16 +147,12 @@ def main() -> None:
             rows.append(score(data, k, width, None if m == "inf" else int(m)))
             print(rows[-1], flush=True)
     name = f"feature_layers_{args.benchmark}.json"
-    saved = load(name) if (RESULTS / name).is_file() else {}
-    made = {k: saved[k] for k in ("command", "commit") if k in saved}  # rows saved before M
-    rows = [{**made, **r, "projection": r.get("projection", 5000)} for r in load_rows(name)
-            ] + rows
-    merged = {r["label"]: r for r in rows}
+    merged = {r["label"]: r for r in [*load_rows(name), *rows]}  # what save_table will hold
     at_5000 = [r for r in merged.values() if r["projection"] == 5000]
     best = max(at_5000, key=lambda r: r["heldout_accuracy"]) if at_5000 else None
     order = sorted(merged, key=lambda x: (math.inf if merged[x]["projection"] == "inf"
                                           else merged[x]["projection"], merged[x]["k"]))
-    save_table(name, list(merged.values()), order=order, benchmark=args.benchmark,
+    save_table(name, rows, order=order, benchmark=args.benchmark,
                profile="quick", lambdas=LAMBDAS, chosen_k=best and best["k"])
 
 
